@@ -1,0 +1,70 @@
+"""Implementations by name, and `convert` to swap them into a model in place."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import SelfAttention2d
+from .chunked import ChunkedSelfAttention
+from .reference import ReferenceSelfAttention
+from .sdpa import SDPASelfAttention
+
+IMPLEMENTATIONS: dict[str, type[SelfAttention2d]] = {
+    "reference": ReferenceSelfAttention,
+    "sdpa": SDPASelfAttention,
+    "chunked": ChunkedSelfAttention,
+}
+
+
+def get(name: str) -> type[SelfAttention2d]:
+    try:
+        return IMPLEMENTATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown implementation {name!r}; expected one of {', '.join(IMPLEMENTATIONS)}") from None
+
+
+def build(name: str, in_dim: int, qk_channels: int | None = None, **options) -> SelfAttention2d:
+    return get(name)(in_dim, qk_channels=qk_channels, **options)
+
+
+def is_sagan_attention(module: nn.Module) -> bool:
+    """A SAGAN-shaped layer by structure: 1x1 query/key convs C -> C', value conv C -> C, a
+    one-element `gamma` parameter. Class names do not matter."""
+    q, k, v = (getattr(module, n, None) for n in ("query_conv", "key_conv", "value_conv"))
+    gamma = getattr(module, "gamma", None)
+    if not all(isinstance(m, nn.Conv2d) for m in (q, k, v)) or not isinstance(gamma, nn.Parameter):
+        return False
+    c = v.in_channels
+    return (
+        all(m.kernel_size == (1, 1) and m.in_channels == c and m.groups == 1 for m in (q, k, v))
+        and q.out_channels == k.out_channels
+        and v.out_channels == c
+        and all(m.bias is not None for m in (q, k, v))
+        and gamma.numel() == 1
+    )
+
+
+def convert(model: nn.Module, impl: str, **options) -> int:
+    """Replace every SAGAN-shaped attention module inside `model` by `impl`, in place.
+
+    Weights, device, dtype and train/eval mode are preserved. Returns how many modules were
+    swapped; the model itself is never replaced (wrap it if it is the attention layer).
+    """
+    cls = get(impl)
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if is_sagan_attention(child)
+    ]
+    for parent, name, old in targets:
+        new = cls(old.value_conv.in_channels, qk_channels=old.query_conv.out_channels, **options)
+        old_state = old.state_dict()
+        new.load_state_dict({k: old_state[k] for k in new.state_dict()})
+        new.to(device=old.gamma.device, dtype=old.gamma.dtype)
+        new.train(old.training)
+        old_params = dict(old.named_parameters())
+        for n, p in new.named_parameters():
+            p.requires_grad_(old_params[n].requires_grad)
+        setattr(parent, name, new)
+    return len(targets)
