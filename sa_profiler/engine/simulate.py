@@ -1,0 +1,64 @@
+"""The simulator: a workload on meta tensors, costed as the target's allocator would."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..attention import backends
+from ..attention.sdpa import BackendUnavailable
+from . import step, targets
+from .allocator import CudaCachingAllocator, ExactAllocator
+from .rules import CudaRules
+from .tracker import MemoryTracker
+from .workload import Record, Workload
+
+TIME_METHOD = "estimate: roofline of FLOPs and bytes moved per op against the target's peak rates"
+
+
+def simulate(w: Workload) -> Record:
+    """Peak memory over the baseline that `torch.cuda.max_memory_allocated` (or, for `cpu`, the
+    tracker on real tensors) would report for one step of `w`, without running it."""
+    gpu = targets.resolve(w.target)
+    rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu")
+    if gpu is not None and (why := gpu.supports(w.torch_dtype)):
+        rec.status, rec.message = "unsupported", why
+        return rec
+    caps = gpu.caps() if gpu else backends.CPU
+    if gpu is None:
+        tracker = MemoryTracker(ExactAllocator(), "meta")
+    else:
+        rates = (lambda dt: gpu.fp32_flops if dt in (torch.float32, torch.float64) else gpu.fp16_flops, gpu.bandwidth)
+        tracker = MemoryTracker(CudaCachingAllocator(), "meta", rules=CudaRules(gpu), rates=rates)
+    try:
+        with backends.simulating(caps):
+            layer, x = step.make(w, "meta")
+            tracker.add_baseline(list(layer.parameters()) + [x])
+            with tracker:
+                step.run(layer, x, w.mode)
+    except BackendUnavailable as err:
+        rec.status, rec.message = "unsupported", str(err)
+        return rec
+    except Exception as err:  # a workload the layer rejects is a result, not a crash
+        rec.status, rec.message = "error", f"{type(err).__name__}: {err}".splitlines()[0]
+        return rec
+    rec.peak_bytes = tracker.peak_over_baseline
+    rec.baseline_bytes = tracker.baseline
+    if gpu is not None and tracker.uses_matmul:
+        # allocated at the first matmul and held for the process (CublasHandlePool.cpp), so after
+        # a warm-up step it is part of the baseline, not of the peak over it
+        rec.baseline_bytes += gpu.cublas_workspace
+    rec.backend = tracker.backend
+    rec.top_tensors = tracker.peak_tensors
+    if gpu is not None:
+        rec.time_s, rec.time_method = tracker.roofline_s, TIME_METHOD
+    return rec
+
+
+def simulations_per_second(w: Workload, seconds: float = 1.0) -> float:
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        simulate(w)
+        n += 1
+    return n / (time.perf_counter() - start)

@@ -1,0 +1,161 @@
+"""A dispatch-level memory tracker: every storage an op creates, costed by an allocator model.
+
+Under a `TorchDispatchMode` every aten op's outputs pass through `__torch_dispatch__`. A new
+storage (not one already seen: views and in-place results share their input's storage) is
+allocated in the allocator model and freed when the storage dies (`weakref.finalize` on the
+storage object, which torch keeps unique per storage). Kernel-internal allocations that no
+dispatch mode can see come from `rules` (see `rules.py`). The same tracker runs on meta
+tensors (simulation) and on real CPU tensors (measurement), so the two agree to the byte.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .allocator import block_bytes
+from .workload import TensorInfo
+
+# Which SDPA backend ran, by the aten op torch dispatched to.
+BACKEND_OPS = {
+    "_scaled_dot_product_efficient_attention": "efficient",
+    "_scaled_dot_product_flash_attention": "flash",
+    "_scaled_dot_product_flash_attention_for_cpu": "flash",
+    "_scaled_dot_product_cudnn_attention": "cudnn",
+    "_safe_softmax": "math",
+}
+MATMUL_OPS = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul"}
+
+
+@dataclass
+class _Alloc:
+    handle: object
+    info: TensorInfo
+
+
+class MemoryTracker(TorchDispatchMode):
+    def __init__(self, allocator, device_type: str, rules=None, rates=None):
+        super().__init__()
+        self.allocator = allocator
+        self.device_type = device_type
+        self.rules = rules
+        self.rates = rates  # (flops_per_s(dtype) -> float, bytes_per_s) for a roofline, or None
+        self.baseline = 0
+        self.peak_tensors: list[TensorInfo] = []
+        self.ops: dict[str, int] = {}
+        self.flops = 0
+        self.bytes_moved = 0
+        self.roofline_s = 0.0
+        self._live: dict[int, _Alloc] = {}
+        self._seen = weakref.WeakSet()  # storages already allocated
+        self._next = 0
+        self._peak_seen = 0
+
+    # -- public ---------------------------------------------------------------------
+    def add_baseline(self, tensors, label: str = "baseline") -> None:
+        """Tensors that exist before the step (parameters, input): allocated, never in the peak."""
+        before = self.allocator.allocated
+        for t in tensors:
+            self._track(t, label)
+        self.baseline += self.allocator.allocated - before
+        self._peak_seen = self.allocator.peak
+
+    def reserve(self, nbytes: int, note: str) -> None:
+        """A persistent allocation outside any tensor (a library workspace) in the baseline."""
+        before = self.allocator.allocated
+        self._hold(self.allocator.malloc(nbytes), TensorInfo((nbytes,), "uint8", 0, "workspace", note))
+        self.baseline += self.allocator.allocated - before
+        self._peak_seen = self.allocator.peak
+
+    @property
+    def peak_over_baseline(self) -> int:
+        return self.allocator.peak - self.baseline
+
+    @property
+    def backend(self) -> str:
+        found = [b for op, b in BACKEND_OPS.items() if op in self.ops]
+        return found[0] if found else ""
+
+    @property
+    def uses_matmul(self) -> bool:
+        return any(op in MATMUL_OPS for op in self.ops)
+
+    # -- dispatch -------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        self.ops[name] = self.ops.get(name, 0) + 1
+        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        skip = self.rules.untracked_outputs(func, outputs) if self.rules else ()
+        for i, t in enumerate(outputs):
+            if i not in skip:
+                self._track(t, name)
+        if self.rules:
+            temps = [
+                self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note))
+                for nbytes, shape, dtype, note in self.rules.transients(func, args, kwargs, outputs)
+            ]
+            self._note_peak()
+            for key in temps:
+                self._release(key)
+        if self.rates is not None:
+            self._roofline(func, args, kwargs, out, outputs)
+        return out
+
+    # -- internals ------------------------------------------------------------------
+    def _track(self, t: torch.Tensor, op: str) -> None:
+        if t.device.type != self.device_type:
+            return
+        st = t.untyped_storage()
+        if st in self._seen:
+            return
+        self._seen.add(st)
+        nbytes = st.nbytes()
+        info = TensorInfo(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0, op)
+        key = self._hold(self.allocator.malloc(nbytes), info)
+        weakref.finalize(st, self._release, key)
+        self._note_peak()
+
+    def _hold(self, handle, info: TensorInfo) -> int:
+        info.bytes = block_bytes(handle)
+        key = self._next
+        self._next += 1
+        self._live[key] = _Alloc(handle, info)
+        return key
+
+    def _release(self, key: int) -> None:
+        alloc = self._live.pop(key, None)
+        if alloc is not None:
+            self.allocator.free(alloc.handle)
+
+    def _note_peak(self) -> None:
+        if self.allocator.peak > self._peak_seen:
+            self._peak_seen = self.allocator.peak
+            live = [a.info for a in self._live.values() if a.info.op != "baseline" and a.info.bytes]
+            live.sort(key=lambda i: -i.bytes)
+            self.peak_tensors = [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note) for i in live[:12]]
+
+    def _roofline(self, func, args, kwargs, out, outputs) -> None:
+        flops = 0
+        fn = flop_registry.get(func.overloadpacket)
+        if fn is not None:
+            try:
+                flops = int(fn(*args, **kwargs, out_val=out))
+            except Exception:  # a flop formula that does not accept these arguments
+                flops = 0
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        moved = sum(t.numel() * t.element_size() for t in inputs + outputs if t.device.type == self.device_type)
+        if func.overloadpacket.__name__ in ("view", "_unsafe_view", "transpose", "permute", "expand",
+                                             "detach", "alias", "t", "unsqueeze", "squeeze", "slice", "select"):
+            moved = 0
+        dtype = outputs[0].dtype if outputs else torch.float32
+        peak_flops, bandwidth = self.rates
+        self.flops += flops
+        self.bytes_moved += moved
+        self.roofline_s += max(flops / peak_flops(dtype), moved / bandwidth)
