@@ -55,6 +55,7 @@ class MemoryTracker(TorchDispatchMode):
         self._seen = weakref.WeakSet()  # storages already allocated
         self._next = 0
         self._peak_seen = 0
+        self.op_log: list[tuple[str, int, int]] | None = None  # (op, output bytes, hidden bytes) if a list
 
     # -- public ---------------------------------------------------------------------
     def add_baseline(self, tensors, label: str = "baseline") -> None:
@@ -93,17 +94,22 @@ class MemoryTracker(TorchDispatchMode):
         self.ops[name] = self.ops.get(name, 0) + 1
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         skip = self.rules.untracked_outputs(func, outputs) if self.rules else ()
+        before = self.allocator.allocated
         for i, t in enumerate(outputs):
             if i not in skip:
                 self._track(t, name)
+        hidden = 0
         if self.rules:
             temps = [
                 self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note))
                 for nbytes, shape, dtype, note in self.rules.transients(func, args, kwargs, outputs)
             ]
+            hidden = sum(self._live[k].info.bytes for k in temps)
             self._note_peak()
             for key in temps:
                 self._release(key)
+        if self.op_log is not None:
+            self.op_log.append((name, self.allocator.allocated - before, hidden))
         if self.rates is not None:
             self._roofline(func, args, kwargs, out, outputs)
         return out
