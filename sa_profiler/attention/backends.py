@@ -150,9 +150,12 @@ def unsupported_reason(
         return f"cuDNN attention needs compute capability 8.0 to 12.1, not {cc[0]}.{cc[1]}"
     if dtype not in _LOW_PRECISION:
         return f"cuDNN attention runs only float16/bfloat16, not {_name(dtype)}"
+    # head sizes up to 128, or 256 on sm90/sm100/sm103 (sdp_utils.cpp check_cudnn_head_dim;
+    # measured: value head size 256 runs on an H100 with torch 2.11 + cuDNN 9.19)
+    limit = 256 if cc in ((9, 0), (10, 0), (10, 3)) else 128
     for what, d in (("query/key", d_qk), ("value", d_v)):
-        if d > 128 or d % 8:
-            return f"cuDNN attention needs {what} head size <= 128 and divisible by 8, not {d}"
+        if d > limit or d % 8:
+            return f"cuDNN attention {where} needs {what} head size <= {limit} and divisible by 8, not {d}"
     return None
 
 

@@ -1,21 +1,29 @@
-"""Allocations a dispatch mode cannot see, per op, on CUDA.
+"""What a CUDA kernel allocates that a dispatch mode cannot see, and layouts meta gets wrong.
 
 A kernel that allocates a temporary inside its C++ implementation (below the dispatcher)
 adds to `max_memory_allocated` but never shows up as an op output. Each rule names the op,
-the condition, the bytes, and the torch source it follows; tests/test_rules.py pins each one
-and the validation CSVs under reports/validation/ check them against a real card.
-Outputs that a meta kernel returns on the device but the CUDA kernel returns on the host
-(philox seed/offset of the memory-efficient kernel) are listed in `untracked_outputs`.
+the condition, the bytes, and the torch source it follows (pytorch/pytorch,
+aten/src/ATen/native/...). Each was checked op by op on an H100 (torch 2.11, cuDNN 9.19) by
+benchmarks/probe_cuda_ops.py (reports/validation/probe-ops.csv) and is pinned by
+tests/test_rules.py; the validation CSVs check the whole-step result.
+
+Besides temporaries, two more differences between a meta kernel and the CUDA kernel:
+- outputs that CUDA returns on the host or not at all (`untracked_outputs`);
+- output strides (`restride`): flash attention allocates its outputs with `empty_like` of the
+  BSHD-transposed input, so an input that is not dense in that order (an expanded head dim)
+  gets BSHD-contiguous outputs on CUDA, where the meta kernel returns BHSD.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 F32 = 4
+LOW = (torch.float16, torch.bfloat16)
 
 
 def _name(func) -> str:
@@ -26,58 +34,210 @@ def _dt(t: torch.Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+def _bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _round(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense (c10 `is_non_overlapping_and_dense`), by sorting strides."""
+    expected = 1
+    dims = sorted(((st, s) for s, st in zip(t.shape, t.stride()) if s != 1))
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 @dataclass(frozen=True)
 class Rule:
     op: str
     source: str
-    temps: Callable  # (args, kwargs, outputs, gpu) -> [(bytes, shape, dtype, note)]
+    temps: Callable  # (args, outputs, gpu) -> [(bytes, shape, dtype, note)]
 
 
-def _softmax_backward(args, kwargs, outputs, gpu):
-    # aten/src/ATen/native/cuda/SoftMax.cu, host_softmax_backward: `grad_.contiguous()` and
-    # `output_.contiguous()` copy a non-contiguous gradient / output inside the kernel.
+def _copy_if_strided(t, what, op, needs):
+    if needs:
+        return [(_bytes(t), tuple(t.shape), _dt(t), f"contiguous copy of {what} inside {op}")]
+    return []
+
+
+def _softmax_backward(args, outputs, gpu):
+    # native/cuda/SoftMax.cu host_softmax_backward: `grad_.contiguous()`, `output_.contiguous()`,
+    # and a `grad * output` temporary of the gradient's size (measured: 2 x B x N x N on the
+    # classic layer, where the incoming gradient is the transpose of a bmm output).
     grad, output = args[0], args[1]
-    temps = []
-    for what, t in (("grad_output", grad), ("output", output)):
-        if not t.is_contiguous():
-            temps.append((t.numel() * t.element_size(), tuple(t.shape), _dt(t), f"contiguous copy of {what} inside the softmax backward kernel"))
+    temps = _copy_if_strided(grad, "grad_output", "softmax backward", not grad.is_contiguous())
+    temps += _copy_if_strided(output, "output", "softmax backward", not output.is_contiguous())
+    temps.append((_bytes(grad), tuple(grad.shape), _dt(grad), "grad * output temporary of softmax backward"))
     return temps
 
 
-def _efficient_forward(args, kwargs, outputs, gpu):
-    # aten/src/ATen/native/transformers/cuda/attention.cu `_efficient_attention_forward`:
-    # `output_accum` (float32, B x M x H x Kv) when Kernel::kNeedsOutputAccumulatorBuffer,
-    # i.e. fp16/bf16 output with value head size > 128 (no single value iteration,
-    # mem_eff_attention/kernel_forward.h).
+def _safe_softmax(args, outputs, gpu):
+    # native/SoftMax.cpp _safe_softmax: `self.eq(-inf)` (bool, like self), `.all(dim, keepdim)`
+    # (bool rows) and a scalar on the device, around the softmax.
+    x = args[0]
+    rows = x.numel() // x.shape[-1]
+    return [(x.numel(), tuple(x.shape), "bool", "fully-masked test of _safe_softmax"),
+            (rows, tuple(x.shape[:-1]) + (1,), "bool", "masked rows of _safe_softmax"),
+            (1, (), _dt(x), "scalar of _safe_softmax")]
+
+
+def _efficient_forward(args, outputs, gpu):
+    # transformers/cuda/attention.cu `_efficient_attention_forward`: `output_accum` (float32,
+    # B x M x H x Kv) when Kernel::kNeedsOutputAccumulatorBuffer, i.e. fp16/bf16 output with a
+    # value head size > 128 (no single value iteration; mem_eff_attention/kernel_forward.h).
     q, v = args[0], args[2]
     b, h, m, _ = q.shape
     kv = v.shape[-1]
-    if q.dtype in (torch.float16, torch.bfloat16) and kv > 128:
+    if q.dtype in LOW and kv > 128:
         return [(b * m * h * kv * F32, (b, m, h, kv), "float32", "output_accum of the memory-efficient kernel")]
     return []
 
 
+def _efficient_tile(kmax: int) -> int:
+    return max(64, _round(kmax, 32))
+
+
+def _efficient_backward(args, outputs, gpu):
+    # transformers/cuda/attention_backward.cu `_efficient_attention_backward`: grad_out made
+    # contiguous when its head dim is strided; `delta` float32 [B, H, M]; and the workspace
+    # `p.workspace_size()` (mem_eff_attention/kernel_backward.h): the fp32 dQ accumulator,
+    # ceil(M/64) x ceil(Dqk/kN) tiles of 64 x kN floats, kN = max(Dqk, Dv) rounded up to 32, at least 64
+    # (measured for 64, 96, 128 and 256), plus for fp16/bf16 with Dv > 128 (no output in
+    # registers) the fp32 dK/dV accumulators, measured at 0.75 x B x H x N x Dv floats.
+    grad_out, q, k, v = args[0], args[1], args[2], args[3]
+    b, h, m, d_qk = q.shape
+    n, d_v = k.shape[2], v.shape[-1]
+    temps = _copy_if_strided(grad_out, "grad_out", "memory-efficient backward", grad_out.stride(-1) != 1)
+    temps.append((b * h * m * F32, (b, h, m), "float32", "delta of memory-efficient backward"))
+    kn = _efficient_tile(max(d_qk, d_v))
+    work = b * h * _round(m, 64) * math.ceil(d_qk / kn) * kn * F32
+    if q.dtype in LOW and d_v > 128:
+        work += 3 * b * h * n * d_v * F32 // 4
+    if q.dtype in LOW or max(d_qk, d_v) <= 64:
+        work += 512  # a 512-byte block beside the workspace (measured; absent for fp32 above 64)
+    temps.append((work, (work,), "uint8", "workspace of memory-efficient backward (dQ/dK/dV accumulators)"))
+    return temps
+
+
+def _flash_splits(batch_heads_mblocks: int, num_sms: int, n_blocks: int, max_splits: int = 128) -> int:
+    """flash_attn/flash_api.cpp `num_splits_heuristic`."""
+    if batch_heads_mblocks >= 0.8 * num_sms:
+        return 1
+    max_splits = min(max_splits, num_sms, n_blocks)
+    eligible = [s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1)) for s in range(1, max_splits + 1)]
+    eff = []
+    for s in range(1, max_splits + 1):
+        waves = batch_heads_mblocks * s / num_sms
+        eff.append(waves / math.ceil(waves) if eligible[s - 1] else 0.0)
+    best = max(eff)
+    for s in range(1, max_splits + 1):
+        if eligible[s - 1] and eff[s - 1] >= 0.85 * best:
+            return s
+    return 1
+
+
+def _flash_forward(args, outputs, gpu):
+    # flash_attn/flash_api.cpp mha_fwd -> set_params_splitkv: with few B x H x query blocks,
+    # the keys are split and partial results kept in fp32 `out_accum` [splits, B, H, Sq, Dr]
+    # and `softmax_lse_accum` [splits, B, H, Sq] (Dr = D rounded up to 32, or 64 above 128).
+    q, k = args[0], args[1]
+    b, h, sq, d = q.shape
+    sk = k.shape[2]
+    block_n = 256 if d <= 64 else 128 if d <= 128 else 64
+    splits = _flash_splits(b * h * math.ceil(sq / 64), 2 * gpu.sms, math.ceil(sk / block_n))
+    if splits <= 1:
+        return []
+    dr = _round(d, 32 if d <= 128 else 64)
+    return [(splits * b * h * sq * dr * F32, (splits, b, h, sq, dr), "float32", "out_accum of flash split-KV"),
+            (splits * b * h * sq * F32, (splits, b, h, sq), "float32", "softmax_lse_accum of flash split-KV")]
+
+
+def _flash_backward(args, outputs, gpu):
+    # flash_attn/flash_api.cpp mha_bwd: `softmax_d` fp32 [B, H, round128(Sq)], `dq_accum` fp32
+    # [B, round128(Sq), H, Dr]; and `_flash_attention_backward` makes grad_out and out
+    # contiguous in BSHD order (transformers/cuda/attention_backward.cu).
+    grad_out, q, out = args[0], args[1], args[4]
+    b, h, sq, d = q.shape
+    sq128 = _round(sq, 128)
+    dr = _round(d, 32 if d <= 128 else 64)
+    temps = _copy_if_strided(grad_out, "grad_out", "flash backward", not grad_out.transpose(1, 2).is_contiguous())
+    temps += _copy_if_strided(out, "out", "flash backward", not out.transpose(1, 2).is_contiguous())
+    temps.append((b * h * sq128 * F32, (b, h, sq128), "float32", "softmax_d of flash backward"))
+    temps.append((b * sq128 * h * dr * F32, (b, sq128, h, dr), "float32", "dq_accum of flash backward"))
+    return temps
+
+
+def _cudnn_forward(args, outputs, gpu):
+    # transformers/cuda/attention.cu -> cudnn/MHA.cpp: a 512-byte block for the run (measured).
+    return [(512, (512,), "uint8", "cuDNN attention forward scratch")]
+
+
+def _cudnn_backward(args, outputs, gpu):
+    # cudnn/MHA.cpp run_cudnn_SDP_bprop: grad_out made contiguous, and the cuDNN workspace
+    # (through the caching allocator): fp32 dQ accumulation B x H x Sq x Dqk, B x H x Sq floats
+    # and 512 bytes (measured).
+    grad_out, q = args[0], args[1]
+    b, h, sq, d = q.shape
+    temps = _copy_if_strided(grad_out, "grad_out", "cuDNN attention backward", not grad_out.is_contiguous())
+    work = b * h * sq * d * F32 + b * h * sq * F32 + 512
+    temps.append((work, (work,), "uint8", "cuDNN attention backward workspace"))
+    return temps
+
+
 RULES: dict[str, Rule] = {r.op: r for r in [
-    Rule("_softmax_backward_data", "aten/src/ATen/native/cuda/SoftMax.cu host_softmax_backward", _softmax_backward),
-    Rule("_scaled_dot_product_efficient_attention", "aten/src/ATen/native/transformers/cuda/attention.cu", _efficient_forward),
+    Rule("_softmax_backward_data", "native/cuda/SoftMax.cu host_softmax_backward", _softmax_backward),
+    Rule("_safe_softmax", "native/SoftMax.cpp _safe_softmax", _safe_softmax),
+    Rule("_scaled_dot_product_efficient_attention", "transformers/cuda/attention.cu", _efficient_forward),
+    Rule("_scaled_dot_product_efficient_attention_backward", "transformers/cuda/attention_backward.cu", _efficient_backward),
+    Rule("_scaled_dot_product_flash_attention", "transformers/cuda/flash_attn/flash_api.cpp mha_fwd", _flash_forward),
+    Rule("_scaled_dot_product_flash_attention_backward", "transformers/cuda/flash_attn/flash_api.cpp mha_bwd", _flash_backward),
+    Rule("_scaled_dot_product_cudnn_attention", "native/cudnn/MHA.cpp", _cudnn_forward),
+    Rule("_scaled_dot_product_cudnn_attention_backward", "native/cudnn/MHA.cpp", _cudnn_backward),
 ]}
 
-# CUDA returns these outputs on the host (not device memory); meta returns them on "device".
-UNTRACKED_OUTPUTS = {
-    # cuda/attention.cu: seed and offset are CPU scalars unless the stream is capturing a graph
-    "_scaled_dot_product_efficient_attention": (2, 3),
-}
+
+def _bshd_like(t: torch.Tensor) -> torch.Tensor:
+    """`empty_like(t.transpose(1, 2)).transpose(1, 2)` as CUDA allocates it."""
+    if is_dense(t.transpose(1, 2)):
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    b, h, s, d = t.shape
+    return torch.empty(b, s, h, d, dtype=t.dtype, device=t.device).transpose(1, 2)
 
 
 class CudaRules:
-    """The rules for one GPU target (some depend on its SM count or compute capability)."""
+    """The rules for one GPU target (some depend on its SM count)."""
 
     def __init__(self, gpu):
         self.gpu = gpu
 
-    def untracked_outputs(self, func, outputs) -> tuple[int, ...]:
-        return UNTRACKED_OUTPUTS.get(_name(func), ())
+    def untracked_outputs(self, func, args, outputs) -> tuple[int, ...]:
+        name = _name(func)
+        if name == "_scaled_dot_product_efficient_attention":
+            return (2, 3)  # philox seed/offset: CPU scalars unless capturing a CUDA graph
+        if name == "_scaled_dot_product_cudnn_attention" and not args[4]:
+            return (1,)  # no logsumexp without compute_log_sumexp: CUDA returns an undefined tensor
+        return ()
+
+    def restride(self, func, args, out):
+        """Outputs with the strides CUDA gives them (flash attention), or `out` unchanged."""
+        name = _name(func)
+        if name == "_scaled_dot_product_flash_attention":
+            return (_restrided(out[0], args[0]),) + tuple(out[1:])
+        if name == "_scaled_dot_product_flash_attention_backward":
+            return tuple(_restrided(o, a) for o, a in zip(out, args[1:4]))
+        return out
 
     def transients(self, func, args, kwargs, outputs):
         rule = RULES.get(_name(func))
-        return rule.temps(args, kwargs, outputs, self.gpu) if rule else []
+        return rule.temps(args, outputs, self.gpu) if rule else []
+
+
+def _restrided(produced: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    target = _bshd_like(like)
+    return produced if target.stride() == produced.stride() else target

@@ -17,15 +17,16 @@ from .workload import Record, Workload
 TIME_METHOD = "estimate: roofline of FLOPs and bytes moved per op against the target's peak rates"
 
 
-def simulate(w: Workload) -> Record:
+def simulate(w: Workload, torch_version: str | None = None) -> Record:
     """Peak memory over the baseline that `torch.cuda.max_memory_allocated` (or, for `cpu`, the
-    tracker on real tensors) would report for one step of `w`, without running it."""
+    tracker on real tensors) would report for one step of `w`, without running it.
+    `torch_version` is the torch the target runs (SDPA backend priorities depend on it)."""
     gpu = targets.resolve(w.target)
     rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu")
     if gpu is not None and (why := gpu.supports(w.torch_dtype)):
         rec.status, rec.message = "unsupported", why
         return rec
-    caps = gpu.caps() if gpu else backends.CPU
+    caps = gpu.caps(torch_version) if gpu else backends.CPU
     if gpu is None:
         tracker = MemoryTracker(ExactAllocator(), "meta")
     else:
@@ -57,6 +58,7 @@ def simulate(w: Workload) -> Record:
 
 
 def simulations_per_second(w: Workload, seconds: float = 1.0) -> float:
+    simulate(w)  # warm-up: first-call costs (op registries, imports) are not per simulation
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         simulate(w)

@@ -90,10 +90,12 @@ class MemoryTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.rules:
+            out = self.rules.restride(func, args, out)
         name = func.overloadpacket.__name__
         self.ops[name] = self.ops.get(name, 0) + 1
         outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        skip = self.rules.untracked_outputs(func, outputs) if self.rules else ()
+        skip = self.rules.untracked_outputs(func, args, outputs) if self.rules else ()
         before = self.allocator.allocated
         for i, t in enumerate(outputs):
             if i not in skip:

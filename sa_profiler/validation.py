@@ -1,0 +1,43 @@
+"""Re-simulate committed measurements (reports/validation/*.csv) with today's simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import gpus
+from .engine import Workload, simulate
+
+MiB = 2**20
+
+
+def tolerance(measured: int) -> float:
+    """The published goal for attention workloads: within max(2 %, 4 MiB)."""
+    return max(0.02 * measured, 4 * MiB)
+
+
+def resimulate(path: str | Path) -> pd.DataFrame:
+    """One row per measured-ok workload: measured, simulated now, error and whether within tolerance."""
+    data = pd.read_csv(path)
+    out = []
+    for row in data.itertuples(index=False):
+        if row.status != "ok":
+            continue
+        target = gpus.lookup(row.device_name.split(" capped to ")[0]).key if row.target == "cuda" else row.target
+        opts = json.loads(row.options) if isinstance(row.options, str) else {}
+        w = Workload(row.impl, int(row.batch), int(row.channels), int(row.height), int(row.width), row.dtype,
+                     row.mode, target, opts)
+        sim = simulate(w, torch_version=str(row.torch_version))
+        measured = int(row.peak_bytes)
+        err = (sim.peak_bytes - measured) if sim.peak_bytes is not None else None
+        out.append({
+            "key": row.key, "impl": w.label, "dtype": w.dtype, "mode": w.mode, "tokens": w.tokens,
+            "measured": measured, "simulated": sim.peak_bytes, "error": err,
+            "rel_error": err / measured if err is not None and measured else None,
+            "within": err is not None and abs(err) <= tolerance(measured),
+            "backend": row.backend if isinstance(row.backend, str) else "", "sim_backend": sim.backend,
+            "device": row.device_name, "torch": row.torch_version,
+        })
+    return pd.DataFrame(out)
