@@ -41,3 +41,33 @@ def resimulate(path: str | Path) -> pd.DataFrame:
             "device": row.device_name, "torch": row.torch_version,
         })
     return pd.DataFrame(out)
+
+
+def summary(paths) -> pd.DataFrame:
+    """Worst and median absolute relative error per implementation/backend, mode and card."""
+    frames = [resimulate(p) for p in paths]
+    data = pd.concat(frames, ignore_index=True)
+    data["abs_rel"] = data.rel_error.abs()
+    data["exact"] = data.error == 0
+    return (data.groupby(["device", "impl", "mode"])
+            .agg(workloads=("key", "count"), to_the_byte=("exact", "mean"), median=("abs_rel", "median"),
+                 worst=("abs_rel", "max"), within=("within", "mean"))
+            .reset_index())
+
+
+def main(argv=None) -> None:
+    """`python -m sa_profiler.validation [CSV ...]`: the accuracy table of the README."""
+    import sys
+
+    paths = (argv if argv is not None else sys.argv[1:]) or sorted(
+        Path(__file__).resolve().parent.parent.joinpath("reports", "validation").glob("*-*.*.*.csv"))
+    table = summary(paths)
+    print("| card | implementation | mode | workloads | to the byte | median error | worst error | within max(2 %, 4 MiB) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for r in table.itertuples(index=False):
+        print(f"| {r.device} | {r.impl} | {r.mode} | {r.workloads} | {r.to_the_byte:.0%} | {r.median:.2%} | "
+              f"{r.worst:.2%} | {r.within:.0%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -160,7 +160,7 @@ def test_convert_without_attention_returns_zero_and_leaves_model_alone():
 
 
 def test_convert_unknown_impl():
-    with pytest.raises(ValueError, match="unknown implementation 'fast'; expected one of reference, sdpa, chunked"):
+    with pytest.raises(ValueError, match="unknown implementation 'fast'; expected one of reference, sdpa, chunked, pooled"):
         convert(Net(), "fast")
 
 

@@ -27,6 +27,7 @@ class SelfAttention2d(nn.Module):
     """SAGAN self-attention parameters and the helpers every implementation shares."""
 
     impl_name = "base"
+    exact = True  # computes the classic layer's output (False: changes the model)
 
     def __init__(self, in_dim: int, qk_channels: int | None = None):
         super().__init__()

@@ -6,6 +6,7 @@ from torch import nn
 
 from .base import SelfAttention2d
 from .chunked import ChunkedSelfAttention
+from .pooled import PooledSelfAttention
 from .reference import ReferenceSelfAttention
 from .sdpa import SDPASelfAttention
 
@@ -13,6 +14,7 @@ IMPLEMENTATIONS: dict[str, type[SelfAttention2d]] = {
     "reference": ReferenceSelfAttention,
     "sdpa": SDPASelfAttention,
     "chunked": ChunkedSelfAttention,
+    "pooled": PooledSelfAttention,  # changes the model: an alternative, not a drop-in
 }
 
 

@@ -17,10 +17,11 @@ from .workload import Record, Workload
 TIME_METHOD = "estimate: roofline of FLOPs and bytes moved per op against the target's peak rates"
 
 
-def simulate(w: Workload, torch_version: str | None = None) -> Record:
+def simulate(w: Workload, torch_version: str | None = None, timing: bool = True) -> Record:
     """Peak memory over the baseline that `torch.cuda.max_memory_allocated` (or, for `cpu`, the
     tracker on real tensors) would report for one step of `w`, without running it.
-    `torch_version` is the torch the target runs (SDPA backend priorities depend on it)."""
+    `torch_version` is the torch the target runs (SDPA backend priorities depend on it);
+    `timing=False` skips the roofline time estimate (faster, for batch searches)."""
     gpu = targets.resolve(w.target)
     rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu")
     if gpu is not None and (why := gpu.supports(w.torch_dtype)):
@@ -31,7 +32,7 @@ def simulate(w: Workload, torch_version: str | None = None) -> Record:
         tracker = MemoryTracker(ExactAllocator(), "meta")
     else:
         rates = (lambda dt: gpu.fp32_flops if dt in (torch.float32, torch.float64) else gpu.fp16_flops, gpu.bandwidth)
-        tracker = MemoryTracker(CudaCachingAllocator(), "meta", rules=CudaRules(gpu), rates=rates)
+        tracker = MemoryTracker(CudaCachingAllocator(), "meta", rules=CudaRules(gpu), rates=rates if timing else None)
     try:
         with backends.simulating(caps):
             layer, x = step.make(w, "meta")
@@ -52,7 +53,7 @@ def simulate(w: Workload, torch_version: str | None = None) -> Record:
         rec.baseline_bytes += gpu.cublas_workspace
     rec.backend = tracker.backend
     rec.top_tensors = tracker.peak_tensors
-    if gpu is not None:
+    if gpu is not None and timing:
         rec.time_s, rec.time_method = tracker.roofline_s, TIME_METHOD
     return rec
 

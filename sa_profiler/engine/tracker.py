@@ -14,8 +14,6 @@ import weakref
 from dataclasses import dataclass
 
 import torch
-from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import flop_registry
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .allocator import block_bytes
@@ -30,6 +28,17 @@ BACKEND_OPS = {
     "_safe_softmax": "math",
 }
 MATMUL_OPS = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul"}
+
+
+def tensors_in(obj) -> list[torch.Tensor]:
+    """Tensors in an aten op's arguments or result (tensors, and lists/tuples/dicts of them)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for item in obj for t in tensors_in(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in tensors_in(item)]
+    return []
 
 
 @dataclass
@@ -94,7 +103,7 @@ class MemoryTracker(TorchDispatchMode):
             out = self.rules.restride(func, args, out)
         name = func.overloadpacket.__name__
         self.ops[name] = self.ops.get(name, 0) + 1
-        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        outputs = tensors_in(out)
         skip = self.rules.untracked_outputs(func, args, outputs) if self.rules else ()
         before = self.allocator.allocated
         for i, t in enumerate(outputs):
@@ -150,6 +159,8 @@ class MemoryTracker(TorchDispatchMode):
             self.peak_tensors = [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note) for i in live[:12]]
 
     def _roofline(self, func, args, kwargs, out, outputs) -> None:
+        from torch.utils.flop_counter import flop_registry
+
         flops = 0
         fn = flop_registry.get(func.overloadpacket)
         if fn is not None:
@@ -157,7 +168,7 @@ class MemoryTracker(TorchDispatchMode):
                 flops = int(fn(*args, **kwargs, out_val=out))
             except Exception:  # a flop formula that does not accept these arguments
                 flops = 0
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        inputs = tensors_in(args) + tensors_in(kwargs)
         moved = sum(t.numel() * t.element_size() for t in inputs + outputs if t.device.type == self.device_type)
         if func.overloadpacket.__name__ in ("view", "_unsafe_view", "transpose", "permute", "expand",
                                              "detach", "alias", "t", "unsqueeze", "squeeze", "slice", "select"):

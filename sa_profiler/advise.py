@@ -1,0 +1,126 @@
+"""The headline question, answered as data: for a shape on a target, every implementation x
+dtype x mode, what fits, the recommendation, why, and alternatives. Rendering is elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .engine import Workload, measure, simulate
+from .engine.workload import dtype_name
+from .recommend import (Alternative, Recommendation, Row, Target, alternatives, candidates, profile_row,
+                        recommend, total_bytes)
+from .units import format_bytes
+
+DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class Advice:
+    target: Target
+    channels: int
+    height: int
+    width: int
+    batch: int | None
+    engine: str
+    rows: list[Row]
+    skipped: list[str]
+    recommendations: dict[str, Recommendation]
+    why: dict
+    alternatives: list[Alternative] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.height * self.width
+
+    @property
+    def recommendation(self) -> Recommendation:
+        return self.recommendations.get("train") or next(iter(self.recommendations.values()))
+
+    @property
+    def assumptions(self) -> list[str]:
+        g = self.target.gpu
+        out = [
+            f"usable memory = {format_bytes(g.total_memory)} (card, as torch reports it) - "
+            f"{format_bytes(g.context_bytes)} (CUDA context, not counted by max_memory_allocated) - "
+            f"{format_bytes(self.target.headroom)} (headroom) = {format_bytes(self.target.usable)}",
+            "memory sizes are binary: 1 GiB = 2^30 bytes",
+            "a step is one attention layer: forward under no_grad, or forward + backward of a scalar loss "
+            "with the input and parameters requiring grad; parameters, input and the cuBLAS workspace are the baseline",
+            "the whole layer runs in the row's dtype (model.half() style), not autocast",
+            "times are estimates: a roofline of FLOPs and bytes moved per op against the card's peak rates"
+            if self.engine == "simulate" else "times are measured with CUDA events (median)",
+        ]
+        if g.assumed:
+            out.insert(0, f"a target given by memory size alone: assumed {g.assumed}")
+        return out
+
+
+def _why(target: Target, channels: int, height: int, width: int, dtype: str, mode: str, rows: list[Row]) -> dict:
+    """The tensors at the classic layer's peak for one image, and the formula."""
+    n = height * width
+    known = [r.per_image for r in rows if r.impl == "reference" and r.dtype == dtype and r.mode == mode and r.per_image]
+    rec = known[0] if known else simulate(Workload("reference", 1, channels, height, width, dtype, mode, target.key))
+    item = torch.empty((), dtype=Workload("reference", 1, 1, 1, 1, dtype).torch_dtype).element_size()
+    matrix = n * n * item
+    return {
+        "dtype": dtype, "mode": mode, "tokens": n, "matrix_bytes": matrix,
+        "peak_bytes": rec.peak_bytes,
+        "formula": f"N = H x W = {height} x {width} = {n}; one N x N matrix = N^2 x {item} B = {format_bytes(matrix)}; "
+                   f"forward holds the energy Q^T K and its softmax: 2 x B x N^2 x {item} B"
+                   + ("; training adds the gradient of the attention and, on CUDA, two more inside the "
+                      "softmax backward kernel: 5 x B x N^2" if mode == "train" else ""),
+        "top_tensors": [t.__dict__ for t in rec.top_tensors[:6]],
+    }
+
+
+def advise(target: Target, channels: int, height: int, width: int, *, batch: int | None = None,
+           dtypes: list[str] | None = None, modes: tuple[str, ...] = ("forward", "train"),
+           impls: list[str] | None = None, engine: str = "simulate", progress=None) -> Advice:
+    skipped = []
+    chosen = []
+    for d in dtypes or DEFAULT_DTYPES:
+        name = dtype_name(d)
+        why_not = target.gpu.supports(Workload("reference", 1, 1, 1, 1, name).torch_dtype)
+        if why_not:
+            if dtypes:  # asked for explicitly
+                raise ValueError(f"{name} cannot run on this target: {why_not}")
+            skipped.append(f"{name} skipped: {why_not}")
+            continue
+        chosen.append(name)
+    rows = []
+    for dtype in chosen:
+        for mode in modes:
+            for impl, opts in candidates(target.gpu, dtype, mode, channels, impls, height * width):
+                rows.append(profile_row(target, impl, opts, dtype, mode, channels, height, width, batch))
+                if engine == "measure":
+                    _confirm(rows[-1], target, channels, height, width)
+                if progress:
+                    progress()
+    recs = {m: recommend(rows, m, batch) for m in modes}
+    why_dtype = chosen[0] if chosen else "float32"
+    advice = Advice(target, channels, height, width, batch, engine, rows, skipped, recs,
+                    _why(target, channels, height, width, why_dtype, "train" if "train" in modes else "forward", rows))
+    if any(r.row is None for r in recs.values()) and chosen:
+        mode = next(m for m, r in recs.items() if r.row is None)
+        advice.alternatives = alternatives(target, channels, height, width, chosen[-1] if len(chosen) > 1 else chosen[0], mode)
+    return advice
+
+
+def _confirm(row: Row, target: Target, channels: int, height: int, width: int) -> None:
+    """On the local card: run the predicted batch for real; step down by halving on an OOM."""
+    if row.status != "ok" or row.batch < 1:
+        return
+    b = row.batch
+    while b >= 1:
+        rec = measure(Workload(row.impl, b, channels, height, width, row.dtype, row.mode, target.key, row.options), repeats=3)
+        if rec.status == "ok" and total_bytes(rec) <= target.usable:
+            row.at_batch, row.source = rec, "measured"
+            row.fits = True
+            if row.batch == row.max_batch:
+                row.max_batch = b
+            row.batch = b
+            return
+        b //= 2
+    row.fits, row.source = False, "measured"

@@ -1,0 +1,256 @@
+"""What fits on a target, the largest safe batch, and what to use.
+
+Usable memory (documented rule): the card's memory as torch reports it, minus the CUDA context
+and library handles that `max_memory_allocated` does not count (the catalogue's
+`context_bytes`), minus the headroom (default 5 % of the card, for fragmentation and the
+caching allocator's slack). A batch fits when the baseline (parameters, input, persistent
+cuBLAS workspace) plus the step's peak over it stays within the usable memory. The largest
+safe batch is found by bisection on the engine: a first guess from two simulations (memory is
+close to affine in the batch), then doubling or halving until a fitting and a failing batch
+bracket it, then bisection between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from . import gpus
+from .attention import backends
+from .attention.registry import get
+from .engine import Record, Workload, simulate
+from .engine import targets
+
+DEFAULT_HEADROOM = 0.05
+MAX_BATCH = 1 << 20
+
+
+@dataclass
+class Target:
+    gpu: gpus.GPU
+    headroom: int
+
+    @property
+    def key(self) -> str:
+        return targets.key_of(self.gpu)
+
+    @property
+    def usable(self) -> int:
+        return self.gpu.total_memory - self.gpu.context_bytes - self.headroom
+
+
+def make_target(gpu: gpus.GPU, headroom: float | int = DEFAULT_HEADROOM) -> Target:
+    """`headroom` as a fraction of the card's memory (< 1) or in bytes."""
+    h = int(gpu.total_memory * headroom) if isinstance(headroom, float) and headroom < 1 else int(headroom)
+    return Target(gpu, h)
+
+
+def total_bytes(rec: Record) -> int:
+    return (rec.baseline_bytes or 0) + (rec.peak_bytes or 0)
+
+
+def largest_batch(run: Callable[[int], Record], usable: int) -> tuple[int, dict[int, Record]]:
+    """The largest batch whose record is ok and fits `usable`; 0 if batch 1 does not fit."""
+    seen: dict[int, Record] = {}
+
+    def fits(b: int) -> bool:
+        if b not in seen:
+            seen[b] = run(b)
+        rec = seen[b]
+        return rec.status == "ok" and total_bytes(rec) <= usable
+
+    if not fits(1):
+        return 0, seen
+    run2 = seen.get(2) or run(2)
+    seen[2] = run2
+    one, two = total_bytes(seen[1]), total_bytes(run2)
+    slope = max(two - one, 1)
+    guess = max(1, min(MAX_BATCH, (usable - one) // slope + 1))
+    if fits(guess):
+        lo, hi = guess, guess + 1
+        while hi <= MAX_BATCH and fits(hi):
+            lo, hi = hi, min(hi * 2, MAX_BATCH + 1)
+        if hi > MAX_BATCH:
+            return lo, seen
+    else:
+        hi, lo = guess, max(1, guess // 2)
+        while not fits(lo):
+            hi, lo = lo, max(1, lo // 2)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, seen
+
+
+@dataclass
+class Row:
+    """One implementation x dtype x mode on a target."""
+
+    impl: str
+    options: dict
+    dtype: str
+    mode: str
+    status: str = "ok"  # ok, unsupported, error
+    message: str = ""
+    backend: str = ""
+    per_image: Record | None = None  # the step at batch 1
+    at_batch: Record | None = None  # the step at `batch`
+    batch: int = 0  # largest safe batch, or the requested batch
+    max_batch: int = 0
+    fits: bool = False
+    source: str = "simulated"
+
+    @property
+    def label(self) -> str:
+        return Workload(self.impl, 1, 1, 1, 1, self.dtype, self.mode, "cpu", self.options).label
+
+    @property
+    def display(self) -> str:
+        """A short name for tables."""
+        o = self.options
+        if self.impl == "sdpa":
+            return "sdpa" + (f" {o['layout']}" if o.get("layout", "auto") != "auto" else "") + ("" if o.get("backend") else " (auto)")
+        if self.impl == "chunked":
+            return f"chunked/{o.get('chunk', 1024)}"
+        if self.impl == "pooled":
+            return f"pooled {o.get('pool', 2)}x{o.get('pool', 2)}"
+        return self.impl
+
+    @property
+    def exact(self) -> bool:
+        return get(self.impl).exact
+
+    @property
+    def time_per_image(self) -> float | None:
+        rec = self.at_batch or self.per_image
+        if rec is None or rec.time_s is None:
+            return None
+        return rec.time_s / max(rec.workload.batch, 1)
+
+    def code(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        return f'convert(model, "{self.impl}"{opts})'
+
+
+def chunk_for(tokens: int) -> int:
+    """Query chunk for the chunked rows: 1024, or N/16 (rounded up to 256) for large maps, so
+    a step has at most 16 chunks."""
+    return max(1024, -(-tokens // 16 // 256) * 256)
+
+
+def candidates(gpu: gpus.GPU, dtype: str, mode: str, channels: int, impls: list[str] | None,
+               tokens: int = 1) -> list[tuple[str, dict]]:
+    """Implementations worth a row: the classic layer, SDPA as torch would pick it, each other
+    SDPA backend the card can run for these head sizes, and chunked attention (checkpointed
+    in training, where keeping every chunk would cost N x N again)."""
+    out: list[tuple[str, dict]] = []
+    wanted = impls or ["reference", "sdpa", "chunked"]
+    caps = gpu.caps()
+    dt = Workload("reference", 1, 1, 1, 1, dtype).torch_dtype
+    qk = max(channels // 8, 1)
+    train = mode == "train"
+    for spec in wanted:
+        name, _, backend = spec.partition(":")
+        if name == "sdpa":
+            auto = backends.select(caps, dt, qk, channels, train)
+            if not backend:
+                out.append(("sdpa", {}))
+                for b in ("flash", "efficient", "cudnn"):
+                    if b == auto:
+                        continue
+                    split_ok = channels % qk == 0
+                    d_qk, d_v = (qk, qk) if (b == "flash" and split_ok) else (qk, channels)
+                    if backends.unsupported_reason(b, caps, dt, d_qk, d_v, train) is None:
+                        out.append(("sdpa", {"backend": b}))
+            else:
+                out.append(("sdpa", {"backend": backend}))
+        elif name == "chunked":
+            chunk = chunk_for(tokens)
+            out.append(("chunked", {"chunk": chunk, "checkpoint": True} if train else {"chunk": chunk}))
+        elif name == "pooled":
+            out.append(("pooled", {"pool": 2}))
+        else:
+            out.append((name, {}))
+    return out
+
+
+def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str, channels: int, height: int,
+                width: int, batch: int | None, engine: Callable[[Workload], Record] = simulate) -> Row:
+    row = Row(impl, options, dtype, mode)
+
+    def run(b: int) -> Record:
+        w = Workload(impl, b, channels, height, width, dtype, mode, target.key, options)
+        return engine(w, timing=b == 1) if engine is simulate else engine(w)
+
+    first = run(1)
+    row.per_image = first
+    row.backend = first.backend
+    row.source = first.source
+    if first.status != "ok":
+        row.status, row.message = first.status, first.message
+        return row
+    row.max_batch, seen = largest_batch(run, target.usable)
+    row.batch = row.max_batch if batch is None else batch
+    at = (seen.get(row.batch) or run(row.batch)) if row.batch else first
+    if at.time_s is None and first.time_s is not None and at is not first:
+        # the roofline is linear in the batch for these layers (every op scales with it)
+        at.time_s, at.time_method = first.time_s * row.batch, first.time_method + ", scaled from batch 1"
+    row.at_batch = at
+    row.fits = row.batch > 0 and at.status == "ok" and total_bytes(at) <= target.usable
+    return row
+
+
+@dataclass
+class Recommendation:
+    row: Row | None
+    mode: str
+    reason: str
+
+
+def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
+    """The exact implementation that fits with the most images per second (roofline estimate),
+    ties to the larger batch; the widest dtype among equals."""
+    pool = [r for r in rows if r.mode == mode and r.status == "ok" and r.fits and r.exact]
+    if not pool:
+        return Recommendation(None, mode, "no exact implementation fits even one image")
+    order = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
+
+    def key(r: Row):
+        t = r.time_per_image
+        return (t if t is not None else float("inf"), -r.max_batch, order.get(r.dtype, 9))
+
+    best = min(pool, key=key)
+    return Recommendation(best, mode, "fits with the headroom and is the fastest per image among those that fit")
+
+
+@dataclass
+class Alternative:
+    what: str
+    code: str
+    row: Row
+
+
+def alternatives(target: Target, channels: int, height: int, width: int, dtype: str, mode: str,
+                 engine=simulate) -> list[Alternative]:
+    """Changes to the model with their own numbers, for when nothing exact fits."""
+    out = []
+    best_exact = "sdpa"
+    for factor in (2, 4):
+        if height % factor or width % factor:
+            continue
+        h, w = height // factor, width // factor
+        row = profile_row(target, best_exact, {}, dtype, mode, channels, h, w, None, engine)
+        out.append(Alternative(
+            f"attention at 1/{factor} resolution ({h} x {w}): pool before the layer, upsample after",
+            f"F.interpolate(attn(F.avg_pool2d(x, {factor}))[0], scale_factor={factor})", row))
+    for pool in (2, 4):
+        if height % pool or width % pool:
+            continue
+        row = profile_row(target, "pooled", {"pool": pool}, dtype, mode, channels, height, width, None, engine)
+        out.append(Alternative(f"keys/values max-pooled {pool}x{pool} (as in BigGAN)", row.code(), row))
+    return out

@@ -1,0 +1,123 @@
+"""Advice and catalogues rendered with rich, and as a stable JSON document."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..advise import Advice
+from ..recommend import Row, total_bytes
+from ..units import format_bytes, format_seconds
+
+JSON_VERSION = 1
+
+
+def _row_json(r: Row) -> dict:
+    per = r.per_image
+    at = r.at_batch
+    return {
+        "impl": r.impl, "options": r.options, "label": r.label, "backend": r.backend, "dtype": r.dtype,
+        "mode": r.mode, "status": r.status, "message": r.message, "exact": r.exact,
+        "peak_bytes_per_image": total_bytes(per) if per and per.status == "ok" else None,
+        "batch": r.batch, "max_batch": r.max_batch,
+        "peak_bytes_at_batch": total_bytes(at) if at and at.status == "ok" else None,
+        "time_s": at.time_s if at else None, "time_method": at.time_method if at else "",
+        "fits": r.fits, "source": r.source,
+    }
+
+
+def advice_json(a: Advice) -> dict:
+    g = a.target.gpu
+
+    def rec(r):
+        if r.row is None:
+            return {"impl": None, "dtype": None, "mode": r.mode, "batch": 0, "code": None, "reason": r.reason}
+        return {"impl": r.row.impl, "options": r.row.options, "backend": r.row.backend, "dtype": r.row.dtype,
+                "mode": r.mode, "batch": r.row.max_batch if a.batch is None else a.batch, "code": r.row.code(),
+                "reason": r.reason}
+
+    return {
+        "version": JSON_VERSION,
+        "shape": {"channels": a.channels, "height": a.height, "width": a.width, "tokens": a.tokens, "batch": a.batch},
+        "target": {"name": g.name, "key": a.target.key, "total_memory": g.total_memory, "context_bytes": g.context_bytes,
+                   "headroom_bytes": a.target.headroom, "usable_bytes": a.target.usable,
+                   "compute_capability": list(g.capability)},
+        "engine": a.engine,
+        "assumptions": a.assumptions,
+        "skipped": a.skipped,
+        "rows": [_row_json(r) for r in a.rows],
+        "recommendation": rec(a.recommendation),
+        "recommendations": {m: rec(r) for m, r in a.recommendations.items()},
+        "why": a.why,
+        "alternatives": [{"what": x.what, "code": x.code, **_row_json(x.row)} for x in a.alternatives],
+    }
+
+
+def render_advice(a: Advice, console: Console) -> None:
+    g = a.target.gpu
+    shape = f"{a.channels} x {a.height} x {a.width}" + (f", batch {a.batch}" if a.batch else "")
+    console.print(f"[bold]Self-attention on {shape}[/] (N = {a.tokens} tokens) on [bold]{g.name}[/]: "
+                  f"{format_bytes(a.target.usable)} usable of {format_bytes(g.total_memory)}")
+    for note in a.skipped:
+        console.print(f"[yellow]{note}[/]")
+    short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
+    for mode in dict.fromkeys(r.mode for r in a.rows):
+        title = "Inference (forward, no_grad)" if mode == "forward" else "Training (forward + backward)"
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, header_style="bold")
+        for col, just in (("impl", "left"), ("backend", "left"), ("dtype", "left"), ("1 image", "right"),
+                          ("max batch" if a.batch is None else "max", "right"),
+                          ("peak" if a.batch is None else f"at {a.batch}", "right"),
+                          ("time" + ("*" if a.engine == "simulate" else ""), "right"), ("fits", "center")):
+            table.add_column(col, justify=just, no_wrap=True)
+        for r in (r for r in a.rows if r.mode == mode):
+            if r.status != "ok":
+                table.add_row(r.display, "-", short.get(r.dtype, r.dtype), "-", "-", "-", "-", Text(r.status, style="yellow"))
+                continue
+            at = r.at_batch
+            table.add_row(
+                r.display, r.backend or ("bmm+ckpt" if r.options.get("checkpoint") else "bmm"), short.get(r.dtype, r.dtype), format_bytes(total_bytes(r.per_image), 1),
+                str(r.max_batch), format_bytes(total_bytes(at), 1) if at and r.batch else "-",
+                format_seconds(at.time_s) if at and r.batch else "-",
+                Text("yes", style="green") if r.fits else Text("no", style="red"),
+            )
+        console.print(table)
+    console.print("[dim]1 image: peak memory of a step at batch 1 (baseline included); "
+                  + ("max batch: the largest that fits; peak: at that batch" if a.batch is None else
+                     f"max: the largest batch that fits; at {a.batch}: peak at the batch asked for")
+                  + ("; time*: roofline estimate per step" if a.engine == "simulate" else "; time: measured per step") + "[/]")
+    for mode, rec in a.recommendations.items():
+        if rec.row is None:
+            console.print(f"[bold red]{mode}:[/] {rec.reason} on this target; see the alternatives below.")
+            continue
+        r = rec.row
+        batch = r.max_batch if a.batch is None else a.batch
+        console.print(f"[bold green]Recommended for {mode}:[/] {r.display} ({r.backend or 'bmm'}) in {r.dtype}, "
+                      f"batch {batch}: [bold]{r.code()}[/]")
+    w = a.why
+    console.print(f"\n[bold]Why[/] (classic layer, {w['dtype']}, {w['mode']}, one image): peak "
+                  f"{format_bytes(w['peak_bytes'])}. {w['formula']}.")
+    for t in w["top_tensors"]:
+        note = f" ({t['note']})" if t["note"] else ""
+        console.print(f"  {format_bytes(t['bytes']):>12}  {'x'.join(map(str, t['shape'])):<20} {t['dtype']:<9} from {t['op']}{note}")
+    if a.alternatives:
+        console.print("\n[bold]Alternatives[/] (they change the model; numbers for the same target):")
+        for x in a.alternatives:
+            r = x.row
+            console.print(f"  - {x.what}: peak {format_bytes(total_bytes(r.per_image)) if r.per_image and r.per_image.status == 'ok' else '-'} "
+                          f"per image, largest safe batch {r.max_batch}: {x.code}")
+    console.print("\n[dim]" + "; ".join(a.assumptions) + ".[/]")
+
+
+def render_gpus(gpus, console: Console) -> None:
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, header_style="bold")
+    for col in ("key", "name", "memory", "CC", "FP32 TF", "FP16 TF", "GB/s"):
+        table.add_column(col, justify="left" if col in ("key", "name") else "right", no_wrap=True)
+    for g in gpus:
+        table.add_row(g.key, g.name, format_bytes(g.total_memory, 1), f"{g.capability[0]}.{g.capability[1]}",
+                      f"{g.fp32_flops / 1e12:g}", f"{g.fp16_flops / 1e12:g}",
+                      f"{g.bandwidth / 1e9:g}")
+    console.print(table)
+    console.print("[dim]memory: as torch reports it (total_memory), binary units; CC: compute capability (bfloat16 from 8.0); "
+                  "TF: dense peak TFLOP/s (FP16 on tensor cores where present); GB/s: memory bandwidth[/]")
