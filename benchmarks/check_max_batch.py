@@ -1,0 +1,85 @@
+"""Predicted vs actual largest batch on the local CUDA card, and on an emulated 12 GiB card.
+
+    python benchmarks/check_max_batch.py --out reports/validation
+
+For each case the simulator predicts the largest safe batch (5 % headroom, what `sa-profile`
+recommends) and the largest batch with no headroom. The latter is run for real, then one
+more: the largest batch that ran is found with at most one real OOM unless the prediction
+was too high. The emulated card caps the allocator at 12 GiB minus the CUDA context
+(`set_per_process_memory_fraction`), as a real 12 GiB card would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from sa_profiler import gpus  # noqa: E402
+from sa_profiler.engine import Workload, measure  # noqa: E402
+from sa_profiler.recommend import make_target, profile_row, total_bytes  # noqa: E402
+
+CASES = [  # target, impl, options, dtype, mode, (C, H, W)
+    ("12G", "sdpa", {}, "float16", "train", (128, 256, 256)),
+    ("12G", "sdpa", {}, "float32", "forward", (128, 256, 256)),
+    ("12G", "chunked", {"chunk": 4096, "checkpoint": True}, "float16", "train", (128, 256, 256)),
+    ("12G", "reference", {}, "float16", "train", (128, 64, 64)),
+    ("12G", "reference", {}, "float32", "forward", (64, 64, 64)),
+    ("local", "sdpa", {}, "float16", "train", (64, 128, 128)),
+    ("local", "reference", {}, "float16", "train", (64, 128, 128)),
+    ("local", "chunked", {"chunk": 2048, "checkpoint": True}, "bfloat16", "train", (64, 128, 128)),
+]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="reports/validation")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    local = gpus.local()
+    path = os.path.join(args.out, f"max-batch-{local.key}-{torch.__version__.split('+')[0]}.csv")
+    fields = ["target", "impl", "options", "dtype", "mode", "channels", "height", "width",
+              "predicted_max_batch", "predicted_no_headroom", "largest_ran", "first_oom", "ooms",
+              "measured_total_at_largest", "simulated_total_at_largest", "usable_bytes", "cap_bytes"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fields)
+        writer.writeheader()
+        for tname, impl, opts, dtype, mode, (c, h, w) in CASES:
+            gpu = gpus.custom(12 * 2**30) if tname == "12G" else local
+            key = gpu.key if tname == "12G" else "cuda"
+            safe = profile_row(make_target(gpu), impl, opts, dtype, mode, c, h, w, None)
+            bare = profile_row(make_target(gpu, 0), impl, opts, dtype, mode, c, h, w, None)
+            b, ooms, largest, first_oom, meas_ok = bare.max_batch, 0, 0, None, None
+            while b >= 1:
+                rec = measure(Workload(impl, b, c, h, w, dtype, mode, key, opts), repeats=1)
+                if rec.status == "ok":
+                    largest, meas_ok = b, rec
+                    if first_oom is not None:
+                        break
+                    b += 1
+                    continue
+                ooms += 1
+                first_oom = b if first_oom is None else min(first_oom, b)
+                if largest:
+                    break
+                b -= 1 if ooms < 2 else max(1, b // 8)
+            sim_at = bare.at_batch if largest == bare.max_batch else None
+            row = {"target": gpu.name, "impl": impl, "options": opts, "dtype": dtype, "mode": mode, "channels": c,
+                   "height": h, "width": w, "predicted_max_batch": safe.max_batch,
+                   "predicted_no_headroom": bare.max_batch, "largest_ran": largest, "first_oom": first_oom,
+                   "ooms": ooms, "measured_total_at_largest": total_bytes(meas_ok) if meas_ok else None,
+                   "simulated_total_at_largest": total_bytes(sim_at) if sim_at else None,
+                   "usable_bytes": make_target(gpu).usable, "cap_bytes": gpu.usable_memory}
+            writer.writerow(row)
+            fh.flush()
+            print(row, flush=True)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
