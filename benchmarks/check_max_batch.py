@@ -54,21 +54,31 @@ def main(argv=None):
             key = gpu.key if tname == "12G" else "cuda"
             safe = profile_row(make_target(gpu), impl, opts, dtype, mode, c, h, w, None)
             bare = profile_row(make_target(gpu, 0), impl, opts, dtype, mode, c, h, w, None)
-            b, ooms, largest, first_oom, meas_ok = bare.max_batch, 0, 0, None, None
-            while b >= 1:
-                rec = measure(Workload(impl, b, c, h, w, dtype, mode, key, opts), repeats=1)
-                if rec.status == "ok":
-                    largest, meas_ok = b, rec
-                    if first_oom is not None:
+            b = bare.max_batch
+            ooms, largest, first_oom, meas_ok = 0, 0, None, None
+
+            def run(batch):
+                return measure(Workload(impl, batch, c, h, w, dtype, mode, key, opts), repeats=1)
+
+            rec = run(b) if b else None
+            if rec is not None and rec.status == "ok":
+                largest, meas_ok = b, rec
+                above = run(b + 1)  # expected to be the one real OOM
+                if above.status == "ok":
+                    largest, meas_ok = b + 1, above  # the prediction was low; stop here
+                else:
+                    ooms, first_oom = 1, b + 1
+            elif rec is not None:
+                ooms, first_oom = 1, b
+                for lower in (b - 1, b - 2, b * 3 // 4, b // 2, b // 4):  # the prediction was high
+                    if lower < 1:
                         break
-                    b += 1
-                    continue
-                ooms += 1
-                first_oom = b if first_oom is None else min(first_oom, b)
-                if largest:
-                    break
-                b -= 1 if ooms < 2 else max(1, b // 8)
-            sim_at = bare.at_batch if largest == bare.max_batch else None
+                    rec = run(lower)
+                    if rec.status == "ok":
+                        largest, meas_ok = lower, rec
+                        break
+                    ooms += 1
+            sim_at = bare.at_batch if largest and largest == bare.max_batch else None
             row = {"target": gpu.name, "impl": impl, "options": opts, "dtype": dtype, "mode": mode, "channels": c,
                    "height": h, "width": w, "predicted_max_batch": safe.max_batch,
                    "predicted_no_headroom": bare.max_batch, "largest_ran": largest, "first_oom": first_oom,
