@@ -42,6 +42,13 @@ WORKLOADS = [
 ]
 
 
+# the memory-efficient backward with value head sizes above 128 (fp16/bf16 keeps dK/dV
+# accumulators), and a few fp32 ones, across sequence lengths and batches
+EFFICIENT = [("sdpa", {"backend": "efficient"}, (b, c, r, r))
+             for c in (160, 192, 256, 320, 512) for r in (32, 48, 96) for b in (1, 3)]
+EFFICIENT += [("sdpa", {"backend": "efficient"}, (b, c, r, r)) for c in (32, 96, 128) for r in (24, 48) for b in (1, 6)]
+
+
 class Probe(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -76,15 +83,17 @@ class Probe(TorchDispatchMode):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/validation")
+    ap.add_argument("--set", choices=["main", "efficient"], default="main")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     gpu = targets.resolve("cuda")
-    path = os.path.join(args.out, "probe-ops.csv")
+    path = os.path.join(args.out, "probe-ops.csv" if args.set == "main" else "probe-efficient.csv")
+    workloads = WORKLOADS if args.set == "main" else EFFICIENT
     with open(path, "w", newline="") as fh:
         writer = None
-        for impl, opts, (b, c, h, w) in WORKLOADS:
+        for impl, opts, (b, c, h, w) in workloads:
             for dtype in ("float16", "float32"):
-                for mode in ("train", "forward"):
+                for mode in (("train", "forward") if args.set == "main" else ("train",)):
                     wl = Workload(impl, b, c, h, w, dtype, mode, "cuda", opts)
                     try:
                         layer, x = step.make(wl, "cuda")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -142,6 +142,12 @@ def custom(memory: int, arch: GPU = DEFAULT_ARCH) -> GPU:
         assumed=f"compute capability {arch.capability[0]}.{arch.capability[1]} and the peak rates of {arch.name}",
         source="given by memory size",
     )
+
+
+def resized(gpu: GPU, memory: int) -> GPU:
+    """`gpu`'s architecture and rates with `memory` bytes (a card emulated with a memory cap)."""
+    return replace(gpu, key=f"{gpu.key}@{memory}", name=f"{gpu.name} capped to {memory / GiB:g} GiB",
+                   total_memory=memory, local=False, assumed=f"{gpu.name} with {memory / GiB:g} GiB")
 
 
 def local(index: int = 0) -> GPU:

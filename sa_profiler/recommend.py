@@ -7,7 +7,9 @@ caching allocator's slack). A batch fits when the baseline (parameters, input, p
 cuBLAS workspace) plus the step's peak over it stays within the usable memory. The largest
 safe batch is found by bisection on the engine: a first guess from two simulations (memory is
 close to affine in the batch), then doubling or halving until a fitting and a failing batch
-bracket it, then bisection between them.
+bracket it, then bisection between them. Each simulation runs the allocator model under the
+usable memory as a cap, so a batch that fragments the cache beyond the card fails as it
+would on the card.
 """
 
 from __future__ import annotations
@@ -185,7 +187,9 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
 
     def run(b: int) -> Record:
         w = Workload(impl, b, channels, height, width, dtype, mode, target.key, options)
-        return engine(w, timing=b == 1) if engine is simulate else engine(w)
+        if engine is simulate:  # the allocator model runs out where the card would, fragmentation included
+            return simulate(w, timing=b == 1, cap=target.usable if b > 1 else None)
+        return engine(w)
 
     first = run(1)
     row.per_image = first

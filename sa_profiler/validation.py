@@ -13,6 +13,19 @@ from .engine import Workload, simulate
 MiB = 2**20
 
 
+FOLDER = Path(__file__).resolve().parent.parent / "reports" / "validation"
+
+
+def validation_csvs(folder: str | Path = FOLDER) -> list[Path]:
+    """The simulated-vs-measured tables in `folder` (written by benchmarks/validate_cuda.py)."""
+    out = []
+    for path in sorted(Path(folder).glob("*.csv")):
+        with open(path) as fh:
+            if "sim_peak_bytes" in fh.readline():
+                out.append(path)
+    return out
+
+
 def tolerance(measured: int) -> float:
     """The published goal for attention workloads: within max(2 %, 4 MiB)."""
     return max(0.02 * measured, 4 * MiB)
@@ -59,8 +72,7 @@ def main(argv=None) -> None:
     """`python -m sa_profiler.validation [CSV ...]`: the accuracy table of the README."""
     import sys
 
-    paths = (argv if argv is not None else sys.argv[1:]) or sorted(
-        Path(__file__).resolve().parent.parent.joinpath("reports", "validation").glob("*-*.*.*.csv"))
+    paths = (argv if argv is not None else sys.argv[1:]) or validation_csvs()
     table = summary(paths)
     print("| card | implementation | mode | workloads | to the byte | median error | worst error | within max(2 %, 4 MiB) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")

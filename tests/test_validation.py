@@ -1,12 +1,10 @@
 """Every committed GPU measurement, re-simulated with today's code (see reports/validation/)."""
 
-from pathlib import Path
-
 import pytest
 
-from sa_profiler.validation import resimulate
+from sa_profiler.validation import resimulate, validation_csvs
 
-CSVS = sorted((Path(__file__).parent.parent / "reports" / "validation").glob("*-*.*.*.csv"))
+CSVS = validation_csvs()
 
 
 def test_there_is_validation_data():

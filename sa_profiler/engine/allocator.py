@@ -13,6 +13,11 @@
   kSmallSize remains, so a large block can be handed out whole and counted whole.
 - `free` merges a block with free neighbours in its segment (`try_merge_blocks`). Segments
   are not returned to the driver during a step (no `empty_cache`).
+- With a memory cap (the card's memory less the CUDA context, or
+  `set_per_process_memory_fraction`), a request that needs a new segment beyond the cap first
+  releases every cached segment that is entirely free (`release_cached_blocks`; with the
+  default max_split_size, `release_available_cached_blocks` does nothing) and retries; if it
+  still does not fit, it is an out-of-memory error. So fragmentation counts, as on the card.
 Defaults assumed: no `PYTORCH_CUDA_ALLOC_CONF` (no roundup_power2_divisions, unlimited
 max_split_size, no expandable segments), one stream.
 """
@@ -46,6 +51,10 @@ def allocation_size(size: int) -> int:
     return ROUND_LARGE * ((size + ROUND_LARGE - 1) // ROUND_LARGE)
 
 
+class SimulatedOOM(Exception):
+    """The allocator model ran out of memory under its cap."""
+
+
 @dataclass(eq=False)
 class Block:
     addr: int
@@ -60,10 +69,12 @@ class Block:
 class CudaCachingAllocator:
     """Block-level model of the caching allocator; `allocated` and `peak` in block bytes."""
 
-    def __init__(self):
+    def __init__(self, cap: int | None = None):
+        self.cap = cap
         self.allocated = 0
         self.peak = 0
         self.reserved = 0
+        self.peak_reserved = 0
         self._free = {True: [], False: []}  # small? -> sorted [(size, addr, id)]
         self._blocks: dict[int, Block] = {}
         self._ids = itertools.count()
@@ -77,9 +88,16 @@ class CudaCachingAllocator:
         block = self._take_free(size, small)
         if block is None:
             seg = allocation_size(size)
+            if self.cap is not None and self.reserved + seg > self.cap:
+                self._release_cached()
+                if self.reserved + seg > self.cap:
+                    raise SimulatedOOM(
+                        f"tried to allocate {seg} bytes with {self.allocated} allocated and {self.reserved} reserved "
+                        f"of a {self.cap}-byte cap")
             block = Block(self._next_addr, seg, small, segment=self._next_addr)
             self._next_addr += seg + ROUND_LARGE  # segments never touch
             self.reserved += seg
+            self.peak_reserved = max(self.peak_reserved, self.reserved)
         remaining = block.size - size
         if (small and remaining >= MIN_BLOCK) or (not small and remaining > SMALL_SIZE):
             rest = Block(block.addr + size, remaining, small, block.segment, True, block, block.next)
@@ -113,6 +131,16 @@ class CudaCachingAllocator:
                     if neighbour.next:
                         neighbour.next.prev = block
         self._insert_free(block)
+
+    def _release_cached(self) -> None:
+        """Return every entirely free segment to the driver (`release_cached_blocks`)."""
+        for small in (True, False):
+            whole = [(sz, addr, bid) for sz, addr, bid in self._free[small]
+                     if self._blocks[bid].prev is None and self._blocks[bid].next is None]
+            for entry in whole:
+                self._free[small].remove(entry)
+                del self._blocks[entry[2]]
+                self.reserved -= entry[0]
 
     def _take_free(self, size: int, small: bool) -> Block | None:
         pool = self._free[small]

@@ -9,7 +9,7 @@ import torch
 from ..attention import backends
 from ..attention.sdpa import BackendUnavailable
 from . import step, targets
-from .allocator import CudaCachingAllocator, ExactAllocator
+from .allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .rules import CudaRules
 from .tracker import MemoryTracker
 from .workload import Record, Workload
@@ -17,11 +17,13 @@ from .workload import Record, Workload
 TIME_METHOD = "estimate: roofline of FLOPs and bytes moved per op against the target's peak rates"
 
 
-def simulate(w: Workload, torch_version: str | None = None, timing: bool = True) -> Record:
+def simulate(w: Workload, torch_version: str | None = None, timing: bool = True, cap: int | None = None) -> Record:
     """Peak memory over the baseline that `torch.cuda.max_memory_allocated` (or, for `cpu`, the
     tracker on real tensors) would report for one step of `w`, without running it.
     `torch_version` is the torch the target runs (SDPA backend priorities depend on it);
-    `timing=False` skips the roofline time estimate (faster, for batch searches)."""
+    `timing=False` skips the roofline time estimate (faster, for batch searches); `cap` (bytes,
+    GPU targets) makes the allocator model run out of memory as the card would, fragmentation
+    included: the record's status is then `oom`."""
     gpu = targets.resolve(w.target)
     rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu")
     if gpu is not None and (why := gpu.supports(w.torch_dtype)):
@@ -32,7 +34,7 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True)
         tracker = MemoryTracker(ExactAllocator(), "meta")
     else:
         rates = (lambda dt: gpu.fp32_flops if dt in (torch.float32, torch.float64) else gpu.fp16_flops, gpu.bandwidth)
-        tracker = MemoryTracker(CudaCachingAllocator(), "meta", rules=CudaRules(gpu), rates=rates if timing else None)
+        tracker = MemoryTracker(CudaCachingAllocator(cap), "meta", rules=CudaRules(gpu), rates=rates if timing else None)
     try:
         with backends.simulating(caps):
             layer, x = step.make(w, "meta")
@@ -41,6 +43,10 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True)
                 step.run(layer, x, w.mode)
     except BackendUnavailable as err:
         rec.status, rec.message = "unsupported", str(err)
+        return rec
+    except SimulatedOOM as err:
+        rec.status, rec.message = "oom", f"out of memory (simulated): {err}"
+        rec.baseline_bytes, rec.backend = tracker.baseline, tracker.backend
         return rec
     except Exception as err:  # a workload the layer rejects is a result, not a crash
         rec.status, rec.message = "error", f"{type(err).__name__}: {err}".splitlines()[0]

@@ -20,6 +20,9 @@ def resolve(target: str) -> gpus.GPU | None:
         return gpus.local()
     if target.startswith("custom-"):
         return gpus.custom(int(target.split("-", 1)[1]))
+    if "@" in target:  # a catalogue card with another memory size: "h100@12884901888"
+        name, size = target.split("@", 1)
+        return gpus.resized(gpus.lookup(name), int(size))
     return gpus.lookup(target)
 
 
@@ -28,4 +31,4 @@ def key_of(gpu: gpus.GPU | None) -> str:
         return CPU
     if gpu.local:
         return LOCAL
-    return gpu.key
+    return gpu.key  # a catalogue key, "custom-<bytes>" or "<key>@<bytes>"
