@@ -115,6 +115,9 @@ def _confirm(row: Row, target: Target, channels: int, height: int, width: int) -
     b = row.batch
     while b >= 1:
         rec = measure(Workload(row.impl, b, channels, height, width, row.dtype, row.mode, target.key, row.options), repeats=3)
+        if rec.status == "error":  # the kernel refused the batch: report it, do not guess
+            row.status, row.message, row.source, row.fits = "error", rec.message, "measured", False
+            return
         if rec.status == "ok" and total_bytes(rec) <= target.usable:
             row.at_batch, row.source = rec, "measured"
             row.fits = True

@@ -114,11 +114,18 @@ def _measure_cuda(w: Workload, repeats: int, warmup: int) -> Record:
         rec.status, rec.message = "oom", str(err).splitlines()[0][:300]
     except BackendUnavailable as err:
         rec.status, rec.message = "unsupported", str(err)
+    except RuntimeError as err:  # a kernel that refuses the input (seen: cuDNN at very large batches)
+        rec.status, rec.message = "error", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
     finally:
         del layer, x
         gc.collect()
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        if fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(1.0)
+        try:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            if fraction is not None:
+                torch.cuda.set_per_process_memory_fraction(1.0)
+        except RuntimeError as err:  # the context is unusable after an illegal memory access
+            if rec.status == "ok":
+                rec.status = "error"
+            rec.message = (rec.message + "; " if rec.message else "") + f"CUDA context lost: {str(err).splitlines()[0][:200]}"
     return rec

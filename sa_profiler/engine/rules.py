@@ -99,26 +99,25 @@ def _efficient_forward(args, outputs, gpu):
     return []
 
 
-def _efficient_tile(kmax: int) -> int:
-    return max(64, _round(kmax, 32))
-
-
 def _efficient_backward(args, outputs, gpu):
     # transformers/cuda/attention_backward.cu `_efficient_attention_backward`: grad_out made
     # contiguous when its head dim is strided; `delta` float32 [B, H, M]; and the workspace
-    # `p.workspace_size()` (mem_eff_attention/kernel_backward.h): the fp32 dQ accumulator,
-    # ceil(M/64) x ceil(Dqk/kN) tiles of 64 x kN floats, kN = max(Dqk, Dv) rounded up to 32, at least 64
-    # (measured for 64, 96, 128 and 256), plus for fp16/bf16 with Dv > 128 (no output in
-    # registers) the fp32 dK/dV accumulators, measured at 0.75 x B x H x N x Dv floats.
+    # `p.workspace_size()` (mem_eff_attention/kernel_backward.h): fp32 dQ accumulator tiles,
+    # measured as B x H x M x kN floats with kN = max(Dqk, Dv) rounded up to 32 (at least 64);
+    # for fp16/bf16 with Dv > 128 (outputs not kept in registers) the kernel also keeps fp32
+    # dK/dV accumulators: measured B x H x M x (Dv rounded up to 128, + 192) floats in all
+    # (reports/validation/h100-probe-efficient.csv; an upper bound when B x H x N/64 exceeds
+    # 200 key splits, where the kernel caps them).
     grad_out, q, k, v = args[0], args[1], args[2], args[3]
     b, h, m, d_qk = q.shape
-    n, d_v = k.shape[2], v.shape[-1]
+    d_v = v.shape[-1]
     temps = _copy_if_strided(grad_out, "grad_out", "memory-efficient backward", grad_out.stride(-1) != 1)
     temps.append((b * h * m * F32, (b, h, m), "float32", "delta of memory-efficient backward"))
-    kn = _efficient_tile(max(d_qk, d_v))
-    work = b * h * _round(m, 64) * math.ceil(d_qk / kn) * kn * F32
     if q.dtype in LOW and d_v > 128:
-        work += 3 * b * h * n * d_v * F32 // 4
+        work = b * h * m * (_round(d_v, 128) + 192) * F32
+    else:
+        kn = max(64, _round(max(d_qk, d_v), 32))
+        work = b * h * _round(m, 64) * math.ceil(d_qk / kn) * kn * F32
     if q.dtype in LOW or max(d_qk, d_v) <= 64:
         work += 512  # a 512-byte block beside the workspace (measured; absent for fp32 above 64)
     temps.append((work, (work,), "uint8", "workspace of memory-efficient backward (dQ/dK/dV accumulators)"))
