@@ -39,17 +39,22 @@ CASES = [  # target, impl, options, dtype, mode, (C, H, W)
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/validation")
+    ap.add_argument("--bisect", action="store_true", help="also find the true largest batch by bisection")
+    ap.add_argument("--only", choices=["12G", "local"], help="run only the cases of one target")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     local = gpus.local()
     path = os.path.join(args.out, f"max-batch-{local.key}-{torch.__version__.split('+')[0]}.csv")
     fields = ["target", "impl", "options", "dtype", "mode", "channels", "height", "width",
               "predicted_max_batch", "predicted_no_headroom", "largest_ran", "first_oom", "ooms",
-              "measured_total_at_largest", "simulated_total_at_largest", "usable_bytes", "cap_bytes"]
+              "measured_total_at_largest", "simulated_total_at_largest", "usable_bytes", "cap_bytes",
+              "true_largest", "bisect_runs", "reserved_at_oom"]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fields)
         writer.writeheader()
         for tname, impl, opts, dtype, mode, (c, h, w) in CASES:
+            if args.only and tname != args.only:
+                continue
             # the 12 GiB card is this card's architecture with 12 GiB, so the backends agree
             gpu = gpus.resized(local, 12 * 2**30) if tname == "12G" else local
             key = gpu.key if tname == "12G" else "cuda"
@@ -79,13 +84,25 @@ def main(argv=None):
                         largest, meas_ok = lower, rec
                         break
                     ooms += 1
+            # then, to know how far off the prediction was, bisect to the true largest batch
+            lo, hi, runs, reserved_at_oom = largest, first_oom, 0, None
+            while args.bisect and lo and hi and hi - lo > 1:
+                mid = (lo + hi) // 2
+                rec = run(mid)
+                runs += 1
+                if rec.status == "ok":
+                    lo = mid
+                else:
+                    hi = mid
+                    reserved_at_oom = rec.message[:160]
             sim_at = bare.at_batch if largest and largest == bare.max_batch else None
             row = {"target": gpu.name, "impl": impl, "options": opts, "dtype": dtype, "mode": mode, "channels": c,
                    "height": h, "width": w, "predicted_max_batch": safe.max_batch,
                    "predicted_no_headroom": bare.max_batch, "largest_ran": largest, "first_oom": first_oom,
                    "ooms": ooms, "measured_total_at_largest": total_bytes(meas_ok) if meas_ok else None,
                    "simulated_total_at_largest": total_bytes(sim_at) if sim_at else None,
-                   "usable_bytes": make_target(gpu).usable, "cap_bytes": gpu.usable_memory}
+                   "usable_bytes": make_target(gpu).usable, "cap_bytes": gpu.usable_memory,
+                   "true_largest": lo if args.bisect else None, "bisect_runs": runs, "reserved_at_oom": reserved_at_oom}
             writer.writerow(row)
             fh.flush()
             print(row, flush=True)

@@ -32,6 +32,16 @@ class _OpNames(TorchDispatchMode):
         return next((b for op, b in BACKEND_OPS.items() if op in self.ops), "")
 
 
+def _backend_used(w: Workload, device) -> str:
+    """The SDPA backend torch picks for `w`, from the aten op a batch-1 step dispatches to
+    (the choice does not depend on the batch)."""
+    layer, x = step.make(w.with_batch(1), device)
+    names = _OpNames()
+    with names:
+        step.run(layer, x, w.mode)
+    return names.backend
+
+
 def measure(w: Workload, repeats: int = 5, warmup: int = 1) -> Record:
     """`max_memory_allocated` over the baseline on CUDA (target `cuda`, or a catalogue /
     custom target emulated on the local card with a memory fraction), or the tracker's
@@ -82,12 +92,9 @@ def _measure_cuda(w: Workload, repeats: int, warmup: int) -> Record:
     try:
         if fraction is not None:
             torch.cuda.set_per_process_memory_fraction(fraction)
+        rec.backend = _backend_used(w, device)
         layer, x = step.make(w, device)
-        names = _OpNames()
-        with names:
-            step.run(layer, x, w.mode)
-        rec.backend = names.backend
-        for _ in range(warmup - 1):
+        for _ in range(warmup):  # plain runs: a dispatch mode here would change what is kept alive
             step.clear_grads(layer, x)
             step.run(layer, x, w.mode)
         step.clear_grads(layer, x)
