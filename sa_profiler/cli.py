@@ -58,8 +58,9 @@ def _fail(message: str):
               help="forward = inference under no_grad; train = forward + backward.")
 @click.option("--dtype", "dtypes", metavar="LIST", help="Comma list of fp32, fp16, bf16, fp64. Default: fp32, fp16 and bf16 where the target supports it.")
 @click.option("--impl", "impls", metavar="LIST", help="Comma list of reference, sdpa, sdpa:BACKEND, chunked, pooled. Default: reference, sdpa (with each runnable backend), chunked.")
-@click.option("--headroom", default="5%", show_default=True, metavar="PCT|SIZE",
-              help="Safety margin kept free: a percentage of the card's memory or a size such as 512M.")
+@click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE",
+              help="Safety margin kept free: a percentage of the card's memory or a size such as 512M "
+                   "(covers what the simulator does not model, chiefly cuDNN convolution workspaces).")
 @click.option("--engine", type=click.Choice(["auto", "simulate", "measure"]), default="auto", show_default=True,
               help="auto measures on the local CUDA card when it is the target, and simulates otherwise.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of tables.")
@@ -137,7 +138,7 @@ def _target(gpu_name, gpu_mem, headroom):
             return make_target(gpu, room), local
         return make_target(gpu, parse_bytes(headroom)), local
     except (ValueError, ParseError):
-        _fail(f"cannot read --headroom {headroom!r}: expected a percentage such as 5% or a size such as 512M")
+        _fail(f"cannot read --headroom {headroom!r}: expected a percentage such as 10% or a size such as 512M")
 
 
 def _is_local(gpu) -> bool:

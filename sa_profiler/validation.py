@@ -56,28 +56,60 @@ def resimulate(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def max_batch_check(path: str | Path) -> pd.DataFrame:
+    """The largest batch the current simulator predicts (default headroom, and none) beside
+    the largest batch that actually ran, for each case of a benchmarks/check_max_batch.py CSV."""
+    from . import gpus
+    from .recommend import DEFAULT_HEADROOM, make_target, profile_row
+
+    rows = []
+    for r in pd.read_csv(path).itertuples(index=False):
+        local = gpus.lookup(r.target.split(" capped to ")[0])
+        gpu = gpus.resized(local, 12 * 2**30) if "capped to" in r.target else local
+        opts = json.loads(r.options.replace("'", '"').replace("True", "true")) if isinstance(r.options, str) else {}
+        pred = [profile_row(make_target(gpu, h), r.impl, opts, r.dtype, r.mode, int(r.channels), int(r.height),
+                            int(r.width), None).max_batch for h in (DEFAULT_HEADROOM, 0)]
+        rows.append({"target": r.target, "workload": f"{r.impl} {r.dtype} {r.mode} {r.channels}x{r.height}x{r.width}",
+                     "predicted": pred[0], "predicted_no_headroom": pred[1], "largest_ran": int(r.true_largest),
+                     "safe": pred[0] <= int(r.true_largest),
+                     "error_no_headroom": pred[1] / int(r.true_largest) - 1})
+    return pd.DataFrame(rows)
+
+
 def summary(paths) -> pd.DataFrame:
     """Worst and median absolute relative error per implementation/backend, mode and card."""
-    frames = [resimulate(p) for p in paths]
+    frames = [resimulate(p).assign(grid="held-out" if "heldout" in Path(p).stem else "main") for p in paths]
     data = pd.concat(frames, ignore_index=True)
     data["abs_rel"] = data.rel_error.abs()
     data["exact"] = data.error == 0
-    return (data.groupby(["device", "impl", "mode"])
+    return (data.groupby(["device", "grid", "impl", "mode"])
             .agg(workloads=("key", "count"), to_the_byte=("exact", "mean"), median=("abs_rel", "median"),
                  worst=("abs_rel", "max"), within=("within", "mean"))
             .reset_index())
 
 
+def _short(name: str) -> str:
+    return name.replace("NVIDIA ", "").replace(" HBM3", "")
+
+
 def main(argv=None) -> None:
-    """`python -m sa_profiler.validation [CSV ...]`: the accuracy table of the README."""
+    """`python -m sa_profiler.validation [CSV ...]`: the accuracy tables of the README."""
     import sys
 
     paths = (argv if argv is not None else sys.argv[1:]) or validation_csvs()
+    for path in sorted(FOLDER.glob("max-batch-*.csv")):
+        print(f"Largest batch, predicted now vs run ({path.name}):\n")
+        print("| target | workload | predicted (10 % headroom) | predicted (none) | largest that ran | safe |")
+        print("|---|---|---:|---:|---:|---|")
+        for r in max_batch_check(path).itertuples(index=False):
+            print(f"| {_short(r.target)} | {r.workload} | {r.predicted} | {r.predicted_no_headroom} ({r.error_no_headroom:+.1%}) "
+                  f"| {r.largest_ran} | {'yes' if r.safe else 'NO'} |")
+        print()
     table = summary(paths)
-    print("| card | implementation | mode | workloads | to the byte | median error | worst error | within max(2 %, 4 MiB) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| card | grid | implementation | mode | workloads | to the byte | median error | worst error | within max(2 %, 4 MiB) |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for r in table.itertuples(index=False):
-        print(f"| {r.device} | {r.impl} | {r.mode} | {r.workloads} | {r.to_the_byte:.0%} | {r.median:.2%} | "
+        print(f"| {_short(r.device)} | {r.grid} | {r.impl} | {r.mode} | {r.workloads} | {r.to_the_byte:.0%} | {r.median:.2%} | "
               f"{r.worst:.2%} | {r.within:.0%} |")
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sa_profiler.validation import resimulate, validation_csvs
+from sa_profiler.validation import FOLDER, max_batch_check, resimulate, validation_csvs
 
 CSVS = validation_csvs()
 
@@ -18,3 +18,16 @@ def test_simulation_within_published_tolerance(path):
     off = result[~result.within]
     assert off.empty, off[["key", "measured", "simulated", "rel_error"]].to_string()
     assert (result.backend == result.sim_backend).all()
+
+
+MAX_BATCH = sorted(FOLDER.glob("max-batch-*.csv"))
+
+
+@pytest.mark.parametrize("path", MAX_BATCH, ids=lambda p: p.name)
+def test_recommended_batches_ran_on_the_card(path):
+    """Every largest safe batch the simulator recommends today (default headroom) ran on the
+    card, and without headroom the prediction is within 12 % of the largest that ran."""
+    result = max_batch_check(path)
+    assert len(result) >= 8
+    assert result.safe.all(), result.to_string()
+    assert (result.error_no_headroom <= 0.12).all(), result.to_string()
