@@ -235,6 +235,133 @@ def doctor_cmd():
         click.echo(f"{k:<{width}}  {v}")
 
 
+@cli.command("sweep")
+@click.option("--batch", "batches", default="1", show_default=True, metavar="LIST", help="Batches: 1,2,4,8 or 1:64:x2.")
+@click.option("--channels", default="64", show_default=True, metavar="LIST", help="Channels C: 64,128 or 32:256:x2.")
+@click.option("--res", default="32:128:x2", show_default=True, metavar="LIST",
+              help="Resolutions: R (square) or HxW, lists and ranges: 32:256:x2, 32:256:+32, 64x128.")
+@click.option("--impl", "impls", default="all", show_default=True, metavar="LIST",
+              help="reference, sdpa, sdpa:BACKEND, chunked, pooled; all = reference, sdpa, chunked.")
+@click.option("--dtype", "dtypes", default="fp32", show_default=True, metavar="LIST", help="fp32, fp16, bf16, fp64.")
+@click.option("--mode", type=click.Choice(["forward", "train", "both"]), default="both", show_default=True)
+@click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`).")
+@click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
+@click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
+@click.option("--engine", type=click.Choice(["auto", "simulate", "measure"]), default="auto", show_default=True,
+              help="auto measures on the local CUDA card when it is the target, and simulates otherwise.")
+@click.option("--out", required=True, metavar="DIR", help="Folder for results.csv, results.json and report.html.")
+@click.option("--resume", is_flag=True, help="Finish a sweep in --out: rows already there are not run again.")
+def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, headroom, engine, out, resume):
+    """Run a grid of batch x channels x resolution x implementation x dtype x mode.
+
+    Each row is written to DIR/results.csv as soon as it is done (a crash loses at most the
+    running one; --resume finishes the rest). Out-of-memory and unsupported workloads are rows
+    with their status; after an OOM, larger batches of that configuration are skipped. At the
+    end: DIR/results.json and DIR/report.html, a self-contained report that opens offline.
+    """
+    from .grid import parse_ints, parse_resolutions
+    from .units import ParseError
+
+    try:
+        batch_list = parse_ints(batches, "batches")
+        channel_list = parse_ints(channels, "channels")
+        res_list = parse_resolutions(res)
+    except ParseError as err:
+        _fail(str(err))
+    if min(channel_list) < 8:
+        _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
+    target, local = _target(gpu_name, gpu_mem, headroom)
+    engine = _engine(engine, local)
+    dtype_list = _dtypes(dtypes) or ["float32"]
+    for d in dtype_list:
+        why = target.gpu.supports(__import__("sa_profiler.engine.workload", fromlist=["DTYPES"]).DTYPES[d])
+        if why:
+            _fail(f"{d} cannot run on this target: {why}")
+    specs = _impls(impls) or ["reference", "sdpa", "chunked"]
+    impl_list = []
+    for spec in specs:
+        name, _, backend = spec.partition(":")
+        impl_list.append((name, {"backend": backend} if backend else ({"pool": 2} if name == "pooled" else {})))
+    modes = ["forward", "train"] if mode == "both" else [mode]
+
+    import shlex
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from . import sweep as sweeping
+    from .report.html import write_report
+
+    spec = sweeping.Sweep(target, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
+                          command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("sweep", total=len(spec))
+
+        def on_row(w, rec, skipped):
+            status = "resumed" if skipped else rec.status
+            progress.update(task, advance=1, description=f"{w.label} {w.dtype} {w.mode} B={w.batch} C={w.channels} "
+                            f"{w.height}x{w.width}: {status}")
+
+        try:
+            rows = sweeping.run(spec, out, resume=resume, on_row=on_row)
+        except sweeping.SweepError as err:
+            _fail(str(err))
+        except KeyboardInterrupt:
+            click.echo(f"sa-profile: interrupted; the rows done are in {out}/results.csv: finish with --resume", err=True)
+            sys.exit(130)
+    report = write_report(f"{out}/results.csv")
+    _sweep_summary(rows, Console())
+    click.echo(f"wrote {out}/results.csv, {out}/results.json and {report}")
+
+
+def _sweep_summary(rows, console) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    from .units import format_bytes
+
+    import json
+
+    frame = pd.DataFrame(rows)
+    frame["total"] = pd.to_numeric(frame.total_bytes, errors="coerce")
+    frame["tokens"] = pd.to_numeric(frame.tokens)
+    frame["options"] = [  # one group per implementation and backend / checkpointing, whatever the chunk
+        " ".join(f"{k}={v}" for k, v in json.loads(o or "{}").items() if k in ("backend", "checkpoint", "pool"))
+        for o in frame.options]
+    table = Table(title="Sweep summary", title_justify="left", header_style="bold")
+    for col in ("implementation", "dtype", "mode", "rows", "ok", "oom", "skipped", "largest N that fits", "peak there"):
+        table.add_column(col, justify="left" if col in ("implementation", "dtype", "mode") else "right")
+    for (impl, opts, dtype, mode), g in frame.groupby(["impl", "options", "dtype", "mode"], sort=False):
+        ok = g[g.status == "ok"]
+        top = ok.sort_values(["tokens", "total"]).iloc[-1] if len(ok) else None
+        label = impl + (f" [{opts}]" if opts else "")
+        counts = g.status.value_counts()
+        table.add_row(label, dtype, mode, str(len(g)), str(counts.get("ok", 0)), str(counts.get("oom", 0)),
+                      str(counts.get("skipped", 0)), str(int(top.tokens)) if top is not None else "-",
+                      format_bytes(top.total) if top is not None and top.total == top.total else "-")
+    console.print(table)
+
+
+@cli.command("report")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--out", metavar="FILE", help="Where to write the HTML (default: report.html beside RESULTS).")
+def report_cmd(results, out):
+    """Rebuild the self-contained HTML report from a results CSV."""
+    import os
+
+    from .report.html import write_report
+
+    if not os.path.isfile(results):
+        _fail(f"no such results file: {results!r}; expected the results.csv of a sweep")
+    try:
+        path = write_report(results, out)
+    except (KeyError, ValueError) as err:
+        _fail(f"cannot read {results!r} as a sweep results table: {err}")
+    click.echo(f"wrote {path}")
+
+
 def main():  # console-script entry point
     cli.main(prog_name="sa-profile")
 

@@ -16,7 +16,7 @@ DTYPES = {
 }
 DTYPE_FORM = "fp32, fp16, bf16 or fp64 (also float32, float16, bfloat16, float64)"
 MODES = ("forward", "train")
-STATUSES = ("ok", "oom", "unsupported", "error")
+STATUSES = ("ok", "oom", "unsupported", "error", "skipped")
 
 
 def dtype_name(dtype: str | torch.dtype) -> str:
