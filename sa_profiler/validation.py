@@ -88,6 +88,35 @@ def summary(paths) -> pd.DataFrame:
             .reset_index())
 
 
+def validation_frame(path: str | Path) -> pd.DataFrame:
+    """A results table with each measured row and its simulation by today's code, side by side."""
+    data = pd.read_csv(path)
+    now = resimulate(path).set_index("key")
+    measured = data[data.status == "ok"].copy()
+    measured["source"] = "measured"
+    measured["total_bytes"] = measured.peak_bytes + measured.baseline_bytes
+    simulated = measured.copy()
+    simulated["source"] = "simulated"
+    simulated["peak_bytes"] = [now.loc[k, "simulated"] for k in simulated.key]
+    simulated["backend"] = [now.loc[k, "sim_backend"] for k in simulated.key]
+    simulated["time_s"] = simulated.sim_time_s
+    simulated["total_bytes"] = simulated.peak_bytes + simulated.sim_baseline_bytes
+    return pd.concat([measured, simulated], ignore_index=True)
+
+
+def write_validation_report(path: str | Path) -> Path:
+    """`<csv>.html` beside a validation CSV: simulated vs measured, with the sweep report's plots."""
+    from .report.html import write_html
+
+    path = Path(path)
+    frame = validation_frame(path)
+    device = str(frame.device_name.iloc[0])
+    meta = {"target": {"name": f"validation on {device}"}, "engine": "measured and simulated",
+            "command": f"python benchmarks/validate_cuda.py; python -m sa_profiler.validation --html {path.name}",
+            "environment": {"device": device, "torch": str(frame.torch_version.iloc[0])}}
+    return write_html(frame, path.with_suffix(".html"), meta)
+
+
 def _short(name: str) -> str:
     return name.replace("NVIDIA ", "").replace(" HBM3", "")
 
@@ -96,7 +125,12 @@ def main(argv=None) -> None:
     """`python -m sa_profiler.validation [CSV ...]`: the accuracy tables of the README."""
     import sys
 
-    paths = (argv if argv is not None else sys.argv[1:]) or validation_csvs()
+    args = list(argv if argv is not None else sys.argv[1:])
+    if args and args[0] == "--html":
+        for path in [FOLDER / a for a in args[1:]] or validation_csvs():
+            print("wrote", write_validation_report(path))
+        return
+    paths = args or validation_csvs()
     for path in sorted(FOLDER.glob("max-batch-*.csv")):
         print(f"Largest batch, predicted now vs run ({path.name}):\n")
         print("| target | workload | predicted (10 % headroom) | predicted (none) | largest that ran | safe |")

@@ -22,7 +22,11 @@ MiB = 2**20
 
 
 def load(path: str | Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
+    return prepare(pd.read_csv(path))
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
     for col in ("peak_bytes", "baseline_bytes", "total_bytes", "usable_bytes", "time_s", "tokens", "batch", "channels",
                 "height", "width"):
         if col in frame:
@@ -213,9 +217,12 @@ def write_report(results_csv: str | Path, out: str | Path | None = None, meta: d
     if meta is None:
         meta_path = results_csv.with_name("meta.json")
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    frame = load(results_csv)
-    out = Path(out) if out else results_csv.with_name("report.html")
+    return write_html(load(results_csv), out or results_csv.with_name("report.html"), meta)
+
+
+def write_html(frame: pd.DataFrame, out: str | Path, meta: dict) -> Path:
+    out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(frame, meta))
+    tmp.write_text(render(prepare(frame), meta))
     os.replace(tmp, out)
     return out
