@@ -344,6 +344,66 @@ def _sweep_summary(rows, console) -> None:
     console.print(table)
 
 
+@cli.command("fit")
+@click.argument("model", metavar="FILE.py:NAME|module:NAME")
+@click.option("--input", "input_shape", required=True, metavar="CxHxW|N", help="One sample: an image CxHxW or a latent vector size N.")
+@click.option("--batch", type=int, default=1, show_default=True, metavar="B")
+@click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`).")
+@click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
+@click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
+@click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Mixed precision (autocast with a grad scaler).")
+@click.option("--checkpointing", is_flag=True, help="Pass checkpointing=True to the model's factory (models that support it).")
+@click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits, by bisection.")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory argument (repeatable); numbers are parsed.")
+@click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def fit_cmd(model, input_shape, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom, as_json):
+    """Will this whole model train on that GPU at that batch? A training step, simulated.
+
+    Builds the model on the meta device (no memory), runs forward, a loss, backward and the
+    optimizer step under the memory tracker, and reports the peak, whether it fits, a
+    breakdown by category and by top-level module, the SAGAN attention layers' share, and the
+    peak after converting them to each efficient implementation.
+    """
+    from .fit import FitError, fit, load, parse_input
+
+    if batch < 1:
+        _fail(f"--batch must be a positive integer, got {batch}")
+    kwargs = {}
+    for item in args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"cannot read --arg {item!r}: expected KEY=VALUE")
+        kwargs[key] = _literal(value)
+    if checkpointing:
+        kwargs["checkpointing"] = True
+    target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
+    try:
+        shape = parse_input(input_shape)
+        factory = load(model, kwargs)
+        result = fit(factory, shape, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
+                     name=model)
+    except FitError as err:
+        _fail(str(err))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    from rich.console import Console
+
+    from .report.console import render_fit
+
+    render_fit(result, Console())
+
+
+def _literal(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
 @cli.command("report")
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--out", metavar="FILE", help="Where to write the HTML (default: report.html beside RESULTS).")

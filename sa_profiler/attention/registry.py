@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .base import SelfAttention2d
@@ -60,9 +61,12 @@ def convert(model: nn.Module, impl: str, **options) -> int:
         if is_sagan_attention(child)
     ]
     for parent, name, old in targets:
-        new = cls(old.value_conv.in_channels, qk_channels=old.query_conv.out_channels, **options)
+        with torch.device(old.gamma.device):  # a meta model stays on meta: nothing is allocated
+            new = cls(old.value_conv.in_channels, qk_channels=old.query_conv.out_channels, **options)
         old_state = old.state_dict()
-        new.load_state_dict({k: old_state[k] for k in new.state_dict()})
+        state = {k: old_state[k] for k in new.state_dict()}
+        # meta tensors hold no data to copy: take the old parameters themselves
+        new.load_state_dict(state, assign=old.gamma.is_meta)
         new.to(device=old.gamma.device, dtype=old.gamma.dtype)
         new.train(old.training)
         old_params = dict(old.named_parameters())

@@ -48,10 +48,12 @@ class _Alloc:
 
 
 class MemoryTracker(TorchDispatchMode):
-    def __init__(self, allocator, device_type: str, rules=None, rates=None):
+    def __init__(self, allocator, device_type: str | tuple[str, ...], rules=None, rates=None):
         super().__init__()
         self.allocator = allocator
-        self.device_type = device_type
+        # the device(s) whose storages count: meta for a simulation (and cpu too when the
+        # target is the CPU, where host-side scalars are the same memory), cpu or cuda to measure
+        self.device_types = (device_type,) if isinstance(device_type, str) else tuple(device_type)
         self.rules = rules
         self.rates = rates  # (flops_per_s(dtype) -> float, bytes_per_s) for a roofline, or None
         self.baseline = 0
@@ -65,6 +67,11 @@ class MemoryTracker(TorchDispatchMode):
         self._next = 0
         self._peak_seen = 0
         self.op_log: list[tuple[str, int, int]] | None = None  # (op, output bytes, hidden bytes) if a list
+        self.phase = ""  # set by whole-model steps: forward / backward / optimizer
+        self.module = ""  # the top-level module running now
+        self.keep_peak_live = False  # keep every allocation alive at the peak (for breakdowns)
+        self.peak_live: list[tuple[int, TensorInfo]] = []
+        self.key_of = weakref.WeakKeyDictionary()  # storage -> allocation key
 
     # -- public ---------------------------------------------------------------------
     def add_baseline(self, tensors, label: str = "baseline") -> None:
@@ -112,7 +119,7 @@ class MemoryTracker(TorchDispatchMode):
         hidden = 0
         if self.rules:
             temps = [
-                self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note))
+                self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note, self.phase, self.module))
                 for nbytes, shape, dtype, note in self.rules.transients(func, args, kwargs, outputs)
             ]
             hidden = sum(self._live[k].info.bytes for k in temps)
@@ -127,15 +134,16 @@ class MemoryTracker(TorchDispatchMode):
 
     # -- internals ------------------------------------------------------------------
     def _track(self, t: torch.Tensor, op: str) -> None:
-        if t.device.type != self.device_type:
+        if t.device.type not in self.device_types:
             return
         st = t.untyped_storage()
         if st in self._seen:
             return
         self._seen.add(st)
         nbytes = st.nbytes()
-        info = TensorInfo(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0, op)
+        info = TensorInfo(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0, op, "", self.phase, self.module)
         key = self._hold(self.allocator.malloc(nbytes), info)
+        self.key_of[st] = key
         weakref.finalize(st, self._release, key)
         self._note_peak()
 
@@ -154,9 +162,11 @@ class MemoryTracker(TorchDispatchMode):
     def _note_peak(self) -> None:
         if self.allocator.peak > self._peak_seen:
             self._peak_seen = self.allocator.peak
-            live = [a.info for a in self._live.values() if a.info.op != "baseline" and a.info.bytes]
+            live = [a.info for a in self._live.values() if a.info.op != "baseline" and a.info.phase != "baseline" and a.info.bytes]
             live.sort(key=lambda i: -i.bytes)
-            self.peak_tensors = [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note) for i in live[:12]]
+            self.peak_tensors = [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note, i.phase, i.module) for i in live[:12]]
+            if self.keep_peak_live:
+                self.peak_live = [(k, a.info) for k, a in self._live.items()]
 
     def _roofline(self, func, args, kwargs, out, outputs) -> None:
         from torch.utils.flop_counter import flop_registry
@@ -169,7 +179,7 @@ class MemoryTracker(TorchDispatchMode):
             except Exception:  # a flop formula that does not accept these arguments
                 flops = 0
         inputs = tensors_in(args) + tensors_in(kwargs)
-        moved = sum(t.numel() * t.element_size() for t in inputs + outputs if t.device.type == self.device_type)
+        moved = sum(t.numel() * t.element_size() for t in inputs + outputs if t.device.type in self.device_types)
         if func.overloadpacket.__name__ in ("view", "_unsafe_view", "transpose", "permute", "expand",
                                              "detach", "alias", "t", "unsqueeze", "squeeze", "slice", "select"):
             moved = 0

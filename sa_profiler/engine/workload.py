@@ -86,6 +86,8 @@ class TensorInfo:
     bytes: int
     op: str
     note: str = ""
+    phase: str = ""  # forward, backward, optimizer (whole-model steps)
+    module: str = ""  # the top-level module running when it was allocated
 
 
 @dataclass
@@ -141,7 +143,8 @@ class Record:
             w, _int(row.get("peak_bytes")), _int(row.get("baseline_bytes")), _float(row.get("time_s")),
             _str(row.get("time_method")), _str(row.get("status")) or "ok", _str(row.get("message")),
             _str(row.get("source")) or "simulated", _str(row.get("backend")),
-            [TensorInfo(tuple(t["shape"]), t["dtype"], t["bytes"], t["op"], t.get("note", "")) for t in tops],
+            [TensorInfo(tuple(t["shape"]), t["dtype"], t["bytes"], t["op"], t.get("note", ""), t.get("phase", ""),
+                        t.get("module", "")) for t in tops],
             _str(row.get("torch_version")), _str(row.get("device_name")), _str(row.get("host")),
         )
 

@@ -121,3 +121,51 @@ def render_gpus(gpus, console: Console) -> None:
     console.print(table)
     console.print("[dim]memory: as torch reports it (total_memory), binary units; CC: compute capability (bfloat16 from 8.0); "
                   "TF: dense peak TFLOP/s (FP16 on tensor cores where present); GB/s: memory bandwidth[/]")
+
+
+def render_fit(result, console: Console) -> None:
+    s = result.step
+    shape = "x".join(map(str, result.input_shape))
+    verdict = "[bold green]fits[/]" if result.fits else "[bold red]does not fit[/]"
+    amp = f", AMP {result.amp}" if result.amp else ""
+    if s.peak_total is None:
+        console.print(f"[bold]{result.model}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
+                      f"[bold]{result.target}[/]: {verdict} ({s.message})")
+    else:
+        console.print(f"[bold]{result.model}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
+                      f"[bold]{result.target}[/]: peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} "
+                      f"usable: {verdict}")
+    if result.max_batch is not None:
+        console.print(f"Largest batch that fits: [bold]{result.max_batch}[/]")
+    table = Table(title="At the peak", title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
+    table.add_column("category")
+    table.add_column("memory", justify="right")
+    table.add_column("share", justify="right")
+    total = s.peak_total or 1
+    for cat, b in s.breakdown.items():
+        table.add_row(cat, format_bytes(b), f"{b / total:.0%}")
+    console.print(table)
+    if s.modules:
+        mods = Table(title="Activations at the peak by top-level module", title_justify="left", box=box.SIMPLE_HEAD,
+                     header_style="bold")
+        mods.add_column("module")
+        mods.add_column("memory", justify="right")
+        for name, b in sorted(s.modules.items(), key=lambda kv: -kv[1]):
+            mods.add_row(name, format_bytes(b))
+        console.print(mods)
+    if s.attention_layers:
+        share = f"{s.attention_bytes / total:.0%} of it" if s.peak_total else "unknown"
+        att = Table(title=f"SAGAN attention ({s.attention_layers} layers): {format_bytes(s.attention_bytes)} of the peak "
+                          f"({share}); converted, the whole step becomes",
+                    title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
+        for col in ("layers", "peak", "fits", "code"):
+            att.add_column(col, justify="right" if col == "peak" else "left")
+        att.add_row("classic (as is)", format_bytes(s.peak_total) if s.peak_total else "out of memory",
+                    "yes" if result.fits else "no", "")
+        for label, c in result.conversions.items():
+            ok = c.status == "ok" and c.peak_total is not None and c.peak_total <= result.usable
+            impl = label.split("[")[0]
+            opts = "".join(f", {kv.split('=')[0]}={kv.split('=')[1]}" for kv in label[len(impl):].strip("[]").split("][") if kv)
+            att.add_row(label, format_bytes(c.peak_total) if c.peak_total else "out of memory", "yes" if ok else "no",
+                        f'convert(model, "{impl}"{opts})')
+        console.print(att)
