@@ -264,6 +264,11 @@ def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], bat
     tracker.phase = "baseline"
     tracker.add_baseline([*model.parameters(), *model.buffers()], "parameters")
     tracker.add_baseline([x], "input")
+    if cuda:  # library workspaces held for the process once the first matmul ran (CublasHandlePool.cpp)
+        tracker.phase = "baseline"
+        tracker.reserve(gpu.cublas_workspace, "cuBLAS workspace")
+        if any(isinstance(m, nn.Linear) and m.bias is not None for m in model.modules()):
+            tracker.reserve(1024 * 1024, "cuBLASLt workspace")
     grads, states = set(), set()
     result = StepResult(None, tracker.baseline, attention_layers=layers)
     try:

@@ -85,7 +85,7 @@ class MemoryTracker(TorchDispatchMode):
     def reserve(self, nbytes: int, note: str) -> None:
         """A persistent allocation outside any tensor (a library workspace) in the baseline."""
         before = self.allocator.allocated
-        self._hold(self.allocator.malloc(nbytes), TensorInfo((nbytes,), "uint8", 0, "workspace", note))
+        self._hold(self.allocator.malloc(nbytes), TensorInfo((nbytes,), "uint8", 0, "workspace", note, self.phase))
         self.baseline += self.allocator.allocated - before
         self._peak_seen = self.allocator.peak
 
