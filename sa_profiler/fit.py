@@ -262,15 +262,19 @@ def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], bat
         caps = backends.CPU
     tracker.keep_peak_live = True
     tracker.phase = "baseline"
-    tracker.add_baseline([*model.parameters(), *model.buffers()], "parameters")
-    tracker.add_baseline([x], "input")
-    if cuda:  # library workspaces held for the process once the first matmul ran (CublasHandlePool.cpp)
-        tracker.phase = "baseline"
-        tracker.reserve(gpu.cublas_workspace, "cuBLAS workspace")
-        if any(isinstance(m, nn.Linear) and m.bias is not None for m in model.modules()):
-            tracker.reserve(1024 * 1024, "cuBLASLt workspace")
+    result = StepResult(None, 0, attention_layers=layers)
+    try:
+        tracker.add_baseline([*model.parameters(), *model.buffers()], "parameters")
+        tracker.add_baseline([x], "input")
+        if cuda:  # library workspaces held for the process once the first matmul ran (CublasHandlePool.cpp)
+            tracker.reserve(gpu.cublas_workspace, "cuBLAS workspace")
+            if any(isinstance(m, nn.Linear) and m.bias is not None for m in model.modules()):
+                tracker.reserve(1024 * 1024, "cuBLASLt workspace")
+    except SimulatedOOM as err:
+        result.status, result.message = "oom", f"out of memory (simulated): {err}"
+        return result
+    result.baseline = tracker.baseline
     grads, states = set(), set()
-    result = StepResult(None, tracker.baseline, attention_layers=layers)
     try:
         with ExitStack() as stack:
             if device == "meta":
