@@ -76,6 +76,26 @@ def max_batch_check(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def fit_check(path: str | Path) -> pd.DataFrame:
+    """Whole-model training steps measured on a card (benchmarks/validate_fit_cuda.py) beside
+    today's simulation of them."""
+    import ast
+
+    from . import gpus
+    from .fit import load, run_step
+
+    rows = []
+    for r in pd.read_csv(path).itertuples(index=False):
+        gpu = gpus.lookup(r.gpu)
+        shape = tuple(int(d) for d in str(r.input).split("x"))
+        amp = r.amp if isinstance(r.amp, str) and r.amp else None
+        sim = run_step(load(r.model, ast.literal_eval(r.args)), shape, int(r.batch), gpu, optimizer=r.optimizer, amp=amp)
+        rows.append({"gpu": r.gpu, "model": f"{r.model.split(':')[1]} {r.args}", "input": r.input, "batch": int(r.batch),
+                     "amp": amp or "-", "measured": int(r.measured_peak), "simulated": sim.peak_total,
+                     "rel_error": sim.peak_total / int(r.measured_peak) - 1})
+    return pd.DataFrame(rows)
+
+
 def summary(paths) -> pd.DataFrame:
     """Worst and median absolute relative error per implementation/backend, mode and card."""
     frames = [resimulate(p).assign(grid="held-out" if "heldout" in Path(p).stem else "main") for p in paths]
@@ -131,6 +151,14 @@ def main(argv=None) -> None:
             print("wrote", write_validation_report(path))
         return
     paths = args or validation_csvs()
+    for path in sorted(FOLDER.glob("fit-*.csv")):
+        print(f"Whole-model training steps, measured vs simulated today ({path.name}):\n")
+        print("| card | model | input | batch | AMP | measured | simulated | error |")
+        print("|---|---|---|---:|---|---:|---:|---:|")
+        for r in fit_check(path).itertuples(index=False):
+            print(f"| {_short(r.gpu)} | {r.model} | {r.input} | {r.batch} | {r.amp} | {r.measured} | {r.simulated} | "
+                  f"{r.rel_error:+.2%} |")
+        print()
     for path in sorted(FOLDER.glob("max-batch-*.csv")):
         print(f"Largest batch, predicted now vs run ({path.name}):\n")
         print("| target | workload | predicted (10 % headroom) | predicted (none) | largest that ran | safe |")

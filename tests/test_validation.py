@@ -31,3 +31,18 @@ def test_recommended_batches_ran_on_the_card(path):
     assert len(result) >= 8
     assert result.safe.all(), result.to_string()
     assert (result.error_no_headroom <= 0.12).all(), result.to_string()
+
+
+FIT = sorted(FOLDER.glob("fit-*.csv"))
+
+
+@pytest.mark.parametrize("path", FIT, ids=lambda p: p.name)
+def test_whole_model_steps_against_the_card(path):
+    """Today's simulation of each measured training step: never above the card, and at most
+    25 % below (what cuDNN convolution workspaces take, unmodelled; README)."""
+    from sa_profiler.validation import fit_check
+
+    result = fit_check(path)
+    assert len(result) >= 5
+    assert (result.rel_error <= 0.01).all(), result.to_string()
+    assert (result.rel_error >= -0.25).all(), result.to_string()
