@@ -272,9 +272,11 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
     target, local = _target(gpu_name, gpu_mem, headroom)
     engine = _engine(engine, local)
+    from .engine.workload import DTYPES
+
     dtype_list = _dtypes(dtypes) or ["float32"]
     for d in dtype_list:
-        why = target.gpu.supports(__import__("sa_profiler.engine.workload", fromlist=["DTYPES"]).DTYPES[d])
+        why = target.gpu.supports(DTYPES[d])
         if why:
             _fail(f"{d} cannot run on this target: {why}")
     specs = _impls(impls) or ["reference", "sdpa", "chunked"]

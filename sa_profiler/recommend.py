@@ -16,10 +16,8 @@ would on the card.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
-
-import torch
 
 from . import gpus
 from .attention import backends

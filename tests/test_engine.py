@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
 from sa_profiler import gpus
 from sa_profiler.engine import Record, Workload, measure, simulate, to_frame

@@ -65,3 +65,22 @@ def test_efficient_backward_rule_across_head_sizes(row):
     slack = 2 * 2**20  # the allocator hands out large blocks whole (up to 1 MiB over, per block)
     assert predicted >= 0.9 * measured - slack, temps
     assert predicted <= (1.6 if capped else 1.2) * measured + slack, temps
+
+
+def test_every_rule_is_pinned_by_a_measurement():
+    seen = set(pd.read_csv(PROBE).op)
+    assert set(RULES) - {"_scaled_dot_product_flash_attention"} <= seen
+    assert not (UNMODELLED & set(RULES))
+
+
+def test_flash_split_kv_heuristic():
+    # flash_api.cpp num_splits_heuristic; B1 H8 L1024 D64 on an H100 (132 SMs) splits in two
+    assert _flash_splits(1 * 8 * 16, 2 * 132, 1024 // 256) == 2
+    assert _flash_splits(1000, 264, 16) == 1  # enough blocks to fill the SMs
+
+
+def test_is_dense():
+    t = torch.empty(2, 3, 4, 5, device="meta")
+    assert is_dense(t) and is_dense(t.transpose(1, 2))
+    assert not is_dense(torch.empty(2, 1, 4, 5, device="meta").expand(2, 3, 4, 5))
+    assert not is_dense(t[:, :, ::2])

@@ -108,7 +108,7 @@ def _efficient_backward(args, outputs, gpu):
     # dK/dV accumulators: measured B x H x M x (Dv rounded up to 128, + 192) floats in all
     # (reports/validation/h100-probe-efficient.csv; an upper bound when B x H x N/64 exceeds
     # 200 key splits, where the kernel caps them).
-    grad_out, q, k, v = args[0], args[1], args[2], args[3]
+    grad_out, q, v = args[0], args[1], args[3]
     b, h, m, d_qk = q.shape
     d_v = v.shape[-1]
     temps = _copy_if_strided(grad_out, "grad_out", "memory-efficient backward", grad_out.stride(-1) != 1)
