@@ -82,7 +82,7 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     batch = batch if batch is not None else b
     if batch is not None and batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
-    target, local = _target(gpu_name, gpu_mem, headroom)
+    target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)
     dtype_list = _dtypes(dtypes)
     impl_list = _impls(impls)
@@ -105,15 +105,22 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
         render_advice(result, Console())
 
 
-def _target(gpu_name, gpu_mem, headroom):
+def _target(gpu_name, gpu_mem, headroom, emulate=False):
+    """The target card; with `emulate` (--engine measure) and --gpu-mem on a CUDA machine, the
+    local card capped to that memory (its own architecture, a memory fraction)."""
     from . import gpus
-    from .recommend import make_target
     from .units import ParseError, parse_bytes
 
     if gpu_name and gpu_mem:
         _fail("give either --gpu NAME or --gpu-mem SIZE, not both")
     local = False
     try:
+        if gpu_mem and emulate and _cuda():
+            gpu = gpus.resized(gpus.local(), parse_bytes(gpu_mem))
+            local = gpu.total_memory <= gpus.local().total_memory
+            if not local:
+                _fail(f"--gpu-mem {gpu_mem} is more than the local card has; measuring can only emulate a smaller card")
+            return _with_headroom(gpu, headroom), True
         if gpu_mem:
             gpu = gpus.custom(parse_bytes(gpu_mem))
         elif gpu_name:
@@ -129,14 +136,26 @@ def _target(gpu_name, gpu_mem, headroom):
         _fail(str(err))
     if local:
         gpu = gpus.local()
+    return _with_headroom(gpu, headroom), local
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _with_headroom(gpu, headroom):
+    from .recommend import make_target
+    from .units import ParseError, parse_bytes
+
     try:
         if headroom.strip().endswith("%"):
             pct = float(headroom.strip()[:-1])
             if not 0 <= pct < 100:
                 raise ValueError
-            room = pct / 100
-            return make_target(gpu, room), local
-        return make_target(gpu, parse_bytes(headroom)), local
+            return make_target(gpu, pct / 100)
+        return make_target(gpu, parse_bytes(headroom))
     except (ValueError, ParseError):
         _fail(f"cannot read --headroom {headroom!r}: expected a percentage such as 10% or a size such as 512M")
 
@@ -149,7 +168,8 @@ def _is_local(gpu) -> bool:
 
 def _engine(engine: str, local: bool) -> str:
     if engine == "measure" and not local:
-        _fail("--engine measure runs on the local CUDA card: give no --gpu/--gpu-mem (or the local card's name) on a machine with one")
+        _fail("--engine measure runs on the local CUDA card: give no --gpu (or the local card's name), or --gpu-mem "
+              "to emulate a smaller card, on a machine with one")
     if engine == "auto":
         return "measure" if local else "simulate"
     return engine
@@ -270,7 +290,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(str(err))
     if min(channel_list) < 8:
         _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
-    target, local = _target(gpu_name, gpu_mem, headroom)
+    target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)
     from .engine.workload import DTYPES
 
