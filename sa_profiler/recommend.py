@@ -53,9 +53,11 @@ def total_bytes(rec: Record) -> int:
     return (rec.baseline_bytes or 0) + (rec.peak_bytes or 0)
 
 
-def largest_batch(run: Callable[[int], Record], usable: int) -> tuple[int, dict[int, Record]]:
-    """The largest batch whose record is ok and fits `usable`; 0 if batch 1 does not fit."""
-    seen: dict[int, Record] = {}
+def largest_batch(run: Callable[[int], Record], usable: int,
+                  seen: dict[int, Record] | None = None) -> tuple[int, dict[int, Record]]:
+    """The largest batch whose record is ok and fits `usable`; 0 if batch 1 does not fit.
+    `seen` holds records already made (by batch), which are not run again."""
+    seen = dict(seen or {})
 
     def fits(b: int) -> bool:
         if b not in seen:
@@ -198,7 +200,7 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
     if first.status != "ok":
         row.status, row.message = first.status, first.message
         return row
-    row.max_batch, seen = largest_batch(run, target.usable)
+    row.max_batch, seen = largest_batch(run, target.usable, {1: first})
     row.batch = row.max_batch if batch is None else batch
     at = (seen.get(row.batch) or run(row.batch)) if row.batch else first
     if at.time_s is None and first.time_s is not None and at is not first:
