@@ -139,6 +139,71 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
     return _with_headroom(gpu, headroom), local
 
 
+def _ray_executor(address):
+    from .executors import ExecutorError, RayExecutor
+
+    try:
+        return RayExecutor(address)
+    except ExecutorError as err:
+        _fail(str(err))
+
+
+def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
+    """Targets and engine of a sweep on Ray: a catalogue card measured where the cluster has
+    that kind (simulated otherwise, unless --engine measure), every kind with all-workers."""
+    from . import gpus
+    from .executors import ExecutorError, cluster_target
+
+    name = (gpu_name or "").strip().lower()
+    if gpu_name and gpu_mem:
+        _fail("give either --gpu NAME or --gpu-mem SIZE, not both")
+    if name == "cpu":
+        return [_with_headroom(gpus.host(), headroom)], "measure" if engine == "auto" else engine
+    if gpu_mem:
+        if engine == "measure":
+            _fail("--gpu-mem with --engine measure emulates a card on the local GPU; on Ray, measure the cluster's "
+                  "cards with --gpu KIND or --gpu all-workers, or simulate (--engine simulate)")
+        target, _ = _target(None, gpu_mem, headroom)
+        return [target], "simulate"
+    wanted = None
+    if name and name != "all-workers":
+        try:
+            wanted = gpus.lookup(gpu_name)
+        except gpus.UnknownGPU as err:
+            _fail(str(err))
+        if engine == "simulate":
+            return [_with_headroom(wanted, headroom)], "simulate"
+    if engine == "simulate":
+        _fail("--gpu all-workers measures on the cluster's GPUs: use --engine measure (or auto)" if name else
+              "no target: give --gpu NAME (see `sa-profile gpus`), --gpu-mem SIZE, cpu or all-workers")
+    try:
+        kinds = runner.kinds()
+    except ExecutorError as err:
+        _fail(str(err))
+    have = ", ".join(f"{c.kind} x{c.count}" for c in kinds) or "none"
+    if wanted is not None:
+        match = [c for c in kinds if _same_card(c.gpu, wanted)]
+        if match:
+            return [_with_headroom(cluster_target(match[0], 0).gpu, headroom)], "measure"
+        if engine == "measure":
+            _fail(f"the Ray cluster has no {wanted.name} to measure on (its GPUs: {have}); simulate with --engine simulate")
+        return [_with_headroom(wanted, headroom)], "simulate"
+    if not kinds:
+        _fail("the Ray cluster has no GPU workers: give --gpu NAME or --gpu-mem SIZE to simulate, or --gpu cpu")
+    if name != "all-workers" and len(kinds) > 1:
+        _fail(f"the Ray cluster has several GPU kinds ({have}): give --gpu KIND, or --gpu all-workers for each")
+    return [_with_headroom(cluster_target(c, 0).gpu, headroom) for c in kinds], "measure"
+
+
+def _same_card(probed, wanted) -> bool:
+    from . import gpus
+
+    try:
+        return gpus.lookup(probed.name).key == wanted.key
+    except gpus.UnknownGPU:
+        return False
+
+
 def _cuda() -> bool:
     import torch
 
@@ -264,14 +329,24 @@ def doctor_cmd():
               help="reference, sdpa, sdpa:BACKEND, chunked, pooled; all = reference, sdpa, chunked.")
 @click.option("--dtype", "dtypes", default="fp32", show_default=True, metavar="LIST", help="fp32, fp16, bf16, fp64.")
 @click.option("--mode", type=click.Choice(["forward", "train", "both"]), default="both", show_default=True)
-@click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`).")
+@click.option("--gpu", "gpu_name", metavar="NAME",
+              help="A GPU from the catalogue (`sa-profile gpus`), cpu (this machine's CPU), or with --executor ray "
+                   "all-workers (measure on every GPU kind of the cluster).")
 @click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
 @click.option("--engine", type=click.Choice(["auto", "simulate", "measure"]), default="auto", show_default=True,
-              help="auto measures on the local CUDA card when it is the target, and simulates otherwise.")
+              help="auto measures when the target is at hand (the local card or CPU; with Ray, a GPU kind of the "
+                   "cluster), and simulates otherwise.")
 @click.option("--out", required=True, metavar="DIR", help="Folder for results.csv, results.json and report.html.")
-@click.option("--resume", is_flag=True, help="Finish a sweep in --out: rows already there are not run again.")
-def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, headroom, engine, out, resume):
+@click.option("--resume", is_flag=True, help="Finish a sweep in --out: rows already there are not run again "
+              "(rows whose worker died are).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: one workload at a time here; ray: each workload a task on a Ray cluster "
+                   "(pip install \"sa-profiler[ray]\").")
+@click.option("--ray-address", metavar="auto|HOST:PORT",
+              help="The Ray cluster to join (default: RAY_ADDRESS, else a new one on this machine).")
+def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, headroom, engine, out, resume, executor,
+              ray_address):
     """Run a grid of batch x channels x resolution x implementation x dtype x mode.
 
     Each row is written to DIR/results.csv as soon as it is done (a crash loses at most the
@@ -290,15 +365,27 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(str(err))
     if min(channel_list) < 8:
         _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
-    target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
-    engine = _engine(engine, local)
+    runner = None
+    if executor == "ray":
+        runner = _ray_executor(ray_address)
+        target_list, engine = _ray_targets(runner, gpu_name, gpu_mem, headroom, engine)
+    elif gpu_name and gpu_name.strip().lower() == "all-workers":
+        _fail("--gpu all-workers measures on every GPU kind of a Ray cluster: add --executor ray")
+    elif gpu_name and gpu_name.strip().lower() == "cpu":
+        from . import gpus
+
+        target_list, engine = [_with_headroom(gpus.host(), headroom)], "measure" if engine == "auto" else engine
+    else:
+        target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
+        target_list, engine = [target], _engine(engine, local)
     from .engine.workload import DTYPES
 
     dtype_list = _dtypes(dtypes) or ["float32"]
-    for d in dtype_list:
-        why = target.gpu.supports(DTYPES[d])
-        if why:
-            _fail(f"{d} cannot run on this target: {why}")
+    for target in target_list:
+        for d in dtype_list:
+            why = target.gpu.supports(DTYPES[d])
+            if why:
+                _fail(f"{d} cannot run on this target: {why}")
     specs = _impls(impls) or ["reference", "sdpa", "chunked"]
     impl_list = []
     for spec in specs:
@@ -314,7 +401,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     from . import sweep as sweeping
     from .report.html import write_report
 
-    spec = sweeping.Sweep(target, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
+    spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
                           command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -327,7 +414,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
                             f"{w.height}x{w.width}: {status}")
 
         try:
-            rows = sweeping.run(spec, out, resume=resume, on_row=on_row)
+            rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner)
         except sweeping.SweepError as err:
             _fail(str(err))
         except KeyboardInterrupt:

@@ -52,6 +52,8 @@ class GPU:
 
     def supports(self, dtype: torch.dtype) -> str | None:
         """Why the card cannot compute in `dtype`, or None."""
+        if self.key == HOST:
+            return None
         if dtype == torch.bfloat16 and not self.bf16:
             return f"{self.name} (compute capability {self.capability[0]}.{self.capability[1]}) has no bfloat16 support"
         return None
@@ -148,6 +150,22 @@ def resized(gpu: GPU, memory: int) -> GPU:
     """`gpu`'s architecture and rates with `memory` bytes (a card emulated with a memory cap)."""
     return replace(gpu, key=f"{gpu.key}@{memory}", name=f"{gpu.name} capped to {memory / GiB:g} GiB",
                    total_memory=memory, local=False, assumed=f"{gpu.name} with {memory / GiB:g} GiB")
+
+
+HOST = "cpu"
+
+
+def host() -> GPU:
+    """The CPU and its memory, as a sweep target (`--gpu cpu`): rates are not modelled."""
+    import os
+    import platform
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        memory = 0
+    return GPU(HOST, f"CPU ({platform.machine() or 'host'}, {os.cpu_count()} cores)", memory, (0, 0), os.cpu_count() or 1,
+               0.0, 0.0, 0.0, context_bytes=0, source="this machine's memory (os.sysconf)")
 
 
 def local(index: int = 0) -> GPU:

@@ -14,9 +14,9 @@ def resolve(target: str) -> gpus.GPU | None:
     """None for the CPU; a catalogue GPU, a custom-size GPU, or the local CUDA card."""
     if target == CPU:
         return None
-    if target == LOCAL:
+    if target == LOCAL or target.startswith(LOCAL + ":"):  # "cuda:T4": the card a Ray task landed on
         if not torch.cuda.is_available():
-            raise ValueError("target 'cuda' needs a local CUDA GPU, and torch sees none")
+            raise ValueError(f"target {target!r} needs a local CUDA GPU, and torch sees none")
         return gpus.local()
     if target.startswith("custom-"):
         return gpus.custom(int(target.split("-", 1)[1]))
@@ -27,8 +27,8 @@ def resolve(target: str) -> gpus.GPU | None:
 
 
 def key_of(gpu: gpus.GPU | None) -> str:
-    if gpu is None:
+    if gpu is None or gpu.key == CPU:
         return CPU
     if gpu.local:
         return LOCAL
-    return gpu.key  # a catalogue key, "custom-<bytes>" or "<key>@<bytes>"
+    return gpu.key  # a catalogue key, "custom-<bytes>", "<key>@<bytes>" or "cuda:<kind>"

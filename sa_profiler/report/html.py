@@ -34,7 +34,15 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     if "total_bytes" not in frame or frame["total_bytes"].isna().all():
         frame["total_bytes"] = frame["peak_bytes"] + frame["baseline_bytes"].fillna(0)
     frame["label"] = frame.apply(_label, axis=1)
+    if "target" in frame and frame.target.nunique() > 1:  # an atlas: one line per device as well
+        frame["device"] = frame.apply(_device, axis=1)
+        frame["label"] = frame.label + " @ " + frame.device
     return frame
+
+
+def _device(row) -> str:
+    name = row.get("device_name")
+    return str(name) if isinstance(name, str) and name else str(row["target"])
 
 
 def _label(row) -> str:
@@ -105,7 +113,9 @@ def time_figure(frame: pd.DataFrame) -> dict:
 
 def batch_figure(frame: pd.DataFrame, usable: int | None) -> dict:
     fits = frame[(frame.status == "ok") & frame.total_bytes.notna()]
-    if usable:
+    if "usable_bytes" in fits and fits.usable_bytes.notna().any():  # each row against its own card
+        fits = fits[fits.total_bytes <= fits.usable_bytes.fillna(usable or float("inf"))]
+    elif usable:
         fits = fits[fits.total_bytes <= usable]
     data = []
     for (label, channels), g in fits.groupby(["label", "channels"], sort=True):
@@ -138,8 +148,36 @@ def comparison_figure(frame: pd.DataFrame) -> dict | None:
                        "yaxis": {"type": "log", "title": {"text": "simulated (MiB)"}}})
 
 
+def atlas_table(frame: pd.DataFrame) -> str:
+    """Workloads down, one column per device: peak memory and time side by side (a sweep over
+    several GPU kinds). Empty for a one-target table."""
+    if "device" not in frame:
+        return ""
+    keys = ["impl", "options", "dtype", "mode", "channels", "height", "width", "batch"]
+    frame = frame.assign(cell=[_atlas_cell(r) for _, r in frame.iterrows()])
+    grid = frame.pivot_table(index=keys, columns="device", values="cell", aggfunc="first")
+    devices = list(grid.columns)
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in keys) + "".join(
+        f"<th>{html.escape(str(d))}</th>" for d in devices)
+    body = []
+    for idx, row in grid.iterrows():
+        cells = "".join(f'<td class="s">{html.escape(str(v))}</td>' for v in idx)
+        cells += "".join(f'<td>{html.escape(row[d]) if isinstance(row[d], str) else "-"}</td>' for d in devices)
+        body.append(f"<tr>{cells}</tr>")
+    return (f'<h2>Atlas: {len(devices)} devices</h2>\n<p>Peak memory over the baseline / time per step, by device.</p>\n'
+            f'<table id="atlas"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body) + "\n</tbody></table>")
+
+
+def _atlas_cell(row) -> str:
+    if row["status"] != "ok":
+        return str(row["status"])
+    peak = "-" if row["peak_bytes"] != row["peak_bytes"] else format_bytes(int(row["peak_bytes"]))
+    t = "" if row["time_s"] != row["time_s"] else f" / {row['time_s'] * 1e3:.3f} ms"
+    return peak + t
+
+
 TABLE_COLUMNS = ["impl", "options", "dtype", "mode", "batch", "channels", "height", "width", "tokens", "status", "backend",
-                 "total_bytes", "peak_bytes", "time_s", "source", "message"]
+                 "total_bytes", "peak_bytes", "time_s", "source", "device", "message"]
 
 SORT_JS = """
 function sortTable(col){var t=document.getElementById('rows');var b=t.tBodies[0];var r=Array.from(b.rows);
@@ -166,7 +204,8 @@ def _cell(col: str, value) -> str:
     if col == "time_s":
         return f'<td data-v="{float(value)}">{float(value) * 1e3:.3f} ms</td>'
     text = html.escape(str(value))
-    cls = ' class="s"' if col in ("impl", "options", "status", "backend", "message", "dtype", "mode", "source") else ""
+    cls = ' class="s"' if col in ("impl", "options", "status", "backend", "message", "dtype", "mode", "source",
+                                  "device") else ""
     return f'<td{cls} data-v="{text}">{text}</td>'
 
 
@@ -185,7 +224,8 @@ def render(frame: pd.DataFrame, meta: dict) -> str:
     head = "".join(f'<th onclick="sortTable({i})">{html.escape(c)}</th>' for i, c in enumerate(cols))
     body = "\n".join("<tr>" + "".join(_cell(c, row[c]) for c in cols) + "</tr>" for _, row in frame.iterrows())
     target = meta.get("target", {})
-    title = f"sa-profiler sweep: {target.get('name', 'results')}"
+    names = [t.get("name", "") for t in meta.get("targets", [])] or [target.get("name", "results")]
+    title = f"sa-profiler sweep: {', '.join(names)}"
     env = json.dumps(meta.get("environment", {}), indent=1)
     counts = frame.status.value_counts().to_dict()
     return f"""<!DOCTYPE html>
@@ -199,6 +239,7 @@ def render(frame: pd.DataFrame, meta: dict) -> str:
 {html.escape(format_bytes(usable) if usable else 'unknown')}; engine {html.escape(str(meta.get('engine', '')))}.
 Memory sizes are binary (1 GiB = 2^30 bytes). Simulated times are roofline estimates.</p>
 {divs}
+{atlas_table(frame)}
 <h2>All rows</h2>
 <p>Click a column to sort.</p>
 <table id="rows"><thead><tr>{head}</tr></thead><tbody>

@@ -1,0 +1,195 @@
+"""Who runs a sweep's workloads: this process (`LocalExecutor`) or a Ray cluster (`RayExecutor`).
+
+An executor takes workloads (`submit`) and hands back finished ones (`wait`); the sweep loop
+decides what to submit and writes every row itself, so both give the same table. Ray is an
+optional extra (`pip install "sa-profiler[ray]"`), imported only when asked for.
+
+On Ray each workload is one task (`max_retries=0`: a lost worker is a row, not a silent
+re-run). Simulated and CPU-measured workloads ask for one CPU; measured GPU workloads ask for
+one GPU, and a target `cuda:<KIND>` also for Ray's `accelerator_type` KIND (T4, A100, H100, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .engine.workload import Record, Workload
+from .recommend import Target
+
+RAY_INSTALL = 'pip install "sa-profiler[ray]"'
+CUDA_KIND = "cuda:"  # target key prefix: measured on a cluster GPU of that Ray accelerator type
+
+
+class ExecutorError(ValueError):
+    """An executor that cannot start or place the grid (one line for the user)."""
+
+
+class LocalExecutor:
+    """One workload at a time, in this process."""
+
+    slots = 1
+
+    def __init__(self):
+        self._next: tuple | None = None
+
+    def describe(self) -> dict:
+        return {"name": "local"}
+
+    def submit(self, w: Workload, tag, engine: str, cap: int | None) -> None:
+        self._next = (tag, w, engine, cap)
+
+    def wait(self) -> list[tuple[object, Workload, Record]]:
+        from .sweep import run_workload
+
+        tag, w, engine, cap = self._next
+        self._next = None
+        return [(tag, w, run_workload(w, engine, cap))]
+
+    def close(self) -> None:
+        pass
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+    return ray
+
+
+def _run_remote(w: Workload, engine: str, cap: int | None) -> Record:
+    from .sweep import run_workload
+
+    return run_workload(w, engine, cap)
+
+
+def _probe_gpu():
+    """The GPU a task landed on (its catalogue rates where torch's name is known)."""
+    from . import gpus
+
+    return gpus.local()
+
+
+@dataclass
+class ClusterGPU:
+    kind: str  # Ray's accelerator type
+    count: int  # GPUs of this kind, over the alive nodes
+    gpu: object = None  # gpus.GPU, once probed
+
+
+def gpu_kinds(nodes: list[dict]) -> dict[str, int]:
+    """GPU kinds -> count over the alive nodes of `ray.nodes()`. A node whose accelerator type
+    Ray did not detect counts as kind 'GPU'."""
+    kinds: dict[str, int] = {}
+    for node in nodes:
+        res = node.get("Resources", {})
+        if not node.get("Alive", True) or not res.get("GPU"):
+            continue
+        named = [k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")]
+        kind = named[0] if named else "GPU"
+        kinds[kind] = kinds.get(kind, 0) + int(res["GPU"])
+    return kinds
+
+
+class RayExecutor:
+    """Workloads as Ray tasks; results come back as tasks finish."""
+
+    def __init__(self, address: str | None = None, in_flight: int | None = None, init_kwargs: dict | None = None,
+                 fn=None):
+        """`address`: an existing cluster ("auto", "HOST:PORT"); None starts one here unless
+        Ray is already initialised in this process. `fn(workload, engine, cap) -> Record` is what
+        a task runs (default: the sweep's runner)."""
+        ray = self.ray = import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False, **(init_kwargs or {}))
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ExecutorError(f"cannot connect to the Ray cluster at {address or 'a new local one'}: {first}") from None
+        res = ray.cluster_resources()
+        self.cpus, self.gpus = int(res.get("CPU", 0)), int(res.get("GPU", 0))
+        self.slots = in_flight or max(4, 2 * (self.cpus + self.gpus))
+        self._task = ray.remote(max_retries=0)(fn or _run_remote)
+        self._running: dict = {}  # ObjectRef -> (tag, workload, engine)
+
+    def describe(self) -> dict:
+        return {"name": "ray", "cpus": self.cpus, "gpus": self.gpus, "kinds": gpu_kinds(self.ray.nodes()),
+                "ray": self.ray.__version__}
+
+    def kinds(self, probe: bool = True, timeout: float = 300.0) -> list[ClusterGPU]:
+        """The cluster's GPU kinds; with `probe`, one task on each reports its card."""
+        found = [ClusterGPU(k, n) for k, n in sorted(gpu_kinds(self.ray.nodes()).items())]
+        if probe and found:
+            remote = self.ray.remote(max_retries=1)(_probe_gpu)
+            refs = [remote.options(**_placement(c.kind)).remote() for c in found]
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+            if len(ready) < len(refs):
+                raise ExecutorError(f"the cluster's GPU workers did not answer within {timeout:.0f} s")
+            for c, gpu in zip(found, self.ray.get(refs)):
+                c.gpu = gpu
+        return found
+
+    def submit(self, w: Workload, tag, engine: str, cap: int | None) -> None:
+        opts = {"num_cpus": 1}
+        if engine == "measure" and w.target != "cpu":
+            opts = {"num_cpus": 1, **_placement(w.target[len(CUDA_KIND):] if w.target.startswith(CUDA_KIND) else "GPU")}
+        ref = self._task.options(**opts).remote(w, engine, cap)
+        self._running[ref] = (tag, w, engine)
+
+    def wait(self) -> list[tuple[object, Workload, Record]]:
+        ray = self.ray
+        refs = list(self._running)
+        ready, rest = ray.wait(refs, num_returns=1)
+        if rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        out = []
+        for ref in ready:
+            tag, w, engine = self._running.pop(ref)
+            out.append((tag, w, self._result(ref, w, "measured" if engine == "measure" else "simulated")))
+        return out
+
+    def _result(self, ref, w: Workload, source: str) -> Record:
+        from .sweep import LOST
+
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as err:  # our code raised inside the task: not retried
+            cause = err.cause if getattr(err, "cause", None) is not None else err
+            return Record(w, status="error", message=f"{type(cause).__name__}: {_first_line(cause)}"[:400],
+                          source=source)
+        except ray.exceptions.RayError as err:  # the worker or its node died, or was OOM-killed
+            return Record(w, status="error", message=f"{LOST}: {type(err).__name__}: {_first_line(err)}"[:400],
+                          source=source)
+
+    def close(self) -> None:
+        for ref in list(self._running):  # an interrupted sweep: stop what it started
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished or gone
+                pass
+        self._running.clear()
+
+
+def _placement(kind: str) -> dict:
+    opts = {"num_gpus": 1}
+    if kind and kind != "GPU":
+        opts["accelerator_type"] = kind
+    return opts
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("ray::", "Traceback")):
+            return line
+    return text.splitlines()[0] if text else ""
+
+
+def cluster_target(c: ClusterGPU, headroom: float | int) -> Target:
+    """A measured target for one GPU kind of the cluster: key `cuda:<kind>`, the probed card."""
+    from .recommend import make_target
+
+    return make_target(replace(c.gpu, key=f"{CUDA_KIND}{c.kind}", local=False), headroom)
