@@ -110,6 +110,9 @@ class RayExecutor:
         self.cpus, self.gpus = int(res.get("CPU", 0)), int(res.get("GPU", 0))
         self.slots = in_flight or max(4, 2 * (self.cpus + self.gpus))
         self._task = ray.remote(max_retries=0)(fn or _run_remote)
+        # a GPU task's worker exits after it (max_calls=1): torch binds a process to the device it
+        # saw first, and an idle worker would keep its CUDA context on a card another task measures
+        self._gpu_task = ray.remote(max_retries=0, num_gpus=1, max_calls=1)(fn or _run_remote)
         self._running: dict = {}  # ObjectRef -> (tag, workload, engine)
 
     def describe(self) -> dict:
@@ -120,20 +123,26 @@ class RayExecutor:
         """The cluster's GPU kinds; with `probe`, one task on each reports its card."""
         found = [ClusterGPU(k, n) for k, n in sorted(gpu_kinds(self.ray.nodes()).items())]
         if probe and found:
-            remote = self.ray.remote(max_retries=1)(_probe_gpu)
+            remote = self.ray.remote(max_retries=1, num_gpus=1, max_calls=1)(_probe_gpu)
             refs = [remote.options(**_placement(c.kind)).remote() for c in found]
             ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
             if len(ready) < len(refs):
                 raise ExecutorError(f"the cluster's GPU workers did not answer within {timeout:.0f} s")
-            for c, gpu in zip(found, self.ray.get(refs)):
-                c.gpu = gpu
+            for c, ref in zip(found, refs):
+                try:
+                    c.gpu = self.ray.get(ref)
+                except self.ray.exceptions.RayError as err:
+                    cause = getattr(err, "cause", None) or err
+                    raise ExecutorError(f"a {c.kind} worker of the Ray cluster could not report its card: "
+                                        f"{type(cause).__name__}: {_first_line(cause)}") from None
         return found
 
     def submit(self, w: Workload, tag, engine: str, cap: int | None) -> None:
-        opts = {"num_cpus": 1}
+        task, opts = self._task, {"num_cpus": 1}
         if engine == "measure" and w.target != "cpu":
-            opts = {"num_cpus": 1, **_placement(w.target[len(CUDA_KIND):] if w.target.startswith(CUDA_KIND) else "GPU")}
-        ref = self._task.options(**opts).remote(w, engine, cap)
+            task = self._gpu_task
+            opts.update(_placement(w.target[len(CUDA_KIND):] if w.target.startswith(CUDA_KIND) else "GPU"))
+        ref = task.options(**opts).remote(w, engine, cap)
         self._running[ref] = (tag, w, engine)
 
     def wait(self) -> list[tuple[object, Workload, Record]]:

@@ -26,6 +26,8 @@ VOLATILE = ["time_s"]
 
 @pytest.fixture(scope="module")
 def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

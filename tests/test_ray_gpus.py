@@ -1,0 +1,88 @@
+"""GPU placement on Ray, on a local cluster that declares two T4s (no real GPU needed): the
+probe's errors, and a `--gpu all-workers` sweep whose tasks are placed on GPU workers of that
+kind. The measuring itself is replaced by a stand-in that reports what Ray gave the task."""
+
+import json
+import os
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from sa_profiler import executors, gpus
+from sa_profiler.cli import cli
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def t4_cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=2, resources={"accelerator_type:T4": 1}, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+ARGS = ["sweep", "--executor", "ray", "--batch", "1,2", "--channels", "64", "--res", "16", "--impl", "reference",
+        "--mode", "train"]
+
+
+def test_probe_failure_is_one_line(t4_cluster, tmp_path):
+    # the declared T4 is not there: torch in the worker sees no CUDA device
+    result = CliRunner().invoke(cli, [*ARGS, "--gpu", "all-workers", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "a T4 worker of the Ray cluster could not report its card" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def fake_t4(monkeypatch):
+    """Stand-ins for the probe and the measurer (defined here, so Ray ships them by value)."""
+    def probe():
+        return replace(gpus.lookup("t4"), local=True, source="local device cuda:0")
+
+    def measure(w, engine, cap):
+        from sa_profiler.engine.workload import Record
+        from sa_profiler.sweep import run_workload
+
+        if engine != "measure":
+            return run_workload(w, engine, cap)
+        ids = ray.get_gpu_ids()
+        return Record(w, peak_bytes=w.batch * 2**20, baseline_bytes=4096, time_s=1e-3, source="measured",
+                      device_name="Tesla T4", message=json.dumps({"gpus": [str(i) for i in ids],
+                                                                  "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                                                  "pid": os.getpid(), "engine": engine}))
+
+    monkeypatch.setattr(executors, "_probe_gpu", probe)
+    monkeypatch.setattr(executors, "_run_remote", measure)
+
+
+def test_all_workers_places_measured_tasks_on_each_kind(t4_cluster, fake_t4, tmp_path):
+    result = CliRunner().invoke(cli, [*ARGS, "--gpu", "all-workers", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert set(rows.target) == {"cuda:T4"} and len(rows) == 2
+    info = [json.loads(m) for m in rows.message]
+    assert all(i["engine"] == "measure" and len(i["gpus"]) == 1 and i["visible"] == i["gpus"][0] for i in info)
+    assert len({i["pid"] for i in info}) == 2  # a GPU task's worker does not run a second one
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["target"]["key"] == "cuda:T4" and meta["executor"]["kinds"] == {"T4": 2}
+    # the T4's memory minus the 10 % headroom, from the card the worker reported
+    t4 = gpus.lookup("t4")
+    assert set(rows.usable_bytes) == {t4.total_memory - t4.context_bytes - int(t4.total_memory * 0.1)}
+
+
+def test_named_kind_measures_there_and_a_missing_one_simulates(t4_cluster, fake_t4, tmp_path):
+    result = CliRunner().invoke(cli, [*ARGS, "--gpu", "t4", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(tmp_path / "a" / "results.csv").target) == {"cuda:T4"}
+    result = CliRunner().invoke(cli, [*ARGS, "--gpu", "l4", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "b" / "results.csv")
+    assert set(rows.target) == {"l4"} and set(rows.source) == {"simulated"}
+    result = CliRunner().invoke(cli, [*ARGS, "--gpu", "l4", "--engine", "measure", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "has no NVIDIA L4 to measure on (its GPUs: T4 x2)" in result.output
