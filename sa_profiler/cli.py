@@ -315,6 +315,17 @@ def doctor_cmd():
                   ("--engine auto", "measures on this card when no --gpu/--gpu-mem is given; simulates other targets")]
     else:
         lines += [("--engine auto", "simulates (no local CUDA GPU); --engine measure is unavailable here")]
+    from importlib.util import find_spec
+
+    if find_spec("ray") is None:
+        lines += [("ray", 'not installed (sweeps on a Ray cluster: pip install "sa-profiler[ray]")')]
+    else:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            lines += [("ray", f"{version('ray')} (sweep --executor ray)")]
+        except PackageNotFoundError:
+            lines += [("ray", "importable (sweep --executor ray)")]
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         click.echo(f"{k:<{width}}  {v}")

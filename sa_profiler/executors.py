@@ -101,6 +101,7 @@ class RayExecutor:
         a task runs (default: the sweep's runner)."""
         ray = self.ray = import_ray()
         if not ray.is_initialized():
+            check_address(address)
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False, **(init_kwargs or {}))
             except (ConnectionError, RuntimeError, ValueError) as err:
@@ -179,6 +180,22 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - already finished or gone
                 pass
         self._running.clear()
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT that does not answer (Ray itself waits minutes for it)."""
+    import socket
+
+    if address in (None, "", "auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"cannot read --ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ExecutorError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}; "
+                            "is `ray start --head` running there?") from None
 
 
 def _placement(kind: str) -> dict:

@@ -234,3 +234,32 @@ def test_atlas_report_has_a_column_per_device(tmp_path):
     text = path.read_text()
     assert "Atlas: 2 devices" in text and "<th>Tesla T4</th>" in text and "<th>NVIDIA H100 80GB HBM3</th>" in text
     assert "2.00 MiB / 0.400 ms" in text
+
+
+@pytest.mark.parametrize("address,message", [
+    ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
+    ("nope", "cannot read --ray-address 'nope': expected auto, HOST:PORT or ray://HOST:PORT"),
+    ("host:", "cannot read --ray-address 'host:'"),
+])
+def test_bad_ray_address_fails_fast(address, message):
+    from sa_profiler.executors import ExecutorError, check_address
+
+    start = time.time()
+    with pytest.raises(ExecutorError, match=message.replace("(", r"\(").replace("[", r"\[").replace("?", r"\?")):
+        check_address(address, timeout=2)
+    assert time.time() - start < 5
+    check_address("auto")  # left to Ray
+
+
+def test_cli_unreachable_cluster_is_one_line(tmp_path):
+    import subprocess
+
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-c", "from sa_profiler.cli import main; main()", "sweep", "--gpu", "t4",
+                           "--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "sa-profile: error: cannot reach the Ray cluster at 127.0.0.1:1: Connection refused; is `ray start --head` "
+        "running there?"]
+    assert not out.exists()
