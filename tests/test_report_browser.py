@@ -48,3 +48,34 @@ def test_report_renders_every_plot_offline(tmp_path):
     assert rows == 2 * 3 * 3 * 2
     assert first == "1"
     assert errors == [] and requests == []
+
+
+def test_atlas_report_renders_a_column_per_device(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from sa_profiler import gpus
+    from sa_profiler.recommend import make_target
+    from sa_profiler.report.html import write_report
+    from sa_profiler.sweep import Sweep, run
+
+    out = tmp_path / "atlas"
+    spec = Sweep([make_target(gpus.lookup("t4")), make_target(gpus.lookup("l4"))], [("reference", {}), ("sdpa", {})],
+                 ["float16"], ["train"], [64], [(16, 16), (32, 32), (64, 64)], [1, 4])
+    run(spec, out)
+    write_report(out / "results.csv")
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://") else r.abort())
+        page.goto((out / "report.html").as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=20000)
+        heads = page.eval_on_selector_all("#atlas thead th", "els => els.map(e => e.textContent)")
+        cells = page.eval_on_selector_all("#atlas tbody tr", "els => els.length")
+        page.screenshot(path=str(tmp_path / "atlas.png"), full_page=True)
+        browser.close()
+    assert heads[-2:] == ["NVIDIA L4", "Tesla T4"]
+    assert cells == 2 * 3 * 2
+    assert errors == []

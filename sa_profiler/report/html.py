@@ -89,10 +89,14 @@ def memory_figure(frame: pd.DataFrame, usable: int | None) -> dict:
                      "line": {"dash": "dot", "color": "gray"}})
         data.append({"type": "scatter", "mode": "lines", "x": [n0, n1], "y": [y0, y0 * (n1 / n0) ** 2], "name": "slope N^2",
                      "line": {"dash": "dash", "color": "gray"}})
-    if usable and len(ok):
-        data.append({"type": "scatter", "mode": "lines", "x": [ok.tokens.min(), ok.tokens.max()],
-                     "y": [usable / MiB] * 2, "name": f"usable memory ({format_bytes(usable)})",
-                     "line": {"color": "red", "width": 3}})
+    lines = {"": usable} if usable else {}
+    if "device" in frame and "usable_bytes" in frame:  # an atlas: each card's own line
+        lines = {f" {d}": int(u) for d, u in frame.groupby("device").usable_bytes.max().dropna().items()} or lines
+    for i, (name, value) in enumerate(sorted(lines.items())):
+        if len(ok):
+            data.append({"type": "scatter", "mode": "lines", "x": [ok.tokens.min(), ok.tokens.max()],
+                         "y": [value / MiB] * 2, "name": f"usable memory{name} ({format_bytes(value)})",
+                         "line": {"color": "red", "width": 3, "dash": DASHES[i % len(DASHES)]}})
     return _fig(data, {"title": {"text": "Peak memory vs tokens (x: OOM on the target)"},
                        "xaxis": {"type": "log", "title": {"text": "tokens N = H x W"}},
                        "yaxis": {"type": "log", "title": {"text": "peak memory (MiB, binary)"}}})
