@@ -4,13 +4,17 @@ An executor takes workloads (`submit`) and hands back finished ones (`wait`); th
 decides what to submit and writes every row itself, so both give the same table. Ray is an
 optional extra (`pip install "sa-profiler[ray]"`), imported only when asked for.
 
-On Ray each workload is one task (`max_retries=0`: a lost worker is a row, not a silent
-re-run). Simulated and CPU-measured workloads ask for one CPU; measured GPU workloads ask for
-one GPU, and a target `cuda:<KIND>` also for Ray's `accelerator_type` KIND (T4, A100, H100, ...).
+On Ray each workload is one task, never retried by Ray (a lost worker is a row, not a silent
+re-run). Simulated and CPU-measured workloads are plain tasks asking for one CPU. Measured GPU
+workloads are tasks of a `Measurer` actor: one per GPU of the kind (Ray's `accelerator_type`
+for a target `cuda:<KIND>`: T4, A100, H100, ...), each holding its card (`num_gpus=1`) for the
+sweep, so torch and CUDA start once per card instead of once per row, no idle process keeps a
+context on a card another one measures, and a process never sees a second device.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 
 from .engine.workload import Record, Workload
@@ -110,11 +114,11 @@ class RayExecutor:
         res = ray.cluster_resources()
         self.cpus, self.gpus = int(res.get("CPU", 0)), int(res.get("GPU", 0))
         self.slots = in_flight or max(4, 2 * (self.cpus + self.gpus))
-        self._task = ray.remote(max_retries=0)(fn or _run_remote)
-        # a GPU task's worker exits after it (max_calls=1): torch binds a process to the device it
-        # saw first, and an idle worker would keep its CUDA context on a card another task measures
-        self._gpu_task = ray.remote(max_retries=0, num_gpus=1, max_calls=1)(fn or _run_remote)
-        self._running: dict = {}  # ObjectRef -> (tag, workload, engine)
+        self._fn = fn or _run_remote
+        self._task = ray.remote(max_retries=0)(self._fn)
+        self._actor = ray.remote(max_restarts=0, max_task_retries=0)(Measurer)
+        self._pools: dict[str, _Pool] = {}  # GPU kind -> its measuring processes
+        self._running: dict = {}  # ObjectRef -> (tag, workload, engine, (kind, actor) or None)
 
     def describe(self) -> dict:
         return {"name": "ray", "cpus": self.cpus, "gpus": self.gpus, "kinds": gpu_kinds(self.ray.nodes()),
@@ -139,25 +143,79 @@ class RayExecutor:
         return found
 
     def submit(self, w: Workload, tag, engine: str, cap: int | None) -> None:
-        task, opts = self._task, {"num_cpus": 1}
         if engine == "measure" and w.target != "cpu":
-            task = self._gpu_task
-            opts.update(_placement(w.target[len(CUDA_KIND):] if w.target.startswith(CUDA_KIND) else "GPU"))
-        ref = task.options(**opts).remote(w, engine, cap)
-        self._running[ref] = (tag, w, engine)
+            kind = w.target[len(CUDA_KIND):] if w.target.startswith(CUDA_KIND) else "GPU"
+            self._pool(kind).backlog.append((tag, w, engine, cap))
+            self._dispatch(kind)
+            return
+        ref = self._task.options(num_cpus=1).remote(w, engine, cap)
+        self._running[ref] = (tag, w, engine, None)
+
+    def _pool(self, kind: str) -> "_Pool":
+        if kind not in self._pools:
+            n = self._capacity(kind)
+            if n == 0:
+                raise ExecutorError(f"the Ray cluster has no {kind} GPU to measure on")
+            self._pools[kind] = _Pool([self._new_actor(kind) for _ in range(n)])
+        return self._pools[kind]
+
+    def _capacity(self, kind: str) -> int:
+        kinds = gpu_kinds(self.ray.nodes())
+        return sum(kinds.values()) if kind == "GPU" else kinds.get(kind, 0)
+
+    def _new_actor(self, kind: str):
+        return self._actor.options(num_cpus=1, **_placement(kind)).remote(self._fn)
+
+    def _dispatch(self, kind: str) -> None:
+        pool = self._pools[kind]
+        while pool.backlog and pool.idle:
+            actor = pool.idle.pop()
+            tag, w, engine, cap = pool.backlog.popleft()
+            ref = actor.run.remote(w, engine, cap)
+            self._running[ref] = (tag, w, engine, (kind, actor))
 
     def wait(self) -> list[tuple[object, Workload, Record]]:
+        from .sweep import LOST
+
         ray = self.ray
-        refs = list(self._running)
-        ready, rest = ray.wait(refs, num_returns=1)
-        if rest:
-            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-            ready += more
         out = []
-        for ref in ready:
-            tag, w, engine = self._running.pop(ref)
-            out.append((tag, w, self._result(ref, w, "measured" if engine == "measure" else "simulated")))
+        refs = list(self._running)
+        if refs:
+            ready, rest = ray.wait(refs, num_returns=1)
+            if rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            for ref in ready:
+                tag, w, engine, seat = self._running.pop(ref)
+                rec = self._result(ref, w, "measured" if engine == "measure" else "simulated")
+                if seat is not None:
+                    kind, actor = seat
+                    if rec.status == "error" and rec.message.startswith(LOST):
+                        self._replace(kind, actor)
+                    else:
+                        self._pools[kind].idle.append(actor)
+                    self._dispatch(kind)
+                out.append((tag, w, rec))
+        for kind, pool in self._pools.items():  # a kind with no card left: its waiting rows are lost
+            running = any(seat is not None and seat[0] == kind for *_, seat in self._running.values())
+            if pool.backlog and not pool.idle and not running:
+                while pool.backlog:
+                    tag, w, engine, _ = pool.backlog.popleft()
+                    out.append((tag, w, Record(w, status="error", source="measured",
+                                               message=f"{LOST}: no {kind} GPU left in the Ray cluster")))
         return out
+
+    def _replace(self, kind: str, dead) -> None:
+        """A measuring process died: start another on a card of the kind, while the cluster
+        still has as many cards as the pool has processes."""
+        pool = self._pools[kind]
+        try:
+            self.ray.kill(dead, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        pool.size -= 1
+        if pool.size < self._capacity(kind):
+            pool.add(self._new_actor(kind))
 
     def _result(self, ref, w: Workload, source: str) -> Record:
         from .sweep import LOST
@@ -174,12 +232,45 @@ class RayExecutor:
                           source=source)
 
     def close(self) -> None:
-        for ref in list(self._running):  # an interrupted sweep: stop what it started
-            try:
-                self.ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - already finished or gone
-                pass
+        for ref, (*_, seat) in list(self._running.items()):  # an interrupted sweep: stop what it started
+            if seat is None:
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already finished or gone
+                    pass
+        for pool in self._pools.values():  # give the cards back
+            for actor in pool.all:
+                try:
+                    self.ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001
+                    pass
         self._running.clear()
+        self._pools.clear()
+
+
+class Measurer:
+    """A process that holds one GPU for a sweep and measures workloads on it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def run(self, w: Workload, engine: str, cap: int | None) -> Record:
+        return self.fn(w, engine, cap)
+
+
+class _Pool:
+    """The measuring processes of one GPU kind, and the workloads waiting for one."""
+
+    def __init__(self, actors: list):
+        self.all = list(actors)
+        self.idle = list(actors)
+        self.size = len(actors)  # processes alive or starting
+        self.backlog: deque = deque()
+
+    def add(self, actor) -> None:
+        self.all.append(actor)
+        self.idle.append(actor)
+        self.size += 1
 
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:

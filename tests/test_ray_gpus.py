@@ -62,13 +62,18 @@ def fake_t4(monkeypatch):
 
 
 def test_all_workers_places_measured_tasks_on_each_kind(t4_cluster, fake_t4, tmp_path):
-    result = CliRunner().invoke(cli, [*ARGS, "--gpu", "all-workers", "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(cli, [*ARGS, "--res", "16,32", "--gpu", "all-workers", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "o" / "results.csv")
-    assert set(rows.target) == {"cuda:T4"} and len(rows) == 2
+    assert set(rows.target) == {"cuda:T4"} and len(rows) == 4
     info = [json.loads(m) for m in rows.message]
     assert all(i["engine"] == "measure" and len(i["gpus"]) == 1 and i["visible"] == i["gpus"][0] for i in info)
-    assert len({i["pid"] for i in info}) == 2  # a GPU task's worker does not run a second one
+    # one measuring process per card, each on its own card for the whole sweep
+    cards = {}
+    for i in info:
+        cards.setdefault(i["pid"], set()).add(i["visible"])
+    assert len(cards) == 2 and all(len(v) == 1 for v in cards.values())
+    assert len(set.union(*cards.values())) == 2
     meta = json.loads((tmp_path / "o" / "meta.json").read_text())
     assert meta["target"]["key"] == "cuda:T4" and meta["executor"]["kinds"] == {"T4": 2}
     # the T4's memory minus the 10 % headroom, from the card the worker reported
@@ -86,3 +91,44 @@ def test_named_kind_measures_there_and_a_missing_one_simulates(t4_cluster, fake_
     assert set(rows.target) == {"l4"} and set(rows.source) == {"simulated"}
     result = CliRunner().invoke(cli, [*ARGS, "--gpu", "l4", "--engine", "measure", "--out", str(tmp_path / "c")])
     assert result.exit_code == 2 and "has no NVIDIA L4 to measure on (its GPUs: T4 x2)" in result.output
+
+
+def test_a_killed_measuring_process_is_a_lost_row_and_is_replaced(t4_cluster, tmp_path):
+    import signal
+    import threading
+    import time
+
+    from sa_profiler import sweep
+    from sa_profiler.executors import RayExecutor
+    from sa_profiler.recommend import make_target
+
+    t4 = make_target(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
+    spec = sweep.Sweep(t4, [("reference", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)], [1, 2, 4],
+                       "measure")
+    victim = next(w for w in spec.workloads() if w.batch == 2 and w.height == 16)
+    pidfile = tmp_path / "pid"
+
+    def measure(w, engine, cap):
+        from sa_profiler.engine.workload import Record
+
+        if w.key == victim.key:
+            pidfile.write_text(str(os.getpid()))
+            time.sleep(120)
+        return Record(w, peak_bytes=w.batch * 2**20, baseline_bytes=0, source="measured", device_name="Tesla T4",
+                      message=str(os.getpid()))
+
+    def kill():
+        for _ in range(1200):
+            if pidfile.exists() and pidfile.read_text():
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill)
+    watcher.start()
+    rows = sweep.run(spec, tmp_path / "s", executor=RayExecutor(fn=measure))
+    watcher.join()
+    by_key = {r["key"]: r for r in rows}
+    assert by_key[victim.key]["status"] == "error" and sweep.lost(by_key[victim.key])
+    others = [r for k, r in by_key.items() if k != victim.key]
+    assert len(others) == 5 and all(r["status"] == "ok" for r in others)  # the sweep went on, on the other card
