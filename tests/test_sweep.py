@@ -161,3 +161,18 @@ def test_report_command(tmp_path):
     assert result.exit_code == 0 and (out / "report.html").exists()
     missing = CliRunner().invoke(cli, ["report", str(out / "nope.csv")])
     assert missing.exit_code == 2 and "no such results file" in missing.stderr
+
+
+def test_cpu_target_measured_equals_simulated(tmp_path):
+    """`--gpu cpu`: measured by default; on the CPU the simulator is byte-exact, so both agree."""
+    import pandas as pd
+
+    args = ["sweep", "--gpu", "cpu", "--batch", "1,2", "--channels", "16", "--res", "8,8x16", "--impl", "all",
+            "--mode", "both"]
+    for engine in ("auto", "simulate"):
+        result = CliRunner().invoke(cli, [*args, "--engine", engine, "--out", str(tmp_path / engine)])
+        assert result.exit_code == 0, result.output
+    measured, simulated = (pd.read_csv(tmp_path / e / "results.csv").set_index("key") for e in ("auto", "simulate"))
+    assert set(measured.source) == {"measured"} and set(simulated.source) == {"simulated"}
+    assert len(measured) == 24 and set(measured.status) == {"ok"}
+    assert (measured.peak_bytes == simulated.loc[measured.index].peak_bytes).all()
