@@ -103,6 +103,7 @@ class RayExecutor:
         """`address`: an existing cluster ("auto", "HOST:PORT"); None starts one here unless
         Ray is already initialised in this process. `fn(workload, engine, cap) -> Record` is what
         a task runs (default: the sweep's runner)."""
+        token_auth(address)  # before Ray is imported: it reads the mode when it loads
         ray = self.ray = import_ray()
         if not ray.is_initialized():
             check_address(address)
@@ -110,7 +111,10 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False, configure_logging=False, **(init_kwargs or {}))
             except (ConnectionError, RuntimeError, ValueError) as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ExecutorError(f"cannot connect to the Ray cluster at {address or 'a new local one'}: {first}") from None
+                hint = ("; if the cluster uses token authentication, give its token (RAY_AUTH_TOKEN or "
+                        "~/.ray/auth_token)" if address not in (None, "auto", "local") else "")
+                raise ExecutorError(f"cannot connect to the Ray cluster at {address or 'a new local one'}: "
+                                    f"{first}{hint}") from None
         res = ray.cluster_resources()
         self.cpus, self.gpus = int(res.get("CPU", 0)), int(res.get("GPU", 0))
         self.slots = in_flight or max(4, 2 * (self.cpus + self.gpus))
@@ -287,6 +291,20 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
     except OSError as err:
         raise ExecutorError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}; "
                             "is `ray start --head` running there?") from None
+
+
+def token_auth(address: str | None) -> None:
+    """Joining a cluster by HOST:PORT, send the Ray token where one is at hand, as Ray does
+    itself for `auto`: clusters started by `ray start` (Ray >= 2.5x) require it by default, and a
+    cluster without authentication ignores it."""
+    import os
+    from pathlib import Path
+
+    if address in (None, "", "auto", "local") or os.environ.get("RAY_AUTH_MODE"):
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _placement(kind: str) -> dict:
