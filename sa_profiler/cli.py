@@ -410,6 +410,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from . import sweep as sweeping
+    from .executors import ExecutorError
     from .report.html import write_report
 
     spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
@@ -426,7 +427,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
 
         try:
             rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner)
-        except sweeping.SweepError as err:
+        except (sweeping.SweepError, ExecutorError) as err:
             _fail(str(err))
         except KeyboardInterrupt:
             click.echo(f"sa-profile: interrupted; the rows done are in {out}/results.csv: finish with --resume", err=True)

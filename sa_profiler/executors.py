@@ -21,7 +21,8 @@ from .engine.workload import Record, Workload
 from .recommend import Target
 
 RAY_INSTALL = 'pip install "sa-profiler[ray]"'
-CUDA_KIND = "cuda:"  # target key prefix: measured on a cluster GPU of that Ray accelerator type
+CUDA_KIND = "cuda:"
+CONTEXT_LOST = "CUDA context lost"  # what measure says when a kernel fault left the process unusable  # target key prefix: measured on a cluster GPU of that Ray accelerator type
 
 
 class ExecutorError(ValueError):
@@ -194,8 +195,8 @@ class RayExecutor:
                 rec = self._result(ref, w, "measured" if engine == "measure" else "simulated")
                 if seat is not None:
                     kind, actor = seat
-                    if rec.status == "error" and rec.message.startswith(LOST):
-                        self._replace(kind, actor)
+                    if rec.status == "error" and (rec.message.startswith(LOST) or CONTEXT_LOST in rec.message):
+                        self._replace(kind, actor)  # dead, or alive with an unusable CUDA context
                     else:
                         self._pools[kind].idle.append(actor)
                     self._dispatch(kind)

@@ -132,3 +132,33 @@ def test_a_killed_measuring_process_is_a_lost_row_and_is_replaced(t4_cluster, tm
     assert by_key[victim.key]["status"] == "error" and sweep.lost(by_key[victim.key])
     others = [r for k, r in by_key.items() if k != victim.key]
     assert len(others) == 5 and all(r["status"] == "ok" for r in others)  # the sweep went on, on the other card
+
+
+def test_a_process_with_a_lost_cuda_context_measures_no_more(t4_cluster, tmp_path):
+    import time
+
+    from sa_profiler import sweep
+    from sa_profiler.executors import RayExecutor
+    from sa_profiler.recommend import make_target
+
+    t4 = make_target(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
+    spec = sweep.Sweep(t4, [("reference", {}), ("sdpa", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)],
+                       [1, 2, 4], "measure")
+    victim = next(w for w in spec.workloads() if w.batch == 1 and w.height == 16 and w.impl == "sdpa")
+
+    def measure(w, engine, cap):
+        from sa_profiler.engine.workload import Record
+
+        time.sleep(0.05)
+        stamp = json.dumps({"pid": os.getpid(), "t": time.time()})
+        if w.key == victim.key:
+            return Record(w, status="error", source="measured", device_name=stamp,
+                          message="RuntimeError: illegal memory access; CUDA context lost: illegal memory access")
+        return Record(w, peak_bytes=2**20, baseline_bytes=0, source="measured", device_name=stamp)
+
+    rows = sweep.run(spec, tmp_path / "s", executor=RayExecutor(fn=measure))
+    stamps = {r["key"]: json.loads(r["device_name"]) for r in rows}
+    bad = stamps[victim.key]
+    later = [s for k, s in stamps.items() if s["t"] > bad["t"]]
+    assert later and all(s["pid"] != bad["pid"] for s in later)
+    assert not sweep.lost(next(r for r in rows if r["key"] == victim.key))  # a fault, not a lost worker
