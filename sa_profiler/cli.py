@@ -155,10 +155,10 @@ def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
     from .executors import ExecutorError, cluster_target
 
     name = (gpu_name or "").strip().lower()
+    if name == "cpu":
+        return _cpu_target(gpu_mem, headroom, engine)
     if gpu_name and gpu_mem:
         _fail("give either --gpu NAME or --gpu-mem SIZE, not both")
-    if name == "cpu":
-        return [_with_headroom(gpus.host(), headroom)], "measure" if engine == "auto" else engine
     if gpu_mem:
         if engine == "measure":
             _fail("--gpu-mem with --engine measure emulates a card on the local GPU; on Ray, measure the cluster's "
@@ -193,6 +193,15 @@ def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
     if name != "all-workers" and len(kinds) > 1:
         _fail(f"the Ray cluster has several GPU kinds ({have}): give --gpu KIND, or --gpu all-workers for each")
     return [_with_headroom(cluster_target(c, 0).gpu, headroom) for c in kinds], "measure"
+
+
+def _cpu_target(gpu_mem, headroom, engine):
+    """`--gpu cpu`: this machine's CPU and memory, measured unless --engine simulate."""
+    from . import gpus
+
+    if gpu_mem:
+        _fail("give either --gpu cpu or --gpu-mem SIZE, not both")
+    return [_with_headroom(gpus.host(), headroom)], "measure" if engine == "auto" else engine
 
 
 def _same_card(probed, wanted) -> bool:
@@ -383,9 +392,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     elif gpu_name and gpu_name.strip().lower() == "all-workers":
         _fail("--gpu all-workers measures on every GPU kind of a Ray cluster: add --executor ray")
     elif gpu_name and gpu_name.strip().lower() == "cpu":
-        from . import gpus
-
-        target_list, engine = [_with_headroom(gpus.host(), headroom)], "measure" if engine == "auto" else engine
+        target_list, engine = _cpu_target(gpu_mem, headroom, engine)
     else:
         target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
         target_list, engine = [target], _engine(engine, local)

@@ -1,8 +1,9 @@
-"""A declarative grid of workloads, run one by one, each row written and flushed as it comes.
+"""A declarative grid of workloads, run by an executor (here, or on Ray), each row written and
+flushed as it comes.
 
 `results.csv` in the output folder gets one Record per row, appended and fsync'ed as each
 workload finishes, so a crash, Ctrl-C or SIGKILL loses at most the running row; `resume`
-skips the rows already there (by workload key). An out-of-memory or unsupported workload is a
+skips the rows already there (by workload key) except those whose worker died. An out-of-memory or unsupported workload is a
 row with its status; after an OOM at batch b, larger batches of the same configuration are
 recorded as `skipped` without being run. `meta.json` (the command, the target, the
 environment) is written first; `results.json` and `report.html` at the end, each through a
@@ -16,9 +17,9 @@ import json
 import os
 import platform
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections import deque
 from typing import Callable, Iterator
 
 import torch
