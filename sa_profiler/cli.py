@@ -152,7 +152,7 @@ def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
     """Targets and engine of a sweep on Ray: a catalogue card measured where the cluster has
     that kind (simulated otherwise, unless --engine measure), every kind with all-workers."""
     from . import gpus
-    from .executors import ExecutorError, cluster_target
+    from .executors import ExecutorError, cluster_gpu
 
     name = (gpu_name or "").strip().lower()
     if name == "cpu":
@@ -184,7 +184,7 @@ def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
     if wanted is not None:
         match = [c for c in kinds if _same_card(c.gpu, wanted)]
         if match:
-            return [_with_headroom(cluster_target(match[0], 0).gpu, headroom)], "measure"
+            return [_with_headroom(cluster_gpu(match[0]), headroom)], "measure"
         if engine == "measure":
             _fail(f"the Ray cluster has no {wanted.name} to measure on (its GPUs: {have}); simulate with --engine simulate")
         return [_with_headroom(wanted, headroom)], "simulate"
@@ -192,7 +192,7 @@ def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
         _fail("the Ray cluster has no GPU workers: give --gpu NAME or --gpu-mem SIZE to simulate, or --gpu cpu")
     if name != "all-workers" and len(kinds) > 1:
         _fail(f"the Ray cluster has several GPU kinds ({have}): give --gpu KIND, or --gpu all-workers for each")
-    return [_with_headroom(cluster_target(c, 0).gpu, headroom) for c in kinds], "measure"
+    return [_with_headroom(cluster_gpu(c), headroom) for c in kinds], "measure"
 
 
 def _cpu_target(gpu_mem, headroom, engine):

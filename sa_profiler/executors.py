@@ -18,7 +18,6 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from .engine.workload import Record, Workload
-from .recommend import Target
 
 RAY_INSTALL = 'pip install "sa-profiler[ray]"'
 CUDA_KIND = "cuda:"
@@ -324,8 +323,6 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def cluster_target(c: ClusterGPU, headroom: float | int) -> Target:
-    """A measured target for one GPU kind of the cluster: key `cuda:<kind>`, the probed card."""
-    from .recommend import make_target
-
-    return make_target(replace(c.gpu, key=f"{CUDA_KIND}{c.kind}", local=False), headroom)
+def cluster_gpu(c: ClusterGPU):
+    """The probed card of one GPU kind of the cluster, keyed `cuda:<kind>` (a measured target)."""
+    return replace(c.gpu, key=f"{CUDA_KIND}{c.kind}", local=False)

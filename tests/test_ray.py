@@ -217,25 +217,6 @@ def test_gpu_kinds_from_ray_nodes():
     assert gpu_kinds(nodes) == {"T4": 6, "H100": 8, "GPU": 1}
 
 
-def test_atlas_report_has_a_column_per_device(tmp_path):
-    from sa_profiler.engine import Workload
-    from sa_profiler.engine.workload import Record
-    from sa_profiler.report.html import write_html
-
-    rows = []
-    for target, name, scale in (("cuda:T4", "Tesla T4", 1.0), ("cuda:H100", "NVIDIA H100 80GB HBM3", 0.2)):
-        for b in (1, 2):
-            rec = Record(Workload("reference", b, 64, 32, 32, "float32", "train", target), peak_bytes=b * 2**20,
-                         baseline_bytes=1024, time_s=scale * b * 1e-3, source="measured", device_name=name)
-            row = rec.to_row()
-            row["total_bytes"], row["usable_bytes"] = rec.peak_bytes + 1024, 2**33
-            rows.append(row)
-    path = write_html(pd.DataFrame(rows), tmp_path / "r.html", {"targets": [{"name": "Tesla T4"}, {"name": "H100"}]})
-    text = path.read_text()
-    assert "Atlas: 2 devices" in text and "<th>Tesla T4</th>" in text and "<th>NVIDIA H100 80GB HBM3</th>" in text
-    assert "2.00 MiB / 0.400 ms" in text
-
-
 @pytest.mark.parametrize("address,message", [
     ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
     ("nope", "cannot read --ray-address 'nope': expected auto, HOST:PORT or ray://HOST:PORT"),

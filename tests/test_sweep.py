@@ -176,3 +176,24 @@ def test_cpu_target_measured_equals_simulated(tmp_path):
     assert set(measured.source) == {"measured"} and set(simulated.source) == {"simulated"}
     assert len(measured) == 24 and set(measured.status) == {"ok"}
     assert (measured.peak_bytes == simulated.loc[measured.index].peak_bytes).all()
+
+
+def test_atlas_report_has_a_column_per_device(tmp_path):
+    import pandas as pd
+
+    from sa_profiler.engine import Workload
+    from sa_profiler.engine.workload import Record
+    from sa_profiler.report.html import write_html
+
+    rows = []
+    for target, name, scale in (("cuda:T4", "Tesla T4", 1.0), ("cuda:H100", "NVIDIA H100 80GB HBM3", 0.2)):
+        for b in (1, 2):
+            rec = Record(Workload("reference", b, 64, 32, 32, "float32", "train", target), peak_bytes=b * 2**20,
+                         baseline_bytes=1024, time_s=scale * b * 1e-3, source="measured", device_name=name)
+            row = rec.to_row()
+            row["total_bytes"], row["usable_bytes"] = rec.peak_bytes + 1024, 2**33
+            rows.append(row)
+    path = write_html(pd.DataFrame(rows), tmp_path / "r.html", {"targets": [{"name": "Tesla T4"}, {"name": "H100"}]})
+    text = path.read_text()
+    assert "Atlas: 2 devices" in text and "<th>Tesla T4</th>" in text and "<th>NVIDIA H100 80GB HBM3</th>" in text
+    assert "2.00 MiB / 0.400 ms" in text
