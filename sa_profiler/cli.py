@@ -274,7 +274,8 @@ def _impls(text):
             _fail(f"unknown implementation {spec!r}; expected {', '.join(IMPLEMENTATIONS)} or sdpa:BACKEND")
         if backend and (name != "sdpa" or backend not in BACKENDS):
             _fail(f"unknown implementation {spec!r}; a backend goes with sdpa only: sdpa:{'|'.join(BACKENDS)}")
-        out.append(spec)
+        if spec not in out:  # a repeated implementation is one row, not two
+            out.append(spec)
     return out
 
 
@@ -414,6 +415,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     import shlex
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from . import sweep as sweeping
@@ -429,8 +431,8 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
 
         def on_row(w, rec, skipped):
             status = "resumed" if skipped else rec.status
-            progress.update(task, advance=1, description=f"{w.label} {w.dtype} {w.mode} B={w.batch} C={w.channels} "
-                            f"{w.height}x{w.width}: {status}")
+            progress.update(task, advance=1, description=escape(f"{w.label} {w.dtype} {w.mode} B={w.batch} C={w.channels} "
+                                                                f"{w.height}x{w.width}: {status}"))
 
         try:
             rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner)
@@ -446,6 +448,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
 
 def _sweep_summary(rows, console) -> None:
     import pandas as pd
+    from rich.markup import escape
     from rich.table import Table
 
     from .units import format_bytes
@@ -466,7 +469,7 @@ def _sweep_summary(rows, console) -> None:
         top = ok.sort_values(["tokens", "total"]).iloc[-1] if len(ok) else None
         label = impl + (f" [{opts}]" if opts else "")
         counts = g.status.value_counts()
-        table.add_row(label, dtype, mode, str(len(g)), str(counts.get("ok", 0)), str(counts.get("oom", 0)),
+        table.add_row(escape(label), dtype, mode, str(len(g)), str(counts.get("ok", 0)), str(counts.get("oom", 0)),
                       str(counts.get("skipped", 0)), str(int(top.tokens)) if top is not None else "-",
                       format_bytes(top.total) if top is not None and top.total == top.total else "-")
     console.print(table)

@@ -180,7 +180,11 @@ def candidates(gpu: gpus.GPU, dtype: str, mode: str, channels: int, impls: list[
             out.append(("pooled", {"pool": 2}))
         else:
             out.append((name, {}))
-    return out
+    unique: list[tuple[str, dict]] = []  # `sdpa` already lists `sdpa:flash`: one row each
+    for c in out:
+        if c not in unique:
+            unique.append(c)
+    return unique
 
 
 def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str, channels: int, height: int,

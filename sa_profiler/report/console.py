@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -58,10 +59,10 @@ def advice_json(a: Advice) -> dict:
 def render_advice(a: Advice, console: Console) -> None:
     g = a.target.gpu
     shape = f"{a.channels} x {a.height} x {a.width}" + (f", batch {a.batch}" if a.batch else "")
-    console.print(f"[bold]Self-attention on {shape}[/] (N = {a.tokens} tokens) on [bold]{g.name}[/]: "
+    console.print(f"[bold]Self-attention on {shape}[/] (N = {a.tokens} tokens) on [bold]{escape(g.name)}[/]: "
                   f"{format_bytes(a.target.usable)} usable of {format_bytes(g.total_memory)}")
     for note in a.skipped:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{escape(note)}[/]")
     short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
     for mode in dict.fromkeys(r.mode for r in a.rows):
         title = "Inference (forward, no_grad)" if mode == "forward" else "Training (forward + backward)"
@@ -73,11 +74,11 @@ def render_advice(a: Advice, console: Console) -> None:
             table.add_column(col, justify=just, no_wrap=True)
         for r in (r for r in a.rows if r.mode == mode):
             if r.status != "ok":
-                table.add_row(r.display, "-", short.get(r.dtype, r.dtype), "-", "-", "-", "-", Text(r.status, style="yellow"))
+                table.add_row(escape(r.display), "-", short.get(r.dtype, r.dtype), "-", "-", "-", "-", Text(r.status, style="yellow"))
                 continue
             at = r.at_batch
             table.add_row(
-                r.display, r.backend or ("bmm+ckpt" if r.options.get("checkpoint") else "bmm"), short.get(r.dtype, r.dtype), format_bytes(total_bytes(r.per_image), 1),
+                escape(r.display), r.backend or ("bmm+ckpt" if r.options.get("checkpoint") else "bmm"), short.get(r.dtype, r.dtype), format_bytes(total_bytes(r.per_image), 1),
                 str(r.max_batch), format_bytes(total_bytes(at), 1) if at and r.batch else "-",
                 format_seconds(at.time_s) if at and r.batch else "-",
                 Text("yes", style="green") if r.fits else Text("no", style="red"),
@@ -89,25 +90,25 @@ def render_advice(a: Advice, console: Console) -> None:
                   + ("; time*: roofline estimate per step" if a.engine == "simulate" else "; time: measured per step") + "[/]")
     for mode, rec in a.recommendations.items():
         if rec.row is None:
-            console.print(f"[bold red]{mode}:[/] {rec.reason} on this target; see the alternatives below.")
+            console.print(f"[bold red]{mode}:[/] {escape(rec.reason)} on this target; see the alternatives below.")
             continue
         r = rec.row
         batch = r.max_batch if a.batch is None else a.batch
-        console.print(f"[bold green]Recommended for {mode}:[/] {r.display} ({r.backend or 'bmm'}) in {r.dtype}, "
-                      f"batch {batch}: [bold]{r.code()}[/]")
+        console.print(f"[bold green]Recommended for {mode}:[/] {escape(r.display)} ({r.backend or 'bmm'}) in {r.dtype}, "
+                      f"batch {batch}: [bold]{escape(r.code())}[/]")
     w = a.why
     console.print(f"\n[bold]Why[/] (classic layer, {w['dtype']}, {w['mode']}, one image): peak "
-                  f"{format_bytes(w['peak_bytes'])}. {w['formula']}.")
+                  f"{format_bytes(w['peak_bytes'])}. {escape(w['formula'])}.")
     for t in w["top_tensors"]:
-        note = f" ({t['note']})" if t["note"] else ""
+        note = escape(f" ({t['note']})") if t["note"] else ""
         console.print(f"  {format_bytes(t['bytes']):>12}  {'x'.join(map(str, t['shape'])):<20} {t['dtype']:<9} from {t['op']}{note}")
     if a.alternatives:
         console.print("\n[bold]Alternatives[/] (they change the model; numbers for the same target):")
         for x in a.alternatives:
             r = x.row
-            console.print(f"  - {x.what}: peak {format_bytes(total_bytes(r.per_image)) if r.per_image and r.per_image.status == 'ok' else '-'} "
-                          f"per image, largest safe batch {r.max_batch}: {x.code}")
-    console.print("\n[dim]" + "; ".join(a.assumptions) + ".[/]")
+            console.print(f"  - {escape(x.what)}: peak {format_bytes(total_bytes(r.per_image)) if r.per_image and r.per_image.status == 'ok' else '-'} "
+                          f"per image, largest safe batch {r.max_batch}: {escape(x.code)}")
+    console.print("\n[dim]" + escape("; ".join(a.assumptions)) + ".[/]")
 
 
 def render_gpus(gpus, console: Console) -> None:
@@ -115,7 +116,7 @@ def render_gpus(gpus, console: Console) -> None:
     for col in ("key", "name", "memory", "CC", "FP32 TF", "FP16 TF", "GB/s"):
         table.add_column(col, justify="left" if col in ("key", "name") else "right", no_wrap=True)
     for g in gpus:
-        table.add_row(g.key, g.name, format_bytes(g.total_memory, 1), f"{g.capability[0]}.{g.capability[1]}",
+        table.add_row(escape(g.key), escape(g.name), format_bytes(g.total_memory, 1), f"{g.capability[0]}.{g.capability[1]}",
                       f"{g.fp32_flops / 1e12:g}", f"{g.fp16_flops / 1e12:g}",
                       f"{g.bandwidth / 1e9:g}")
     console.print(table)
@@ -129,11 +130,11 @@ def render_fit(result, console: Console) -> None:
     verdict = "[bold green]fits[/]" if result.fits else "[bold red]does not fit[/]"
     amp = f", AMP {result.amp}" if result.amp else ""
     if s.peak_total is None:
-        console.print(f"[bold]{result.model}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
-                      f"[bold]{result.target}[/]: {verdict} ({s.message})")
+        console.print(f"[bold]{escape(result.model)}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
+                      f"[bold]{escape(result.target)}[/]: {verdict} ({escape(s.message)})")
     else:
-        console.print(f"[bold]{result.model}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
-                      f"[bold]{result.target}[/]: peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} "
+        console.print(f"[bold]{escape(result.model)}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
+                      f"[bold]{escape(result.target)}[/]: peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} "
                       f"usable: {verdict}")
     if result.max_batch is not None:
         console.print(f"Largest batch that fits: [bold]{result.max_batch}[/]")
@@ -143,7 +144,7 @@ def render_fit(result, console: Console) -> None:
     table.add_column("share", justify="right")
     total = s.peak_total or 1
     for cat, b in s.breakdown.items():
-        table.add_row(cat, format_bytes(b), f"{b / total:.0%}")
+        table.add_row(escape(cat), format_bytes(b), f"{b / total:.0%}")
     console.print(table)
     if s.modules:
         mods = Table(title="Activations at the peak by top-level module", title_justify="left", box=box.SIMPLE_HEAD,
@@ -151,7 +152,7 @@ def render_fit(result, console: Console) -> None:
         mods.add_column("module")
         mods.add_column("memory", justify="right")
         for name, b in sorted(s.modules.items(), key=lambda kv: -kv[1]):
-            mods.add_row(name, format_bytes(b))
+            mods.add_row(escape(name), format_bytes(b))
         console.print(mods)
     if s.attention_layers:
         share = f"{s.attention_bytes / total:.0%} of it" if s.peak_total else "unknown"
@@ -166,6 +167,6 @@ def render_fit(result, console: Console) -> None:
             ok = c.status == "ok" and c.peak_total is not None and c.peak_total <= result.usable
             impl = label.split("[")[0]
             opts = "".join(f", {kv.split('=')[0]}={kv.split('=')[1]}" for kv in label[len(impl):].strip("[]").split("][") if kv)
-            att.add_row(label, format_bytes(c.peak_total) if c.peak_total else "out of memory", "yes" if ok else "no",
-                        f'convert(model, "{impl}"{opts})')
+            att.add_row(escape(label), format_bytes(c.peak_total) if c.peak_total else "out of memory", "yes" if ok else "no",
+                        escape(f'convert(model, "{impl}"{opts})'))
         console.print(att)
