@@ -97,6 +97,55 @@ def _alignment(caps: DeviceCaps, dtype: torch.dtype) -> int:
     return 8 if dtype in _LOW_PRECISION else 1
 
 
+@dataclass(frozen=True)
+class Call:
+    """What torch's selection reads from one `scaled_dot_product_attention` call (the
+    `sdp_params` of sdp_utils_cpp.h): shapes, the last-dim strides, the mask, dropout,
+    causality, GQA and whether autograd will need the backward."""
+
+    dtype: torch.dtype
+    q_shape: tuple[int, ...]
+    k_shape: tuple[int, ...]
+    v_shape: tuple[int, ...]
+    last_strides: tuple[int, int, int] = (1, 1, 1)
+    mask_shape: tuple[int, ...] | None = None
+    mask_last_stride: int = 1
+    mask_requires_grad: bool = False
+    dropout: float = 0.0
+    is_causal: bool = False
+    enable_gqa: bool = False
+    requires_grad: bool = False
+    offsets_aligned: tuple[int, int, int] = (0, 0, 0)  # storage_offset * element_size per q/k/v
+
+    @classmethod
+    def of(cls, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, enable_gqa=False) -> "Call":
+        """From the tensors of a call; `requires_grad` as `input_requires_grad` (sdp_utils_cpp.h):
+        grad mode on and any of q, k, v requiring grad."""
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        return cls(q.dtype, tuple(q.shape), tuple(k.shape), tuple(v.shape),
+                   (q.stride(-1), k.stride(-1), v.stride(-1)),
+                   None if attn_mask is None else tuple(attn_mask.shape),
+                   1 if attn_mask is None or attn_mask.dim() == 0 else attn_mask.stride(-1),
+                   bool(attn_mask is not None and attn_mask.requires_grad),
+                   float(dropout_p), bool(is_causal), bool(enable_gqa), grad,
+                   tuple(t.storage_offset() * t.element_size() for t in (q, k, v)))
+
+    @classmethod
+    def heads(cls, dtype: torch.dtype, d_qk: int, d_v: int, requires_grad: bool = False,
+              batch: int = 1, heads: int = 1, seq_q: int = 2, seq_k: int = 2) -> "Call":
+        """A dense, contiguous call described by its head sizes (the SAGAN layer's)."""
+        return cls(dtype, (batch, heads, seq_q, d_qk), (batch, heads, seq_k, d_qk), (batch, heads, seq_k, d_v),
+                   requires_grad=requires_grad)
+
+    @property
+    def d_qk(self) -> int:
+        return self.q_shape[-1]
+
+    @property
+    def d_v(self) -> int:
+        return self.v_shape[-1]
+
+
 def unsupported_reason(
     backend: str,
     caps: DeviceCaps,
@@ -106,56 +155,153 @@ def unsupported_reason(
     requires_grad: bool = False,
 ) -> str | None:
     """Why `backend` cannot run one-or-more-head attention with these head sizes, or None."""
+    return refusal(backend, caps, Call.heads(dtype, d_qk, d_v, requires_grad))
+
+
+def _shared_refusal(caps: DeviceCaps, call: Call, *, gqa: bool, same_kv_heads: bool, mask_stride: bool,
+                    ignore_singleton: bool) -> str | None:
+    """The dense-input checks every fused kernel makes (sdp_utils_cpp.h): 4-D q/k/v
+    (`check_tensor_shapes`), equal batch and head counts unless GQA
+    (`check_batch_size_and_num_heads_dense`, `check_grouped_query_attention`), nonzero
+    sequence lengths, and stride 1 in the last dim (`check_last_dim_stride_equals_1_dense`;
+    the mask's too, on CUDA)."""
+    q, k, v = call.q_shape, call.k_shape, call.v_shape
+    if not (len(q) == len(k) == len(v) == 4):
+        return f"fused kernels need 4-D query/key/value, not {len(q)}-D/{len(k)}-D/{len(v)}-D"
+    if not q[0] == k[0] == v[0]:
+        return "fused kernels need equal batch sizes for query, key and value"
+    if call.enable_gqa and gqa:
+        if same_kv_heads and k[1] != v[1]:
+            return "grouped-query attention needs key and value with the same number of heads"
+        if q[1] % k[1] or (not same_kv_heads and q[1] % v[1]):
+            return f"grouped-query attention needs key/value heads ({k[1]}) dividing query heads ({q[1]})"
+    elif not q[1] == k[1] == v[1]:
+        return f"fused kernels need equal head counts (query {q[1]}, key {k[1]}, value {v[1]})"
+    if q[2] == 0 or k[2] == 0:
+        return "fused kernels do not run zero-length sequences"
+    strides_ok = all(s == 1 for s in call.last_strides) or (ignore_singleton and q[-1] == 1)
+    if not strides_ok:
+        return f"fused kernels need stride 1 in the head dim (got {', '.join(map(str, call.last_strides))})"
+    if mask_stride and call.mask_shape is not None and call.mask_last_stride != 1:
+        return "fused CUDA kernels need the mask's last dim with stride 1"
+    return None
+
+
+def _mask_shape_refusal(call: Call) -> str | None:
+    """`check_attn_mask_shape` (sdp_utils_cpp.h): no grad; 2-D (L|1, S|1) or 4-D (B|1, H|1, L|1, S|1)."""
+    m = call.mask_shape
+    if m is None:
+        return None
+    if call.mask_requires_grad:
+        return "the attention mask requires grad"
+    b, h, l, s = call.q_shape[0], call.q_shape[1], call.q_shape[2], call.k_shape[2]
+    if len(m) < 2 or m[-2] not in (l, 1) or m[-1] not in (s, 1):
+        return f"attention mask of shape {m} is not (L or 1, S or 1)"
+    if len(m) == 2 or (len(m) == 4 and m[0] in (1, b) and m[1] in (1, h)):
+        return None
+    return f"attention mask of shape {m} is neither 2-D nor (B or 1, H or 1, L, S)"
+
+
+def refusal(backend: str, caps: DeviceCaps, call: Call) -> str | None:
+    """Why torch would not run `backend` for `call` on `caps`, or None: the `can_use_*`
+    constraint lists of sdp_utils.cpp (CUDA) and sdp_utils_cpp.cpp (CPU), in their order."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown SDPA backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "math":
         return None
+    dtype, d_qk, d_v = call.dtype, call.d_qk, call.d_v
     if caps.kind == "cpu":
+        # use_flash_attention_cpp: no dropout, 4-D, batch/heads (GQA allowed), mask shape,
+        # equal head dims, nonzero lengths, last-dim stride 1 (the mask's is not checked on CPU)
         if backend != "flash":
             return f"the {backend} backend exists only on CUDA"
-        if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-            return f"the CPU flash kernel does not support {dtype}"
-        if d_qk != d_v:
-            return f"the CPU flash kernel needs equal head sizes (query/key {d_qk}, value {d_v})"
-        return None
+        if call.dropout > 0.0:
+            return "the CPU flash kernel does not run dropout"
+        why = _shared_refusal(caps, call, gqa=True, same_kv_heads=True, mask_stride=False, ignore_singleton=False)
+        if why is None:
+            why = _mask_shape_refusal(call)
+        if why is None and not (d_qk == call.k_shape[-1] == d_v):
+            why = f"the CPU flash kernel needs equal head sizes (query/key {d_qk}, value {d_v})"
+        if why is None and dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            why = f"the CPU flash kernel does not support {_name(dtype)}"
+        return why
     cc = caps.capability
     where = f"on {caps.label}"
     if backend == "flash":
-        if not (8, 0) <= cc <= (12, 1):
-            return f"flash attention needs compute capability 8.0 to 12.1, not {cc[0]}.{cc[1]}"
-        if dtype not in _LOW_PRECISION:
-            return f"flash attention runs only float16/bfloat16, not {_name(dtype)}"
-        if d_qk != d_v:
+        # can_use_flash_attention: shapes, no mask, equal head dims <= 256, sm80-sm121, the
+        # sm86/89/120 backward limit, causal needs L == S, fp16/bf16; then the dense checks
+        if len(call.q_shape) != 4 or len(call.k_shape) != 4 or len(call.v_shape) != 4:
+            return "flash attention needs 4-D query/key/value"
+        if call.mask_shape is not None:
+            return "flash attention does not take an attention mask"
+        if not (d_qk == call.k_shape[-1] == d_v):
             return f"flash attention needs equal head sizes (query/key {d_qk}, value {d_v})"
         if d_qk > 256:
             return f"flash attention supports head sizes up to 256, not {d_qk}"
-        if requires_grad and cc in ((8, 6), (8, 9), (12, 0), (12, 1)) and 192 < d_qk <= 224:
-            return f"flash attention backward {where} supports head sizes up to 192 or above 224"
-        return None
+        if not (8, 0) <= cc <= (12, 1):
+            return f"flash attention needs compute capability 8.0 to 12.1, not {cc[0]}.{cc[1]}"
+        if call.requires_grad and cc in ((8, 6), (8, 7), (8, 8), (8, 9), (12, 0), (12, 1)):
+            if not (d_qk <= 192 or (call.dropout == 0.0 and d_qk > 224)):
+                return f"flash attention backward {where} supports head sizes up to 192 or above 224 (no dropout)"
+        if call.is_causal and call.q_shape[2] != call.k_shape[2]:
+            return "flash attention runs is_causal only with equal query and key lengths"
+        if dtype not in _LOW_PRECISION:
+            return f"flash attention runs only float16/bfloat16, not {_name(dtype)}"
+        return _shared_refusal(caps, call, gqa=True, same_kv_heads=True, mask_stride=True, ignore_singleton=True)
     if backend == "efficient":
-        if cc < (5, 0):
-            return f"memory-efficient attention needs compute capability 5.0, not {cc[0]}.{cc[1]}"
+        # can_use_mem_efficient_attention: sm50-sm121, shapes, head dims (q == k, aligned),
+        # pointer alignment on sm80+, dense checks, then dtypes by architecture
+        if not (5, 0) <= cc <= (12, 1):
+            return f"memory-efficient attention needs compute capability 5.0 to 12.1, not {cc[0]}.{cc[1]}"
+        if len(call.q_shape) != 4 or len(call.k_shape) != 4 or len(call.v_shape) != 4:
+            return "memory-efficient attention needs 4-D query/key/value"
+        align = _alignment(caps, dtype)
+        if d_qk != call.k_shape[-1]:
+            return f"memory-efficient attention needs equal query and key head sizes ({d_qk}, {call.k_shape[-1]})"
+        for what, d in (("query/key", d_qk), ("value", d_v)):
+            if d % align or d <= 0:
+                return f"memory-efficient attention {where} needs {what} head size divisible by {align}, not {d}"
+        if cc >= (8, 0):
+            item = torch.empty((), dtype=dtype, device="meta").element_size()
+            if any(off % (align * item) for off in call.offsets_aligned):
+                return f"memory-efficient attention {where} needs q/k/v storage offsets aligned to {align * item} bytes"
+        why = _shared_refusal(caps, call, gqa=True, same_kv_heads=True, mask_stride=True, ignore_singleton=False)
+        if why:
+            return why
         allowed = (torch.float16, torch.float32) + ((torch.bfloat16,) if cc >= (8, 0) else ())
         if dtype not in allowed:
             return f"memory-efficient attention {where} does not run {_name(dtype)}"
-        align = _alignment(caps, dtype)
-        for what, d in (("query/key", d_qk), ("value", d_v)):
-            if d % align:
-                return f"memory-efficient attention {where} needs {what} head size divisible by {align}, not {d}"
         return None
-    # cudnn
+    # cudnn: can_use_cudnn_attention
     if not hasattr(torch.nn.attention.SDPBackend, "CUDNN_ATTENTION"):
         return "this torch has no cuDNN attention backend"
-    if not (8, 0) <= cc <= (12, 1):
-        return f"cuDNN attention needs compute capability 8.0 to 12.1, not {cc[0]}.{cc[1]}"
+    if len(call.q_shape) != 4 or len(call.k_shape) != 4 or len(call.v_shape) != 4:
+        return "cuDNN attention needs 4-D query/key/value"
     if dtype not in _LOW_PRECISION:
         return f"cuDNN attention runs only float16/bfloat16, not {_name(dtype)}"
-    # head sizes up to 128, or 256 on sm90/sm100/sm103 (sdp_utils.cpp check_cudnn_head_dim;
-    # measured: value head size 256 runs on an H100 with torch 2.11 + cuDNN 9.19)
+    why = _mask_shape_refusal(call)
+    if why:
+        return why
+    if not (8, 0) <= cc <= (12, 1):
+        return f"cuDNN attention needs compute capability 8.0 to 12.1, not {cc[0]}.{cc[1]}"
+    if call.dropout * 16.0 != int(call.dropout * 16.0):
+        return "cuDNN attention needs a dropout probability that is a multiple of 1/16"
+    why = _shared_refusal(caps, call, gqa=True, same_kv_heads=False, mask_stride=True, ignore_singleton=True)
+    if why:
+        return why
+    b, h = call.q_shape[0], call.q_shape[1]
+    if b > 65535 or h > 65535:
+        return "cuDNN attention supports batch and head counts up to 65535"
+    # check_cudnn_tensor_shapes: head sizes up to 128, or 256 on sm90/sm100/sm103 (measured:
+    # value head size 256 runs on an H100 with torch 2.11 + cuDNN 9.19); multiples of 8; S_k != 1
     limit = 256 if cc in ((9, 0), (10, 0), (10, 3)) else 128
     for what, d in (("query/key", d_qk), ("value", d_v)):
         if d > limit or d % 8:
             return f"cuDNN attention {where} needs {what} head size <= {limit} and divisible by 8, not {d}"
+    if call.k_shape[2] == 1:
+        return "cuDNN attention does not run a key length of 1"
+    if call.dropout != 0.0 and call.q_shape[2] == 1:
+        return "cuDNN attention does not run a query length of 1 with dropout"
     return None
 
 
@@ -169,11 +315,18 @@ def priority(caps: DeviceCaps) -> tuple[str, ...]:
 
 
 def select(caps: DeviceCaps, dtype: torch.dtype, d_qk: int, d_v: int, requires_grad: bool = False) -> str:
-    """The backend torch would pick: the first in priority order that can run."""
+    """The backend torch would pick for a dense call with these head sizes."""
+    return select_call(caps, Call.heads(dtype, d_qk, d_v, requires_grad))
+
+
+def select_call(caps: DeviceCaps, call: Call, enabled: tuple[str, ...] = BACKENDS) -> str | None:
+    """The backend torch would pick (`select_sdp_backend`): the first in priority order that is
+    enabled (`torch.backends.cuda.*_sdp_enabled`, `sdpa_kernel`) and can run; None when none
+    can ("No available kernel")."""
     for backend in priority(caps):
-        if unsupported_reason(backend, caps, dtype, d_qk, d_v, requires_grad) is None:
+        if backend in enabled and refusal(backend, caps, call) is None:
             return backend
-    return "math"
+    return None
 
 
 def _name(dtype: torch.dtype) -> str:
