@@ -47,9 +47,14 @@ _simulated_device: contextvars.ContextVar[DeviceCaps | None] = contextvars.Conte
 
 @contextlib.contextmanager
 def simulating(caps: DeviceCaps):
+    """Pretend meta tensors live on `caps`: every SDPA call on them is routed to the kernel
+    that device would run (`routing.AttentionRouting`, yielded: it logs the calls)."""
+    from .routing import AttentionRouting
+
     token = _simulated_device.set(caps)
     try:
-        yield
+        with AttentionRouting(caps) as routing:
+            yield routing
     finally:
         _simulated_device.reset(token)
 

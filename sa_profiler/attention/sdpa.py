@@ -97,9 +97,7 @@ class SDPASelfAttention(SelfAttention2d):
         )
         if reason is not None:
             raise BackendUnavailable(f"SDPA backend '{backend}' cannot run this input on {caps.label}: {reason}")
-        if x.device.type == "meta":
-            out4 = _meta_attention(backend, q4, k4, v4, requires_grad)
-        elif self.backend == "auto":
+        if self.backend == "auto":
             out4 = F.scaled_dot_product_attention(q4, k4, v4, scale=1.0)
         else:
             out4 = _forced_attention(backend, q4, k4, v4, caps)
@@ -150,25 +148,3 @@ def _forced_attention(backend: str, q, k, v, caps) -> torch.Tensor:
                 f"SDPA backend '{backend}' refused this input on {caps.label} "
                 f"(dtype {q.dtype}, q/k head size {q.shape[-1]}, value head size {v.shape[-1]})"
             ) from None
-
-
-def _meta_attention(backend: str, q, k, v, requires_grad: bool) -> torch.Tensor:
-    """The aten op `F.scaled_dot_product_attention` would call for `backend` on the simulated
-    device (aten/src/ATen/native/transformers/attention.cpp, cuda/attention.cu)."""
-    aten = torch.ops.aten
-    caps = backends.caps_for(q.device)
-    if backend == "math":
-        return aten._scaled_dot_product_attention_math(q, k, v, None, 0.0, False, None, scale=1.0)[0]
-    if caps.kind == "cpu":  # flash on CPU
-        return aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=1.0)[0]
-    if backend == "efficient":
-        return aten._scaled_dot_product_efficient_attention(q, k, v, None, requires_grad, 0.0, False, scale=1.0)[0]
-    if backend == "cudnn":
-        return aten._scaled_dot_product_cudnn_attention(q, k, v, None, requires_grad, 0.0, False, False, scale=1.0)[0]
-    # flash: sdpa_flash pads the head dim to a multiple of 8 first (pad_last_dim<8>)
-    d = q.shape[-1]
-    pad = (-d) % 8
-    if pad:
-        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
-    out = aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=1.0)[0]
-    return out[..., :d] if pad else out

@@ -1,0 +1,137 @@
+"""Every `scaled_dot_product_attention` call, on the kernel the simulated device would run.
+
+On meta tensors torch picks the math backend for every SDPA call (`_fused_sdp_choice_meta`),
+whatever the card: B x H x L x S float32 maps that no fused kernel keeps. While a simulation
+runs, this torch-function mode takes each call on meta tensors, from any module (the SAGAN
+layers, timm's and diffusers' attention, `nn.MultiheadAttention`, Hugging Face models), picks
+the backend torch would pick on the target (`backends.select_call`, honouring
+`sdpa_kernel`/`torch.backends.cuda.*_sdp_enabled`) and replays what
+aten/src/ATen/native/transformers/attention.cpp `scaled_dot_product_attention` does for it:
+the boolean mask converted to an additive one (`convert_boolean_attn_mask`), the
+memory-efficient kernel's mask expanded and padded to 16 (`preprocess_mask`), flash's head
+dim padded to 8 on CUDA (`pad_last_dim<8>`), then the backend's aten op, whose
+kernel-internal allocations come from the rule table (`engine/rules.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from . import backends
+
+aten = torch.ops.aten
+_SDPA = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
+
+
+@dataclass(frozen=True)
+class RoutedCall:
+    """One SDPA call as the target would run it."""
+
+    module: str
+    backend: str
+    dtype: str
+    query: tuple[int, ...]
+    key: tuple[int, ...]
+    value: tuple[int, ...]
+    mask: tuple[int, ...] | None
+    is_causal: bool
+    dropout: float
+    requires_grad: bool
+
+
+def enabled_backends() -> tuple[str, ...]:
+    """The backends torch may pick now (`sdpa_kernel` and `torch.backends.cuda.enable_*_sdp`)."""
+    cuda = torch.backends.cuda
+    flags = {"flash": cuda.flash_sdp_enabled(), "efficient": cuda.mem_efficient_sdp_enabled(),
+             "math": cuda.math_sdp_enabled(), "cudnn": getattr(cuda, "cudnn_sdp_enabled", lambda: False)()}
+    return tuple(b for b, on in flags.items() if on)
+
+
+class AttentionRouting(TorchFunctionMode):
+    """Routes SDPA calls on meta tensors to the simulated device's kernel; logs each call."""
+
+    def __init__(self, caps: backends.DeviceCaps, where: Callable[[], str] | None = None):
+        super().__init__()
+        self.caps = caps
+        self.where = where or (lambda: "")
+        self.calls: list[RoutedCall] = []
+        self.on_call: Callable[[RoutedCall, torch.Tensor], None] | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SDPA and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
+            out, call = self.route(*args, **kwargs)
+            self.calls.append(call)
+            if self.on_call is not None:
+                self.on_call(call, out)
+            return out
+        return func(*args, **kwargs)
+
+    def route(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+              enable_gqa=False):
+        call = backends.Call.of(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
+        backend = backends.select_call(self.caps, call, enabled_backends())
+        if backend is None:
+            raise RuntimeError("No available kernel. Aborting execution.")
+        record = RoutedCall(self.where(), backend, str(query.dtype).replace("torch.", ""), tuple(query.shape),
+                            tuple(key.shape), tuple(value.shape),
+                            None if attn_mask is None else tuple(attn_mask.shape), bool(is_causal),
+                            float(dropout_p), call.requires_grad)
+        if backend == "math":  # what torch runs on meta anyway: attention.cpp's math branch
+            return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                                                  enable_gqa=enable_gqa), record
+        mask = _convert_boolean_mask(attn_mask, query.dtype)
+        lse = call.requires_grad  # should_compute_logsumexp
+        if backend == "cudnn":
+            out = aten._scaled_dot_product_cudnn_attention(query, key, value, mask, lse, dropout_p, is_causal, False,
+                                                           scale=scale)[0]
+        elif backend == "efficient":
+            if mask is not None:
+                mask = _preprocess_mask(mask, query, key)
+            out = aten._scaled_dot_product_efficient_attention(query, key, value, mask, lse, dropout_p, is_causal,
+                                                               scale=scale)[0]
+        elif self.caps.kind == "cpu":
+            out = aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, is_causal,
+                                                                   attn_mask=mask, scale=scale)[0]
+        else:  # flash on CUDA: head dim padded to a multiple of 8, the scale from the original one
+            d = query.shape[-1]
+            og_scale = scale if scale is not None else 1.0 / math.sqrt(d)
+            q, k, v = (_pad_last_dim(t, 8) for t in (query, key, value))
+            out = aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal, False, scale=og_scale)[0]
+            if out.shape[-1] != value.shape[-1]:
+                out = out[..., : value.shape[-1]]
+        return out, record
+
+
+def _convert_boolean_mask(mask, dtype):
+    """attention.cpp `convert_boolean_attn_mask`: True keeps, False adds -inf (a new tensor)."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.where(mask, 0.0, torch.scalar_tensor(-math.inf, dtype=dtype, device=mask.device))
+
+
+def _pad_last_dim(t: torch.Tensor, alignment: int) -> torch.Tensor:
+    """attention.cpp `pad_last_dim<alignment, false>`: a padded copy when not aligned."""
+    d = t.shape[-1]
+    if d % alignment == 0:
+        return t
+    return F.pad(t, (0, alignment - d % alignment))
+
+
+def _preprocess_mask(mask, query, key):
+    """attention.cpp `preprocess_mask`: expand to B x H x L x S; pad the last dim to 16
+    (`pad_bias<16>`: a padded copy, sliced back) or make it contiguous when strides are not
+    multiples of 16."""
+    mask = mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    s = mask.shape[-1]
+    if s % 16:
+        return F.pad(mask, (0, 16 - s % 16))[..., :s]
+    if any(st % 16 for st in mask.stride()[:3]):
+        return mask.contiguous()
+    return mask
