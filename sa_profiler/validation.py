@@ -26,9 +26,25 @@ def validation_csvs(folder: str | Path = FOLDER) -> list[Path]:
     return out
 
 
-def tolerance(measured: int) -> float:
-    """The published goal for attention workloads: within max(2 %, 4 MiB)."""
-    return max(0.02 * measured, 4 * MiB)
+# The largest residual |simulated - measured| today's simulator leaves on the committed H100
+# data, per SDPA backend ("bmm": the classic and chunked layers), in bytes: what no rule explains
+# (cuDNN's training step reads 1-2 MiB low, the memory-efficient backward up to 192 KiB, the
+# chunked training step up to 810 KiB; README). Dropping any one rule leaves a residual above
+# these on some committed row (tests/test_tolerance.py). `python -m sa_profiler.validation
+# --floors` derives them again from the data.
+FLOORS = {"bmm": 829440, "math": 0, "efficient": 196608, "flash": 0, "cudnn": 1998336}
+
+
+def tolerance(measured: int, backend: str = "") -> int:
+    """How far a simulated peak may be from the measured one, in bytes: the floor of its backend
+    (`measured` is kept for callers; the floor does not grow with the workload)."""
+    return FLOORS[backend or "bmm"]
+
+
+def floors(frame: pd.DataFrame) -> dict[str, int]:
+    """The largest absolute residual per backend of a `resimulate` frame (the data for FLOORS)."""
+    backend = frame.sim_backend.replace("", "bmm")
+    return {b: int(e.abs().max()) for b, e in frame.error.groupby(backend)}
 
 
 def resimulate(path: str | Path) -> pd.DataFrame:
@@ -49,7 +65,7 @@ def resimulate(path: str | Path) -> pd.DataFrame:
             "key": row.key, "impl": w.label, "dtype": w.dtype, "mode": w.mode, "tokens": w.tokens,
             "measured": measured, "simulated": sim.peak_bytes, "error": err,
             "rel_error": err / measured if err is not None and measured else None,
-            "within": err is not None and abs(err) <= tolerance(measured),
+            "within": err is not None and abs(err) <= tolerance(measured, sim.backend),
             "backend": row.backend if isinstance(row.backend, str) else "", "sim_backend": sim.backend,
             "device": row.device_name, "torch": row.torch_version,
         })
@@ -146,6 +162,11 @@ def main(argv=None) -> None:
     import sys
 
     args = list(argv if argv is not None else sys.argv[1:])
+    if args and args[0] == "--floors":
+        found = floors(pd.concat([resimulate(p) for p in validation_csvs()], ignore_index=True))
+        for backend in FLOORS:
+            print(f"{backend}: {found.get(backend, 0)} bytes (FLOORS: {FLOORS[backend]})")
+        return
     if args and args[0] == "--html":
         for path in [FOLDER / a for a in args[1:]] or validation_csvs():
             print("wrote", write_validation_report(path))
@@ -168,7 +189,7 @@ def main(argv=None) -> None:
                   f"| {r.largest_ran} | {'yes' if r.safe else 'NO'} |")
         print()
     table = summary(paths)
-    print("| card | grid | implementation | mode | workloads | to the byte | median error | worst error | within max(2 %, 4 MiB) |")
+    print("| card | grid | implementation | mode | workloads | to the byte | median error | worst error | within the floor |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for r in table.itertuples(index=False):
         print(f"| {_short(r.device)} | {r.grid} | {r.impl} | {r.mode} | {r.workloads} | {r.to_the_byte:.0%} | {r.median:.2%} | "
