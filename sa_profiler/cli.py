@@ -418,13 +418,22 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from . import batch_search
     from . import sweep as sweeping
     from .executors import ExecutorError
+    from .lock import FolderBusy, folder_lock
     from .report.html import write_report
 
     spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
                           command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console = Console(stderr=True)
+    lock = folder_lock(out)  # one writer per folder: the grid, the batch search and the report
+    try:
+        lock.__enter__()
+    except FolderBusy as err:
+        if runner is not None:
+            runner.close()
+        _fail(str(err))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("sweep", total=len(spec))
@@ -435,15 +444,19 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
                                                                 f"{w.height}x{w.width}: {status}"))
 
         try:
-            rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner)
+            rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner,
+                                on_note=lambda note: console.print(f"note: {note}", markup=False, highlight=False))
         except (sweeping.SweepError, ExecutorError) as err:
             _fail(str(err))
         except KeyboardInterrupt:
             click.echo(f"sa-profile: interrupted; the rows done are in {out}/results.csv: finish with --resume", err=True)
             sys.exit(130)
+        progress.update(task, description="largest batch of each configuration (the engine's search)")
+        batch_search.write(batch_search.search(rows), out)
     report = write_report(f"{out}/results.csv")
+    lock.__exit__(None, None, None)
     _sweep_summary(rows, Console())
-    click.echo(f"wrote {out}/results.csv, {out}/results.json and {report}")
+    click.echo(f"wrote {out}/results.csv, {out}/results.json, {out}/{batch_search.LARGEST} and {report}")
 
 
 def _sweep_summary(rows, console) -> None:
@@ -547,7 +560,7 @@ def report_cmd(results, out):
     if not os.path.isfile(results):
         _fail(f"no such results file: {results!r}; expected the results.csv of a sweep")
     try:
-        path = write_report(results, out)
+        path = write_report(results, out, on_note=lambda note: click.echo(f"note: {note}", err=True))
     except (KeyError, ValueError) as err:
         _fail(f"cannot read {results!r} as a sweep results table: {err}")
     click.echo(f"wrote {path}")

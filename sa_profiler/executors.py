@@ -18,10 +18,11 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from .engine.workload import Record, Workload
+from .runner import LOST, run_workload
 
 RAY_INSTALL = 'pip install "sa-profiler[ray]"'
-CUDA_KIND = "cuda:"
-CONTEXT_LOST = "CUDA context lost"  # what measure says when a kernel fault left the process unusable  # target key prefix: measured on a cluster GPU of that Ray accelerator type
+CUDA_KIND = "cuda:"  # target key prefix: measured on a cluster GPU of that Ray accelerator type
+CONTEXT_LOST = "CUDA context lost"  # what measure says when a kernel fault left the process unusable
 
 
 class ExecutorError(ValueError):
@@ -43,8 +44,6 @@ class LocalExecutor:
         self._next = (tag, w, engine, cap)
 
     def wait(self) -> list[tuple[object, Workload, Record]]:
-        from .sweep import run_workload
-
         tag, w, engine, cap = self._next
         self._next = None
         return [(tag, w, run_workload(w, engine, cap))]
@@ -62,8 +61,6 @@ def import_ray():
 
 
 def _run_remote(w: Workload, engine: str, cap: int | None) -> Record:
-    from .sweep import run_workload
-
     return run_workload(w, engine, cap)
 
 
@@ -179,8 +176,6 @@ class RayExecutor:
             self._running[ref] = (tag, w, engine, (kind, actor))
 
     def wait(self) -> list[tuple[object, Workload, Record]]:
-        from .sweep import LOST
-
         ray = self.ray
         out = []
         refs = list(self._running)
@@ -222,8 +217,6 @@ class RayExecutor:
             pool.add(self._new_actor(kind))
 
     def _result(self, ref, w: Workload, source: str) -> Record:
-        from .sweep import LOST
-
         ray = self.ray
         try:
             return ray.get(ref)

@@ -24,12 +24,14 @@ from typing import Callable, Iterator
 
 import torch
 
-from .engine import Record, Workload, measure, simulate
+from .engine import Record, Workload
+from .executors import LocalExecutor
+from .lock import FolderBusy, folder_lock
 from .recommend import Target, chunk_for, total_bytes
+from .runner import LOST, lost, run_workload  # noqa: F401 - LOST and run_workload are part of this module's API
 
 RESULTS = "results.csv"
 META = "meta.json"
-LOST = "worker lost"  # message prefix of rows whose worker died
 
 
 class SweepError(ValueError):
@@ -93,12 +95,33 @@ def columns() -> list[str]:
     return list(Record(Workload("reference", 1, 8, 1, 1)).to_row()) + ["total_bytes", "usable_bytes"]
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path, notes: list[str] | None = None) -> list[dict]:
+    """The rows of a results.csv, one per workload key: where a key appears more than once (a
+    folder written by two sweeps at once, before the folder lock) the last row wins, and a
+    line saying so goes to `notes`."""
+    unique, dropped = dedupe(_raw_rows(path))
+    if dropped and notes is not None:
+        notes.append(duplicates_note(path, dropped, len(unique)))
+    return unique
+
+
+def _raw_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [r for r in rows if r.get("key")]
+        return [r for r in csv.DictReader(fh) if r.get("key")]
+
+
+def dedupe(rows: list[dict]) -> tuple[list[dict], int]:
+    """One row per key, the last one of each, in the order of the last ones; and how many
+    rows were dropped."""
+    last = {r["key"]: i for i, r in enumerate(rows)}
+    return [r for i, r in enumerate(rows) if last[r["key"]] == i], len(rows) - len(last)
+
+
+def duplicates_note(path, dropped: int, kept: int) -> str:
+    return (f"{path} had {dropped} duplicate row{'s' if dropped != 1 else ''} (a workload written more than "
+            f"once); the last row of each workload is used ({kept} workloads)")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -118,30 +141,12 @@ def environment() -> dict:
     return env
 
 
-def run_workload(w: Workload, engine: str, cap: int | None) -> Record:
-    """One row of a sweep (what a local loop and a Ray task both call)."""
-    if engine == "measure":
-        return measure(w, repeats=3)
-    rec = simulate(w, cap=cap)
-    if rec.status == "oom":  # what it would need, for the plots
-        full = simulate(w)
-        rec.peak_bytes, rec.baseline_bytes, rec.top_tensors, rec.time_s, rec.time_method = (
-            full.peak_bytes, full.baseline_bytes, full.top_tensors, full.time_s, full.time_method)
-    return rec
-
-
 def run_one(w: Workload, sweep: Sweep) -> Record:
     return run_workload(w, sweep.engine, sweep.target_of(w).usable)
 
 
-def lost(row: dict) -> bool:
-    """A row whose worker died (node lost, process killed): `--resume` runs it again."""
-    return row.get("status") == "error" and str(row.get("message", "")).startswith(LOST)
-
-
-def _drop_lost(path: Path, rows: list[dict]) -> list[dict]:
-    """Rewrite results.csv without the rows to retry (temporary file, then rename)."""
-    keep = [r for r in rows if not lost(r)]
+def _rewrite(path: Path, rows: list[dict], keep: list[dict]) -> list[dict]:
+    """Rewrite results.csv with `keep` only (temporary file, then rename) where it differs."""
     if len(keep) == len(rows):
         return rows
     tmp = path.with_name(path.name + ".tmp")
@@ -156,23 +161,35 @@ def _drop_lost(path: Path, rows: list[dict]) -> list[dict]:
 
 
 def run(sweep: Sweep, out: str | Path, resume: bool = False,
-        on_row: Callable[[Workload, Record | None, bool], None] | None = None, executor=None) -> list[dict]:
+        on_row: Callable[[Workload, Record | None, bool], None] | None = None, executor=None,
+        on_note: Callable[[str], None] | None = None) -> list[dict]:
     """Run the grid into `out`; returns every row of results.csv (earlier ones included).
 
+    One writer per folder: the folder is locked (`lock.folder_lock`) for the whole run, and a
+    second sweep into it raises SweepError naming the process that holds it.
     `executor` runs the workloads (default: one at a time in this process; see `executors`).
     Within a configuration, batches go in ascending order, one at a time, so an OOM at batch b
     marks the larger batches `skipped` whatever the executor; configurations run side by side
-    as far as the executor has room."""
-    from .executors import LocalExecutor
-
-    executor = executor or LocalExecutor()
+    as far as the executor has room. `on_note` gets one-line notes (duplicate rows found)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with folder_lock(out):
+            return _run(sweep, out, resume, on_row, executor or LocalExecutor(), on_note)
+    except FolderBusy as err:
+        if executor is not None:
+            executor.close()
+        raise SweepError(str(err)) from None
+
+
+def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> list[dict]:
     path = out / RESULTS
-    existing = read_rows(path)
+    raw = _raw_rows(path)
+    existing, dropped = dedupe(raw)
     if existing and not resume:
         raise SweepError(f"{path} already has {len(existing)} rows: add --resume to finish it, or choose another --out")
-    existing = _drop_lost(path, existing)
+    if dropped and on_note:
+        on_note(duplicates_note(path, dropped, len(existing)))
+    existing = _rewrite(path, raw, [r for r in existing if not lost(r)])  # retry lost rows; one row per key
     meta = {"command": sweep.command, "target": _target_meta(sweep.target),
             "engine": sweep.engine, "executor": executor.describe(), "environment": environment(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra}
@@ -247,4 +264,5 @@ def run(sweep: Sweep, out: str | Path, resume: bool = False,
 
 
 def _target_meta(t: Target) -> dict:
-    return {"name": t.gpu.name, "key": t.key, "total_memory": t.gpu.total_memory, "usable_bytes": t.usable}
+    return {"name": t.gpu.name, "key": t.key, "total_memory": t.gpu.total_memory, "usable_bytes": t.usable,
+            "context_bytes": t.gpu.context_bytes, "headroom_bytes": t.headroom}

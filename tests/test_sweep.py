@@ -122,6 +122,9 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    from sa_profiler.lock import holder
+
+    assert holder(part) == proc.pid  # the lock file stays behind with the dead pid, the lock does not
     before = _rows(results)
     assert 0 < len(before) < len(expected), "the sweep was not interrupted partway"
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
@@ -197,3 +200,46 @@ def test_atlas_report_has_a_column_per_device(tmp_path):
     text = path.read_text()
     assert "Atlas: 2 devices" in text and "<th>Tesla T4</th>" in text and "<th>NVIDIA H100 80GB HBM3</th>" in text
     assert "2.00 MiB / 0.400 ms" in text
+
+
+def test_second_sweep_into_a_folder_refuses_and_the_first_finishes(tmp_path):
+    grid = ["sweep", "--batch", "1,2,3,4", "--channels", "32,64", "--res", "16:64:x2", "--impl", "reference,sdpa,chunked",
+            "--dtype", "fp32", "--mode", "both", "--gpu", "a100"]
+    out = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "sa_profiler.cli", *grid, "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    results = out / "results.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None:
+        if results.exists() and len(results.read_text().splitlines()) > 5:
+            break
+        time.sleep(0.02)
+    assert first.poll() is None, "the first sweep ended before the second could start"
+    second = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(out) in lines[0] and f"process {first.pid}" in lines[0], second.stderr
+    rows = _rows(results)
+    assert len(rows) == 4 * 2 * 3 * 3 * 2 and len({r["key"] for r in rows}) == len(rows)
+
+
+def test_duplicate_rows_last_wins_and_are_reported(tmp_path):
+    out = tmp_path / "dup"
+    assert CliRunner().invoke(cli, [*SMALL, "--out", str(out)]).exit_code == 0
+    rows = _rows(out / "results.csv")
+    twice = dict(rows[0], time_s="123.0")  # a second writer's row for the same workload, written last
+    with open(out / "results.csv", "a", newline="") as fh:
+        csv.DictWriter(fh, list(rows[0])).writerow(twice)
+    report = CliRunner().invoke(cli, ["report", str(out / "results.csv")])
+    assert report.exit_code == 0 and "1 duplicate row" in report.stderr, report.output
+    assert "last row of each workload is used" in (out / "report.html").read_text()
+    from sa_profiler.report.html import load
+
+    frame = load(out / "results.csv")
+    assert len(frame) == len(rows) and frame.set_index("key").loc[rows[0]["key"], "time_s"] == 123.0
+    resumed = CliRunner().invoke(cli, [*SMALL, "--out", str(out), "--resume"])
+    assert resumed.exit_code == 0 and "1 duplicate row" in resumed.stderr
+    after = _rows(out / "results.csv")  # rewritten with one row per workload
+    assert len(after) == len(rows) and len({r["key"] for r in after}) == len(rows)
+    assert next(r for r in after if r["key"] == rows[0]["key"])["time_s"] == "123.0"

@@ -1,0 +1,86 @@
+"""The largest batch of each configuration of a sweep, by the engine's own search.
+
+A sweep's grid stops at its largest batch; what fits may be far beyond it (95 images where the
+grid went to 16). For every configuration (implementation, options, dtype, mode, channels,
+resolution, target) this runs `recommend.largest_batch` on the simulator under the target's
+usable memory, starting from the grid's own simulated rows (they are not run again); the
+sweep writes the answer to `largest.csv` beside results.csv. Measured sweeps are searched on
+the simulator too (the column `source` says so)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from .engine import Record, Workload, simulate
+from .recommend import largest_batch, total_bytes
+
+LARGEST = "largest.csv"
+COLUMNS = ["target", "device_name", "impl", "options", "dtype", "mode", "channels", "height", "width", "tokens",
+           "status", "message", "backend", "per_image_bytes", "max_batch", "total_bytes", "time_s", "usable_bytes",
+           "source"]
+
+
+def search(rows: list[dict]) -> list[dict]:
+    """One row per configuration found in a sweep's rows (in their order), each searched under
+    its row's usable memory (`usable_bytes`). Simulated rows of the grid seed the search."""
+    from .sweep import config_key
+
+    configs: dict[str, tuple[Workload, int]] = {}
+    seen: dict[str, dict[int, Record]] = {}
+    for r in rows:
+        usable = _int(r.get("usable_bytes"))
+        if usable is None:
+            continue
+        rec = Record.from_row(r)
+        cfg = config_key(rec.workload)
+        configs.setdefault(cfg, (rec.workload.with_batch(1), usable))
+        if rec.status in ("ok", "oom") and rec.source == "simulated":
+            seen.setdefault(cfg, {})[rec.workload.batch] = rec
+    return [_one(w, usable, seen.get(cfg, {})) for cfg, (w, usable) in configs.items()]
+
+
+def _int(v) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def _one(w: Workload, usable: int, seen: dict[int, Record]) -> dict:
+    def run(b: int) -> Record:
+        return simulate(w.with_batch(b), timing=False, cap=usable)
+
+    first = simulate(w)  # batch 1 uncapped, timed: the per-image figures
+    row = {"target": w.target, "device_name": first.device_name, "impl": w.impl,
+           "options": Record(w).to_row()["options"], "dtype": w.dtype, "mode": w.mode, "channels": w.channels,
+           "height": w.height, "width": w.width, "tokens": w.tokens, "status": first.status,
+           "message": first.message, "backend": first.backend, "per_image_bytes": "", "max_batch": 0,
+           "total_bytes": "", "time_s": "", "usable_bytes": usable, "source": "simulated"}
+    if first.status != "ok":
+        return row
+    row["per_image_bytes"] = total_bytes(first)
+    best, records = largest_batch(run, usable, {b: r for b, r in seen.items() if b != 1} | {1: first})
+    row["max_batch"] = best
+    if best:
+        at = records[best]
+        row["total_bytes"] = total_bytes(at)
+        if first.time_s is not None:  # the roofline is linear in the batch for one layer
+            row["time_s"] = at.time_s if at.time_s is not None else first.time_s * best
+    else:
+        row["status"], row["message"] = "oom", "one image does not fit the usable memory"
+    return row
+
+
+def write(rows: list[dict], folder: str | Path) -> Path:
+    path = Path(folder) / LARGEST
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
