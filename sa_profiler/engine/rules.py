@@ -22,6 +22,9 @@ from typing import Callable
 
 import torch
 
+from . import mem_eff
+from .allocator import round_size
+
 F32 = 4
 LOW = (torch.float16, torch.bfloat16)
 
@@ -89,39 +92,57 @@ def _safe_softmax(args, outputs, gpu):
 
 def _efficient_forward(args, outputs, gpu):
     # transformers/cuda/attention.cu `_efficient_attention_forward`: `output_accum` (float32,
-    # B x M x H x Kv) when Kernel::kNeedsOutputAccumulatorBuffer, i.e. fp16/bf16 output with a
-    # value head size > 128 (no single value iteration; mem_eff_attention/kernel_forward.h).
+    # B x M x H x Kv) when the kernel chosen has `kNeedsOutputAccumulatorBuffer`: fp16/bf16 and
+    # max(Dqk, Dv) > 128, which selects the 32x128 kernel with kMaxK 65536 (no single value
+    # iteration; mem_eff_attention/kernel_forward.h, kernels/cutlassF.h; see mem_eff.py).
     q, v = args[0], args[2]
-    b, h, m, _ = q.shape
+    b, h, m, d_qk = q.shape
     kv = v.shape[-1]
-    if q.dtype in LOW and kv > 128:
-        return [(b * m * h * kv * F32, (b, m, h, kv), "float32", "output_accum of the memory-efficient kernel")]
+    if q.dtype not in mem_eff.DTYPES:
+        return []
+    kernel = mem_eff.select_forward(gpu.capability, mem_eff.DTYPES[q.dtype], d_qk, kv)
+    if kernel is not None and kernel.needs_output_accum:
+        return [(b * m * h * kv * F32, (b, m, h, kv), "float32", f"output_accum of {kernel.name}")]
     return []
 
 
 def _efficient_backward(args, outputs, gpu):
-    # transformers/cuda/attention_backward.cu `_efficient_attention_backward`: grad_out made
-    # contiguous when its head dim is strided; `delta` float32 [B, H, M]; and the workspace
-    # `p.workspace_size()` (mem_eff_attention/kernel_backward.h): fp32 dQ accumulator tiles,
-    # measured as B x H x M x kN floats with kN = max(Dqk, Dv) rounded up to 32 (at least 64);
-    # for fp16/bf16 with Dv > 128 (outputs not kept in registers) the kernel also keeps fp32
-    # dK/dV accumulators: measured B x H x M x (Dv rounded up to 128, + 192) floats in all
-    # (reports/validation/h100-probe-efficient.csv; an upper bound when B x H x N/64 exceeds
-    # 200 key splits, where the kernel caps them).
-    grad_out, q, v = args[0], args[1], args[3]
+    # transformers/cuda/attention_backward.cu `_efficient_attention_backward`, with the kernel
+    # `launchKernel` picks for this card (mem_eff.py: cutlassB.h order, kMaxK, seqaligned,
+    # sharedMemPerBlockOptin):
+    # - `grad_out_.contiguous()` of the BMHK-transposed gradient (a copy unless dense in BMHK);
+    # - `delta` float32 [B, H, M]: empty when `kKernelComputesDelta`, else
+    #   `(grad_out.to(kFloat) * out.to(kFloat)).sum(-1).transpose(-2, -1).contiguous()`, whose
+    #   float32 copies (fp16 on sm70 outside registers), product, sum and transposed copy (H > 1)
+    #   live until the statement ends;
+    # - then `workspace` = `p.workspace_size()` (kernel_backward.h), while delta is alive.
+    # The peak is the copy and delta plus the larger of the two phases.
+    grad_out, q, k, v = args[0], args[1], args[2], args[3]
+    dropout = next((a for a in args[4:] if isinstance(a, float)), 0.0) > 0
     b, h, m, d_qk = q.shape
-    d_v = v.shape[-1]
-    temps = _copy_if_strided(grad_out, "grad_out", "memory-efficient backward", grad_out.stride(-1) != 1)
-    temps.append((b * h * m * F32, (b, h, m), "float32", "delta of memory-efficient backward"))
-    if q.dtype in LOW and d_v > 128:
-        work = b * h * m * (_round(d_v, 128) + 192) * F32
-    else:
-        kn = max(64, _round(max(d_qk, d_v), 32))
-        work = b * h * _round(m, 64) * math.ceil(d_qk / kn) * kn * F32
-    if q.dtype in LOW or max(d_qk, d_v) <= 64:
-        work += 512  # a 512-byte block beside the workspace (measured; absent for fp32 above 64)
-    temps.append((work, (work,), "uint8", "workspace of memory-efficient backward (dQ/dK/dV accumulators)"))
-    return temps
+    n, d_v = k.shape[2], v.shape[-1]
+    if q.dtype not in mem_eff.DTYPES:
+        return []
+    dtype = mem_eff.DTYPES[q.dtype]
+    kernel = mem_eff.select_backward(gpu.capability, gpu.smem_per_block, dtype, m, n, d_qk, d_v, dropout)
+    if kernel is None:
+        return []  # torch raises "cutlassB: no kernel found to launch!"
+    bmhk = (b, m, h, d_v)
+    dense = grad_out.transpose(1, 2).is_contiguous()
+    temps = _copy_if_strided(grad_out, "grad_out", "memory-efficient backward", not dense)
+    delta = (b * h * m * F32, (b, h, m), "float32", "delta of memory-efficient backward")
+    launcher = []
+    if not kernel.computes_delta:
+        if q.dtype != torch.float32:
+            launcher += [(b * m * h * d_v * F32, bmhk, "float32", "grad_out.to(float) for delta"),
+                         (b * m * h * d_v * F32, bmhk, "float32", "out.to(float) for delta")]
+        launcher.append((b * m * h * d_v * F32, bmhk, "float32", "grad_out * out for delta"))
+        if h > 1 and m > 1:
+            launcher.append((b * m * h * F32, (b, m, h), "float32", "sum(-1) for delta, before its transposed copy"))
+    work = mem_eff.workspace_bytes(kernel, b, h, m, n, d_qk, d_v)
+    kernel_phase = [(work, (work,), "uint8", f"workspace of {kernel.name}")] if work else []
+    phase = max(launcher, kernel_phase, key=lambda ts: sum(round_size(t[0]) for t in ts))
+    return temps + [delta] + phase
 
 
 def _flash_splits(batch_heads_mblocks: int, num_sms: int, n_blocks: int, max_splits: int = 128) -> int:
