@@ -34,6 +34,11 @@ class Advice:
     def tokens(self) -> int:
         return self.height * self.width
 
+    def _repr_html_(self) -> str:  # a notebook shows the answer as a page
+        from .report.advice_html import fragment
+
+        return fragment(self)
+
     @property
     def recommendation(self) -> Recommendation:
         return self.recommendations.get("train") or next(iter(self.recommendations.values()))

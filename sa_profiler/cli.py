@@ -64,8 +64,10 @@ def _fail(message: str):
 @click.option("--engine", type=click.Choice(["auto", "simulate", "measure"]), default="auto", show_default=True,
               help="auto measures on the local CUDA card when it is the target, and simulates otherwise.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of tables.")
+@click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write the answer as a self-contained HTML page (opens offline).")
 @click.pass_context
-def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, engine, as_json):
+def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, engine, as_json, html_out):
     if ctx.invoked_subcommand is not None:
         return
     if shape is None:
@@ -103,6 +105,21 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
         from rich.console import Console
 
         render_advice(result, Console())
+    if html_out:
+        from .report.advice_html import write_html
+
+        _write_page(html_out, lambda command: write_html(result, html_out, command))
+
+
+def _write_page(path, write) -> None:
+    """Write an HTML page (`write(command)`), or fail in one line if the path cannot be written."""
+    import shlex
+
+    try:
+        out = write("sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    except OSError as err:
+        _fail(f"cannot write --html {path!r}: {err.strerror or err}; expected a file path in an existing folder")
+    click.echo(f"wrote {out}", err=True)
 
 
 def _target(gpu_name, gpu_mem, headroom, emulate=False):

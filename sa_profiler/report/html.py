@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..engine import timing
 from ..units import format_bytes, format_seconds
 from . import page
 from .page import esc
@@ -223,9 +224,12 @@ def answer_html(recs: list[dict], meta: dict) -> str:
         if ref and rec.row is not None and rec.row.impl != "reference":
             worst = max(ref, key=lambda r: r.per_image.peak_bytes)
             best_ref = max(ref, key=lambda r: r.max_batch)
-            body += (f"<div class='muted'>The classic layer: {esc(format_bytes(min(r.per_image.peak_bytes for r in ref)))}"
-                     f"–{esc(format_bytes(worst.per_image.peak_bytes))} for one image; largest batch "
-                     f"{best_ref.max_batch}.</div>")
+            need = (f"{esc(format_bytes(min(r.per_image.peak_bytes for r in ref)))}–"
+                    f"{esc(format_bytes(worst.per_image.peak_bytes))}" if len(ref) > 1 else
+                    esc(format_bytes(worst.per_image.peak_bytes)))
+            fit = (f"largest batch {best_ref.max_batch} ({esc(best_ref.dtype)})" if best_ref.max_batch else
+                   "does not fit one image")
+            body += f"<div class='muted'>The classic layer (reference): {need} for one image; {fit}.</div>"
         others = []
         for s2, _, rec2 in item["shapes"][:-1]:
             res = f"{int(s2['channels'])}x{int(s2['height'])}x{int(s2['width'])}"
@@ -301,7 +305,7 @@ def _map_card(key, g: pd.DataFrame, batches: list[int], largest, mode: str) -> s
         else:
             tds.append("<td class='na'>?</td>")
         body.append(f"<tr><th class='s'>{esc(name)}</th>{''.join(tds)}</tr>")
-    return (f"<div class='map'><h4>{esc(title)}</h4><table><thead><tr><th class='s'>res \\ batch</th>{head}</tr>"
+    return (f"<div class='map'><h4>{esc(title)}</h4><table><thead><tr><th class='s' title='resolution \\ batch'>res</th>{head}</tr>"
             f"</thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
@@ -321,8 +325,8 @@ def _map_cell(r, where: str) -> str:
     ratio = total / usable
     tip = f"{where} · {format_bytes(int(total))} of {format_bytes(int(usable))} usable ({ratio:.1%})"
     cls = " class='oom'" if ratio > 1 else ""
-    return (f"<td{cls} style='background:{page.fits_colour(ratio)}' title='{esc(tip)}'>"
-            f"{ratio * 100:.0f}%</td>")
+    text = "<1%" if ratio < 0.005 else f"{ratio * 100:.0f}%"
+    return f"<td{cls} style='background:{page.fits_colour(ratio)}' title='{esc(tip)}'>{esc(text)}</td>"
 
 
 # -- plots --------------------------------------------------------------------------------
@@ -356,10 +360,10 @@ def _variants(frame: pd.DataFrame) -> list[str]:
 
 def _legend_traces(colours: dict, dashes: dict) -> list[dict]:
     """A short legend: one entry per implementation (colour), one per variant (dash)."""
-    out = [{"type": "scatter", "mode": "lines", "x": [None], "y": [None], "name": name, "legendgroup": name,
+    out = [{"type": "scatter", "mode": "lines", "x": [None], "y": [None], "name": esc(name), "legendgroup": name,
             "line": {"color": c, "width": 3}, "showlegend": True, "hoverinfo": "skip"} for name, c in colours.items()]
     if len(dashes) > 1:
-        out += [{"type": "scatter", "mode": "lines", "x": [None], "y": [None], "name": v, "showlegend": True,
+        out += [{"type": "scatter", "mode": "lines", "x": [None], "y": [None], "name": esc(v), "showlegend": True,
                  "line": {"color": "#555", "dash": d}, "hoverinfo": "skip"} for v, d in dashes.items()]
     return out
 
@@ -382,7 +386,7 @@ def _faceted(frame: pd.DataFrame, value, title: str, yaxis: dict, per_facet=None
             points += sum(y is not None for y in ys)
             xs = line[x].tolist()
             trace = {"type": "scatter", "mode": "lines+markers", "x": xs, "y": ys, "xaxis": xa, "yaxis": ya,
-                     "name": impl, "legendgroup": impl, "showlegend": False,
+                     "name": esc(impl), "legendgroup": impl, "showlegend": False,
                      "line": {"color": colours[impl], "dash": dashes.get(variant, "solid"), "width": 2},
                      "marker": {"size": 7}}
             if hover:
@@ -399,17 +403,25 @@ def _faceted(frame: pd.DataFrame, value, title: str, yaxis: dict, per_facet=None
                 layout.setdefault(k, []).extend(v)
     if not points:
         return None
+    tokens = sorted(int(t) for t in frame.tokens.dropna().unique())
+    bottom = {axes[(modes[-1], d)][0] for d in dtypes}
     for name in list(layout):
         if name.startswith("yaxis"):
             layout[name].update(yaxis)
         if name.startswith("xaxis"):
-            layout[name].update({"type": "log", "title": {"text": "tokens N = H x W"}} if x == "tokens" else
-                                {"type": "category", "title": {"text": "resolution H x W"}})
+            short = "x" + name[5:]
+            xtitle = {"text": "tokens N = H x W" if x == "tokens" else "resolution H x W"} if short in bottom else None
+            layout[name].update({"type": "log", "tickvals": tokens, "ticktext": [f"{t:,}" for t in tokens],
+                                 "title": xtitle} if x == "tokens" else {"type": "category", "title": xtitle})
     data = _legend_traces(colours, dashes) + data
-    height = 150 + 300 * len(modes)
-    return page.fig(data, {**layout, "title": {"text": title, "x": 0, "xanchor": "left", "y": 0.995,
-                                                 "yanchor": "top"},
-                           "margin": {"l": 80, "r": 30, "t": 110, "b": 60}}, height=height)
+    top, bottom_margin = 110, 60
+    height = top + bottom_margin + 320 * len(modes)
+    legend = {"orientation": "h", "x": 0, "xanchor": "left", "yanchor": "bottom",
+              "y": 1 + 26 / (height - top - bottom_margin), "font": {"size": 12}}
+    return page.fig(data, {**layout, "legend": legend,
+                           "title": {"text": esc(title), "x": 0.01, "xanchor": "left", "y": 0.995,
+                                     "yanchor": "top", "yref": "container", "font": {"size": 15}},
+                           "margin": {"l": 80, "r": 30, "t": top, "b": bottom_margin}}, height=height)
 
 
 def _small_batch(frame: pd.DataFrame) -> pd.DataFrame:
@@ -490,7 +502,7 @@ def time_figure(frame: pd.DataFrame) -> dict | None:
         return (f"{esc(r['impl_name'])} {esc(r['dtype'])} {esc(r['mode'])} C={int(r['channels'])} "
                 f"{esc(r['resolution'])}<br>{esc(format_seconds(r['time_s'] / r['batch']))} per image")
 
-    how = "measured" if measured else "roofline estimate"
+    how = "measured" if measured else f"estimated, typical error x{timing.typical_factor():.2f}"
     return _faceted(base, lambda r: r["time_s"] / r["batch"], f"Time per image vs tokens at batch {b0} ({how})",
                     page.time_axis(per.min(), per.max()), hover=hover)
 
@@ -525,7 +537,7 @@ def batch_figure(frame: pd.DataFrame, largest: pd.DataFrame | None = None, usabl
     fig = _faceted(lg, lambda r: int(r["max_batch"]) if r["max_batch"] > 0 else None,
                    "Largest batch that fits, by resolution (the engine's search under the usable memory; "
                    "a missing point: one image does not fit)",
-                   {"type": "log", "title": {"text": "largest batch"}, "range": [-0.1, math_log10(hi * 2)]},
+                   {"type": "log", "title": {"text": "largest batch"}, "range": [-0.1, math_log10(hi * 2)], "dtick": 1},
                    per_facet, x="resolution", hover=hover)
     if fig:
         for name, axis in fig["layout"].items():
@@ -707,7 +719,7 @@ def body(frame: pd.DataFrame, meta: dict, largest: pd.DataFrame | None, prefix: 
     env = json.dumps(meta.get("environment", {}), indent=1)
     note_html = "".join(f"<div class='note'>{esc(n)}</div>" for n in notes)
     return f"""<h1>{esc(_title(frame, meta))}</h1>
-<p class="sub">{esc(grid)}. Memory sizes are binary (1 GiB = 2^30 bytes); simulated times are roofline estimates.</p>
+<p class="sub">{esc(grid)}. Memory sizes are binary (1 GiB = 2^30 bytes); simulated times are estimates (typical error x{timing.typical_factor():.2f}).</p>
 {note_html}
 <section id="answer"><h2>The answer</h2>{answer_html(recommendations(largest), meta)}</section>
 {fits_map_html(frame, largest)}

@@ -92,7 +92,7 @@ def fig(data: list, layout: dict, height: int = 420) -> dict:
     return {"data": data, "layout": {**base, **layout}}
 
 
-def facet_layout(rows: list[str], cols: list[str], gap: float = 0.07, vgap: float = 0.12) -> tuple[dict, dict]:
+def facet_layout(rows: list[str], cols: list[str], gap: float = 0.07, vgap: float = 0.16) -> tuple[dict, dict]:
     """Axes for a grid of small multiples: {(row, col): (xaxis name, yaxis name)} and the layout
     entries (domains, facet titles as annotations)."""
     axes, layout, notes = {}, {}, []
@@ -136,9 +136,9 @@ h3{font-size:15px;margin:16px 0 6px}p.sub{color:#555;margin:0 0 12px}
 .plot{width:100%;background:#fff;border:1px solid #e3e3e3;border-radius:6px;margin:10px 0}
 table{border-collapse:collapse;font-size:12px;background:#fff}th,td{border:1px solid #e0e0e0;padding:3px 6px;text-align:right}
 th{background:#f1f3f5;position:sticky;top:0}td.s,th.s{text-align:left}
-.maps{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:12px}
-.map{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:8px}.map h4{margin:0 0 6px;font-size:13px}
-.map td{width:44px;text-align:center;font-variant-numeric:tabular-nums}.map td.oom{background:#7f1d1d;color:#fff;font-weight:600}
+.maps{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:12px}
+.map{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:8px;overflow-x:auto}.map h4{margin:0 0 6px;font-size:13px}
+.map table{width:100%}.map td{padding:2px 3px;text-align:center;font-variant-numeric:tabular-nums}.map td.oom{background:#7f1d1d;color:#fff;font-weight:600}
 .map td.na{background:#eee;color:#888}.map th{font-weight:500}
 .legend-bar{display:flex;gap:10px;align-items:center;font-size:12px;margin:6px 0}
 .sw{display:inline-block;width:14px;height:14px;border:1px solid #aaa;vertical-align:middle;margin-right:4px}
