@@ -507,9 +507,13 @@ def _sweep_summary(rows, console) -> None:
 
 @cli.command("fit")
 @click.argument("model", metavar="FILE.py:NAME|module:NAME")
-@click.option("--input", "input_shape", required=True, metavar="CxHxW|N", help="One sample: an image CxHxW or a latent vector size N.")
+@click.option("--input", "input_specs", required=True, multiple=True, metavar="[NAME=]SHAPE[:DTYPE]",
+              help="One input per sample (repeatable, positional in order, or NAME= for a keyword argument): "
+                   "an image CxHxW, a vector N, B (one value per sample) or scalar (one for the batch); "
+                   "DTYPE float32 (default), float16, bfloat16, int64, int32 or bool. "
+                   "E.g. --input 3x64x64 --input timestep=scalar:int64.")
 @click.option("--batch", type=int, default=1, show_default=True, metavar="B")
-@click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`).")
+@click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`), or cpu for this machine.")
 @click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
 @click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Mixed precision (autocast with a grad scaler).")
@@ -517,16 +521,20 @@ def _sweep_summary(rows, console) -> None:
 @click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits, by bisection.")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory argument (repeatable); numbers are parsed.")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
+@click.option("--engine", type=click.Choice(["simulate", "measure"]), default="simulate", show_default=True,
+              help="simulate (any target), or measure: run the step for real on this CPU under the tracker (--gpu cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def fit_cmd(model, input_shape, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom, as_json):
+def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom,
+            engine, as_json):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
 
     Builds the model on the meta device (no memory), runs forward, a loss, backward and the
     optimizer step under the memory tracker, and reports the peak, whether it fits, a
-    breakdown by category and by top-level module, the SAGAN attention layers' share, and the
-    peak after converting them to each efficient implementation.
+    breakdown by category and by top-level module, the attention layers' share and the
+    SDPA backend each attention module runs on the target, and the peak after converting
+    the SAGAN layers to each efficient implementation.
     """
-    from .fit import FitError, fit, load, parse_input
+    from .fit import FitError, fit, load, parse_inputs
 
     if batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
@@ -538,12 +546,19 @@ def fit_cmd(model, input_shape, batch, gpu_name, gpu_mem, optimizer, amp, checkp
         kwargs[key] = _literal(value)
     if checkpointing:
         kwargs["checkpointing"] = True
-    target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
+    if gpu_name and gpu_name.strip().lower() == "cpu":
+        target, _ = _cpu_target(gpu_mem, headroom, engine)
+        target = target[0]
+    else:
+        if engine == "measure":
+            _fail("--engine measure runs the step on this CPU: add --gpu cpu "
+                  "(CUDA steps are measured on the card by benchmarks/validate_fit_cuda.py)")
+        target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
     try:
-        shape = parse_input(input_shape)
+        specs = parse_inputs(list(input_specs))
         factory = load(model, kwargs)
-        result = fit(factory, shape, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
-                     name=model)
+        result = fit(factory, specs, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
+                     name=model, engine=engine)
     except FitError as err:
         _fail(str(err))
     if as_json:

@@ -4,32 +4,40 @@ The model is built on the meta device (`with torch.device("meta")`: no real memo
 steady-state training steps run under the memory tracker: forward, a scalar loss, backward,
 optimizer step (the real torch optimizer, so its state is created as in training; on a CUDA
 target with the foreach implementation torch uses there). The peak is classified: parameters
-and buffers, input, gradients, optimizer state, activations (kept from the forward),
-temporaries; and attributed to top-level modules and to the SAGAN attention layers. Each
-efficient implementation is then swapped in (`convert`) and simulated again.
+and buffers (frozen ones and BatchNorm statistics included, as a real step holds them), input,
+gradients, optimizer state, activations (kept from the forward), temporaries; and attributed
+to top-level modules and to the attention layers. Every `scaled_dot_product_attention` call,
+from any module, runs the kernel the target would run (`attention/routing.py`), and the
+result says which backend each attention module got. Each efficient implementation is then
+swapped in for the SAGAN layers (`convert`) and simulated again; each conversion is its own
+row, and one that fails says why without taking the rest of the answer with it.
 
-AMP (`amp="fp16"|"bf16"`) is emulated with CUDA autocast's casting policy: matmul-like ops run
-in the low precision (casts of leaf weights cached for the step, as autocast does), softmax,
-normalisation, losses and pointwise transcendental ops in float32. A GradScaler scales the loss.
+AMP (`amp="fp16"|"bf16"`) is emulated with CUDA autocast's casting policy (`amp.py`), on
+wherever torch's own autocast state is on, checkpoint recomputation included. A GradScaler
+scales the loss.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import sys
-from contextlib import ExitStack, contextmanager
+from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from . import gpus
+from . import inputs as model_inputs
+from .amp import DTYPES as AMP_DTYPES
+from .amp import AutocastEmulation
 from .attention import backends, convert, is_sagan_attention
+from .attention.routing import active_modes
 from .engine.allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .engine.rules import CudaRules
 from .engine.tracker import MemoryTracker, tensors_in
@@ -38,6 +46,7 @@ from .engine.workload import TensorInfo
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
 CATEGORIES = ("parameters", "input", "gradients", "optimizer state", "activations", "temporary")
 CONVERSIONS = (("sdpa", {}), ("chunked", {"chunk": 1024, "checkpoint": True}))
+ENGINES = ("simulate", "measure")
 
 
 class FitError(ValueError):
@@ -46,33 +55,66 @@ class FitError(ValueError):
 
 # -- loading ------------------------------------------------------------------------------
 def load(spec: str, args: dict | None = None) -> Callable[[], nn.Module]:
-    """`FILE.py:NAME` or `module:NAME` -> a zero-argument factory of the model."""
+    """`FILE.py:NAME` or `module:NAME` -> a zero-argument factory of the model.
+
+    A file is imported as `python FILE.py` would see it: its folder is importable (so a
+    `from spectral import SpectralNorm` beside it works); a file inside a package (folders
+    with `__init__.py`) is imported as that package's module, so relative imports work too."""
     if ":" not in spec:
         raise FitError(f"cannot read model {spec!r}: expected FILE.py:NAME or module:NAME")
     where, name = spec.rsplit(":", 1)
     if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise FitError(f"no such file: {where!r} (from model {spec!r})")
-        mod_name = f"sa_profiler_user_{abs(hash(str(path.resolve())))}"
-        loader = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[mod_name] = module
-        try:
-            loader.loader.exec_module(module)
-        except Exception as err:
-            raise FitError(f"importing {where!r} failed: {type(err).__name__}: {_one_line(err)}") from None
+        module = _import_file(Path(where), spec)
     else:
         try:
             module = importlib.import_module(where)
         except ImportError as err:
             raise FitError(f"no module {where!r} (from model {spec!r}): {_one_line(err)}") from None
+        except Exception as err:
+            raise FitError(f"importing {where!r} failed: {type(err).__name__}: {_one_line(err)}") from None
     obj = getattr(module, name, None)
     if obj is None:
         raise FitError(f"{where!r} has no {name!r}; expected an nn.Module class or a factory function")
     if not callable(obj):
         raise FitError(f"{spec!r} is not callable; expected an nn.Module class or a factory function")
-    return lambda: obj(**(args or {}))
+    factory = lambda: obj(**(args or {}))  # noqa: E731
+    factory.__name__ = name
+    return factory
+
+
+def _import_file(path: Path, spec: str):
+    if not path.is_file():
+        raise FitError(f"no such file: {str(path)!r} (from model {spec!r})")
+    path = path.resolve()
+    root, parts = path.parent, [path.stem]
+    while (root / "__init__.py").is_file() and root.parent != root:
+        parts.insert(0, root.name)
+        root = root.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    mod_name = ".".join(parts)
+    try:
+        existing = sys.modules.get(mod_name)
+        if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() == path:
+            return existing
+        if existing is None and len(parts) > 1:
+            return importlib.import_module(mod_name)
+        # a top-level file: its own module name when free (what `import stem` beside it gives)
+        if existing is not None:
+            mod_name = f"sa_profiler_user_{abs(hash(str(path)))}"
+        loader = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[mod_name] = module
+        try:
+            loader.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(mod_name, None)
+            raise
+        return module
+    except FitError:
+        raise
+    except Exception as err:
+        raise FitError(f"importing {str(path.name)!r} failed: {type(err).__name__}: {_one_line(err)}") from None
 
 
 def _one_line(err: BaseException) -> str:
@@ -80,56 +122,45 @@ def _one_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def parse_input(text: str) -> tuple[int, ...]:
-    """`128` (a latent vector) or `3x224x224` (an image)."""
-    parts = str(text).lower().replace(",", "x").split("x")
+def parse_input(text) -> tuple[int, ...]:
+    """`128` (a latent vector) or `3x224x224` (an image): one float input's shape per sample."""
     try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise FitError(f"cannot read --input {text!r}: expected a vector size such as 128 or an image CxHxW such as 3x224x224") from None
-    if not dims or any(d < 1 for d in dims) or len(dims) not in (1, 3):
-        raise FitError(f"cannot read --input {text!r}: expected a vector size such as 128 or an image CxHxW such as 3x224x224")
-    return dims
+        one = model_inputs.parse(text)
+    except model_inputs.InputError as err:
+        raise FitError(str(err)) from None
+    return one.shape
 
 
-# -- AMP emulation --------------------------------------------------------------------------
-_LOW = {torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d,
-        F.conv_transpose2d, F.conv_transpose3d, F.linear, torch.matmul, torch.mm, torch.bmm, torch.addmm,
-        torch.baddbmm, torch.addbmm, torch.Tensor.matmul, torch.Tensor.mm, torch.Tensor.bmm,
-        torch.Tensor.__matmul__, F.scaled_dot_product_attention, torch.einsum}
-_FP32 = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax,
-         F.layer_norm, F.group_norm, F.cross_entropy, F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss,
-         F.binary_cross_entropy_with_logits, F.kl_div, torch.exp, torch.log, torch.pow, torch.Tensor.exp,
-         torch.Tensor.log, torch.Tensor.pow, torch.logsumexp, torch.cumsum, torch.cumprod, torch.rsqrt,
-         torch.reciprocal, F.softplus, F.cosine_similarity}
+def parse_inputs(spec) -> tuple[model_inputs.Input, ...]:
+    try:
+        return model_inputs.parse_all(spec)
+    except model_inputs.InputError as err:
+        raise FitError(str(err)) from None
 
 
-class AutocastEmulation(TorchFunctionMode):
-    """CUDA autocast's casting policy (aten/src/ATen/autocast_mode.cpp lists), as torch
-    functions, for tensors (meta ones included) that CUDA autocast would see."""
+def factory_of(model) -> tuple[Callable[[], nn.Module], str]:
+    """A factory for `model`: a FILE.py:NAME / module:NAME string, an nn.Module class or
+    factory, or an instance (its architecture and configuration, without its weights: each
+    call gives a copy whose parameters and buffers are new meta tensors)."""
+    if isinstance(model, str):
+        return load(model), model
+    if isinstance(model, nn.Module):
+        return (lambda: meta_copy(model)), type(model).__name__
+    return model, getattr(model, "__name__", type(model).__name__)
 
-    def __init__(self, dtype: torch.dtype):
-        super().__init__()
-        self.dtype = dtype
-        self.cache: dict[int, torch.Tensor] = {}
 
-    def _cast(self, t, dtype):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == dtype:
-            return t
-        if dtype != torch.float32 and t.is_leaf and t.requires_grad:  # autocast caches weight casts
-            hit = self.cache.get(id(t))
-            if hit is None:
-                hit = self.cache[id(t)] = t.to(dtype)
-            return hit
-        return t.to(dtype)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        target = self.dtype if func in _LOW else torch.float32 if func in _FP32 else None
-        if target is not None:
-            args = tuple(self._cast(a, target) for a in args)
-            kwargs = {k: self._cast(v, target) for k, v in kwargs.items()}
-        return func(*args, **kwargs)
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose parameters and buffers are meta tensors of the same shape,
+    dtype and requires_grad; no weight is copied. Other attributes are copied as they are."""
+    memo = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) in memo:
+            continue
+        twin = torch.empty_like(t, device="meta")
+        if isinstance(t, nn.Parameter):
+            twin = nn.Parameter(twin, requires_grad=t.requires_grad)
+        memo[id(t)] = twin
+    return copy.deepcopy(model, memo)
 
 
 # -- the step -----------------------------------------------------------------------------
@@ -146,50 +177,106 @@ def _optimizer(name: str, params, foreach):
 
 
 def _first_tensor(out):
-    if isinstance(out, torch.Tensor):
+    if isinstance(out, torch.Tensor) and out.is_floating_point():
         return out
     if isinstance(out, (tuple, list)):
         for item in out:
-            if isinstance(item, torch.Tensor):
+            if isinstance(item, torch.Tensor) and item.is_floating_point():
                 return item
-    if isinstance(out, dict):
+    if isinstance(out, dict):  # also diffusers' BaseOutput and transformers' ModelOutput
         return _first_tensor(list(out.values()))
-    raise FitError(f"the model returned {type(out).__name__}, not a tensor to take a loss of")
+    if hasattr(out, "__dataclass_fields__"):
+        return _first_tensor([getattr(out, f) for f in out.__dataclass_fields__])
+    raise FitError(f"the model returned {type(out).__name__}, not a floating-point tensor to take a loss of")
 
 
-@contextmanager
-def _attribution(model: nn.Module, tracker: MemoryTracker):
-    """Name the top-level module running forward (the children of ModuleLists, which are never
-    called themselves, count as top level), and mark the SAGAN attention layers forward and
-    backward (full backward hooks), so the peak can be attributed."""
-    stack: list[str] = []
-    handles = []
+def is_attention_module(module: nn.Module) -> bool:
+    """Attention known by structure before it runs: SAGAN layers, nn.MultiheadAttention (its
+    explicit-weights path computes attention without SDPA). Modules that call SDPA are found
+    when they do."""
+    return is_sagan_attention(module) or isinstance(module, nn.MultiheadAttention)
 
-    def update():
-        tracker.module = "/".join(dict.fromkeys(stack))
 
-    def push(name):
-        def hook(*_):
-            stack.append(name)
-            update()
-        return hook
+class _Attribution:
+    """Names the top-level module running forward (the children of ModuleLists, which are never
+    called themselves, count as top level) and marks the attention layers forward and backward,
+    so the peak can be attributed. Attention layers: SAGAN layers, nn.MultiheadAttention, and
+    every module that calls scaled_dot_product_attention itself (found by the routing when it
+    does; from then on the whole module counts). Backward: hooks on the autograd nodes an
+    attention layer created (nothing is wrapped or kept)."""
 
-    def pop(*_):
-        if stack:
-            stack.pop()
-        update()
+    def __init__(self, model: nn.Module, tracker: MemoryTracker, routing=None):
+        self.tracker = tracker
+        self.routing = routing
+        self.reentered: list[nn.Module] = []
+        self.stack: list[nn.Module] = []
+        self.backward_depth = 0
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.attention = {id(m) for m in model.modules() if is_attention_module(m)}
+        self.tops = self._tops(model)
+        self.handles = []
+        for name, module in model.named_modules():
+            if module is model:
+                continue
+            self.handles += [module.register_forward_pre_hook(self._push), module.register_forward_hook(self._pop)]
+        if routing is not None:
+            routing.where = self.innermost
+            routing.on_call = self._found_attention
 
-    tops = []
-    for name, child in model.named_children():
-        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
-            tops += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
-        else:
-            tops.append((name, child))
-    for name, child in tops:
-        handles += [child.register_forward_pre_hook(push(name)), child.register_forward_hook(pop)]
-    def mark_backward(module, args, out):
-        # hooks on the autograd nodes this layer created (not on tensors: nothing is wrapped or
-        # kept), so the backward's allocations are attributed to the layer as well
+    @staticmethod
+    def _tops(model) -> dict[int, str]:
+        tops = {}
+        for name, child in model.named_children():
+            if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+                for sub, m in child.named_children():
+                    tops[id(m)] = f"{name}.{sub}"
+            else:
+                tops[id(child)] = name
+        return tops
+
+    def innermost(self) -> str:
+        return self.names.get(id(self.stack[-1]), "") if self.stack else ""
+
+    def _found_attention(self, call, out) -> None:
+        if self.stack and id(self.stack[-1]) not in self.attention:
+            self.attention.add(id(self.stack[-1]))
+            self._update()
+
+    def _update(self) -> None:
+        top = next((self.tops[id(m)] for m in self.stack if id(m) in self.tops), "")
+        attention = self.backward_depth > 0 or any(id(m) in self.attention for m in self.stack)
+        self.tracker.module = "/".join(p for p in (top, "attention" if attention else "") if p)
+
+    def _push(self, module, args):
+        self.stack.append(module)
+        self._update()
+        if self.routing is not None and self.tracker.phase == "backward":
+            # forward code re-run in the backward (reentrant checkpoint): autograd cleared the
+            # torch-function modes, so the routing (and AMP) is re-entered around the module
+            modes = active_modes()
+            if modes is not None and self.routing not in modes:
+                self.routing.__enter__()
+                self.reentered.append(module)
+
+    def _pop(self, module, args, out):
+        if self.reentered and self.reentered[-1] is module:
+            self.reentered.pop()
+            self.routing.__exit__(None, None, None)
+        if self.stack and self.stack[-1] is module:
+            self.stack.pop()
+        self._update()
+        if id(module) in self.attention and torch.is_grad_enabled():
+            self._mark_backward(args, out)
+
+    def _enter_backward(self, *_):
+        self.backward_depth += 1
+        self._update()
+
+    def _leave_backward(self, *_):
+        self.backward_depth = max(0, self.backward_depth - 1)
+        self._update()
+
+    def _mark_backward(self, args, out) -> None:
         stop = {id(t.grad_fn) for t in tensors_in(args) if t.grad_fn is not None}
         frontier = [t.grad_fn for t in tensors_in(out) if t.grad_fn is not None]
         seen = set()
@@ -198,20 +285,18 @@ def _attribution(model: nn.Module, tracker: MemoryTracker):
             if node is None or id(node) in seen or id(node) in stop:
                 continue
             seen.add(id(node))
-            node.register_prehook(lambda grad_outputs: push("attention")())
-            node.register_hook(lambda grad_inputs, grad_outputs: pop())
+            node.register_prehook(lambda grad_outputs: self._enter_backward())
+            node.register_hook(lambda grad_inputs, grad_outputs: self._leave_backward())
             frontier += [n for n, _ in node.next_functions]
 
-    for module in model.modules():
-        if is_sagan_attention(module):
-            handles += [module.register_forward_pre_hook(push("attention")), module.register_forward_hook(pop),
-                        module.register_forward_hook(mark_backward)]
-    try:
-        yield
-    finally:
-        for h in handles:
+    def close(self) -> None:
+        for h in self.handles:
             h.remove()
-        tracker.module = ""
+        self.tracker.module = ""
+
+    @property
+    def layers(self) -> int:
+        return len(self.attention)
 
 
 @dataclass
@@ -222,23 +307,60 @@ class StepResult:
     message: str = ""
     breakdown: dict = field(default_factory=dict)  # category -> bytes at the peak
     modules: dict = field(default_factory=dict)  # top-level module -> bytes at the peak
-    attention_bytes: int = 0  # allocated by SAGAN layers (forward or backward) and alive at the peak
-    attention_layers: int = 0
+    attention_bytes: int = 0  # allocated by attention layers (forward or backward) and alive at the peak
+    attention_layers: int = 0  # SAGAN layers, nn.MultiheadAttention and modules that call SDPA
+    sagan_layers: int = 0
+    attention_calls: list = field(default_factory=list)  # per module: the SDPA backend the target runs
+    backends: dict = field(default_factory=dict)  # SDPA backend -> calls in one step
     top_tensors: list[TensorInfo] = field(default_factory=list)
+    timeline: list = field(default_factory=list)  # (op, allocated bytes, phase, module) per op, both steps
+    peak_index: int | None = None  # the op in `timeline` that set the peak
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.peak_total is not None
 
 
-def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], batch: int, gpu: gpus.GPU | None, *,
+def _calls_by_module(calls) -> list[dict]:
+    groups: dict[tuple, int] = Counter(
+        (c.module, c.backend, c.dtype, c.query, c.key, c.value, c.mask, c.is_causal) for c in calls)
+    return [{"module": m or "(top level)", "backend": b, "calls": n, "dtype": dt, "query": list(q), "key": list(k),
+             "value": list(v), "mask": list(mask) if mask is not None else None, "is_causal": causal}
+            for (m, b, dt, q, k, v, mask, causal), n in groups.items()]
+
+
+def _materialise(model: nn.Module, device) -> None:
+    """Meta parameters/buffers (a model given as an instance) made real on `device` for a
+    measured step: small random floats, zero integers."""
+    if not any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        return
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.normal_(0.0, 0.02)
+            else:
+                t.zero_()
+
+
+def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpus.GPU | None, *,
              optimizer: str = "adam", amp: str | None = None, convert_to: tuple[str, dict] | None = None,
-             device: str = "meta", cap: int | None = None) -> StepResult:
+             device: str = "meta", cap: int | None = None, timeline: bool = False) -> StepResult:
     """Two training steps of the model on `device` (meta: simulated; cpu: measured under the
-    tracker) costed for `gpu` (None: the CPU)."""
+    tracker) costed for `gpu` (None: the CPU). `input_shape`: the model's inputs (see
+    `inputs.py`: a shape, a `--input` string, a list of them, or a dict by argument name)."""
     if optimizer not in OPTIMIZERS:
         raise FitError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-    amp_dtype = {None: None, "fp16": torch.float16, "bf16": torch.bfloat16}.get(amp, "bad")
-    if amp_dtype == "bad":
+    if amp is not None and amp not in AMP_DTYPES:
         raise FitError(f"unknown --amp {amp!r}; expected fp16 or bf16")
+    amp_dtype = AMP_DTYPES.get(amp)
+    if amp_dtype is not None and gpu is None:
+        raise FitError("--amp emulates CUDA autocast; give a CUDA target (--gpu NAME or --gpu-mem SIZE), not the CPU")
     if gpu is not None and amp_dtype is not None and (why := gpu.supports(amp_dtype)):
         raise FitError(why)
+    if gpu is not None and device != "meta":
+        raise FitError("a CUDA target is simulated (device meta); measuring runs on the CPU target only")
+    specs = parse_inputs(input_shape)
     try:
         with torch.device(device):
             model = factory()
@@ -246,14 +368,16 @@ def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], bat
         raise FitError(f"building the model failed: {type(err).__name__}: {_one_line(err)}") from None
     if not isinstance(model, nn.Module):
         raise FitError(f"the factory returned {type(model).__name__}, not an nn.Module")
+    if device != "meta":
+        _materialise(model, device)
     model.to(device).train()
-    layers = sum(is_sagan_attention(m) for m in model.modules())
+    sagan = sum(is_sagan_attention(m) for m in model.modules())
     if convert_to:
         convert(model, convert_to[0], **convert_to[1])
     params = [p for p in model.parameters() if p.requires_grad]
-    x = torch.empty(batch, *input_shape, device=device) if device == "meta" else torch.randn(batch, *input_shape)
+    args, kwargs = model_inputs.make(specs, batch, device)
     cuda = gpu is not None
-    opt = _optimizer(optimizer, params, True if cuda and params else None)
+    opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
     if cuda:
         tracker = MemoryTracker(CudaCachingAllocator(cap), device, rules=CudaRules(gpu))
         caps = gpu.caps()
@@ -261,11 +385,13 @@ def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], bat
         tracker = MemoryTracker(ExactAllocator(), (device, "cpu"))  # host-side scalars are CPU memory too
         caps = backends.CPU
     tracker.keep_peak_live = True
+    if timeline:
+        tracker.timeline = []
     tracker.phase = "baseline"
-    result = StepResult(None, 0, attention_layers=layers)
+    result = StepResult(None, 0, sagan_layers=sagan)
     try:
         tracker.add_baseline([*model.parameters(), *model.buffers()], "parameters")
-        tracker.add_baseline([x], "input")
+        tracker.add_baseline([*args, *kwargs.values()], "input")
         if cuda:  # library workspaces held for the process once the first matmul ran (CublasHandlePool.cpp)
             tracker.reserve(gpu.cublas_workspace, "cuBLAS workspace")
             if any(isinstance(m, nn.Linear) and m.bias is not None for m in model.modules()):
@@ -275,26 +401,39 @@ def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], bat
         return result
     result.baseline = tracker.baseline
     grads, states = set(), set()
+    attribution = None
+    forward_calls = []
     try:
         with ExitStack() as stack:
-            if device == "meta":
-                stack.enter_context(backends.simulating(caps))
-            stack.enter_context(_attribution(model, tracker))
+            routing = stack.enter_context(backends.simulating(caps)) if device == "meta" else None
+            attribution = _Attribution(model, tracker, routing)
+            stack.callback(attribution.close)
+            autocast = AutocastEmulation(amp_dtype) if amp_dtype is not None else None
+            if routing is not None:
+                routing.autocast = autocast
             stack.enter_context(tracker)
             for _ in range(2):  # the second step is the steady state: optimizer state exists
-                opt.zero_grad(set_to_none=True)
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
                 tracker.phase = "forward"
-                if amp_dtype is not None:
-                    with AutocastEmulation(amp_dtype):
-                        loss = _first_tensor(model(x)).float().mean()
+                if routing is not None:
+                    routing.calls.clear()
+                if autocast is not None:
+                    with autocast.region():
+                        loss = _first_tensor(model(*args, **kwargs)).float().mean()
                     loss = loss * 65536.0  # GradScaler
                 else:
-                    loss = _first_tensor(model(x)).float().mean()
+                    loss = _first_tensor(model(*args, **kwargs)).float().mean()
+                if routing is not None:
+                    forward_calls = list(routing.calls)
                 tracker.phase = "backward"
-                loss.backward()
+                if loss.requires_grad:
+                    loss.backward()
                 del loss
                 grads |= {tracker.key_of.get(p.grad.untyped_storage()) for p in params if p.grad is not None}
                 tracker.phase = "optimizer"
+                if opt is None:
+                    continue
                 if amp_dtype is not None:
                     for p in params:
                         if p.grad is not None:
@@ -308,10 +447,15 @@ def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], bat
     except FitError:
         raise
     except Exception as err:
-        raise FitError(f"the model rejected a batch of {batch} x {'x'.join(map(str, input_shape))}: "
+        raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
                        f"{type(err).__name__}: {_one_line(err)}") from None
+    result.attention_layers = attribution.layers if attribution else sagan
+    result.attention_calls = _calls_by_module(forward_calls)
+    result.backends = dict(Counter(c.backend for c in forward_calls)) if routing is not None else (
+        {tracker.backend: 1} if tracker.backend else {})
     result.peak_total = tracker.allocator.peak
     result.top_tensors = tracker.peak_tensors
+    result.timeline, result.peak_index = tracker.timeline or [], tracker.peak_index
     breakdown = dict.fromkeys(CATEGORIES, 0)
     modules: dict[str, int] = {}
     for key, info in tracker.peak_live:
@@ -327,7 +471,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], bat
             cat = "temporary"
         breakdown[cat] += info.bytes
         path = info.module.split("/") if info.module else []
-        if info.phase == "forward" and path:
+        if info.phase == "forward" and path and path[0] != "attention":
             modules[path[0]] = modules.get(path[0], 0) + info.bytes
         if "attention" in path:
             result.attention_bytes += info.bytes
@@ -348,58 +492,118 @@ class FitResult:
     step: StepResult
     conversions: dict = field(default_factory=dict)  # impl label -> StepResult
     max_batch: int | None = None
+    inputs: str = ""  # every input, as `--input` would write it
+    engine: str = "simulate"
+    fp32_step: StepResult | None = None  # the same step without AMP, when AMP was asked for
 
     @property
     def fits(self) -> bool:
-        return self.step.status == "ok" and self.step.peak_total is not None and self.step.peak_total <= self.usable
+        return self.step.ok and self.step.peak_total <= self.usable
+
+    def step_fits(self, s: StepResult) -> bool:
+        return s.ok and s.peak_total <= self.usable
 
     def to_json(self) -> dict:
         def step(s: StepResult) -> dict:
             return {"status": s.status, "message": s.message, "peak_bytes": s.peak_total, "baseline_bytes": s.baseline,
-                    "fits": s.status == "ok" and s.peak_total is not None and s.peak_total <= self.usable,
-                    "breakdown": s.breakdown, "modules": s.modules, "attention_bytes": s.attention_bytes}
+                    "fits": self.step_fits(s), "breakdown": s.breakdown, "modules": s.modules,
+                    "attention_bytes": s.attention_bytes, "attention_calls": s.attention_calls,
+                    "sdpa_backends": s.backends}
 
-        return {"model": self.model, "input": list(self.input_shape), "batch": self.batch, "target": self.target,
-                "usable_bytes": self.usable, "optimizer": self.optimizer, "amp": self.amp, "fits": self.fits,
-                "max_batch": self.max_batch, "attention_layers": self.step.attention_layers, **step(self.step),
-                "conversions": {k: step(v) for k, v in self.conversions.items()}}
+        out = {"model": self.model, "input": list(self.input_shape), "inputs": self.inputs, "batch": self.batch,
+               "target": self.target, "engine": self.engine, "usable_bytes": self.usable, "optimizer": self.optimizer,
+               "amp": self.amp, "fits": self.fits, "max_batch": self.max_batch,
+               "attention_layers": self.step.attention_layers, "sagan_layers": self.step.sagan_layers,
+               **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()}}
+        if self.fp32_step is not None:
+            out["fp32"] = step(self.fp32_step)
+        return out
+
+    def _repr_html_(self) -> str:  # notebooks
+        try:
+            from .report.fit_html import fit_html_fragment
+        except ImportError:
+            from html import escape
+
+            return f"<pre>{escape(str(self.to_json()))}</pre>"
+        return fit_html_fragment(self)
+
+
+def resolve_target(target, headroom: float | int = 0.10):
+    """A recommend.Target from a catalogue name, "cpu", a GPU, or a Target."""
+    from .recommend import Target, make_target
+
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, gpus.GPU):
+        return make_target(target, headroom)
+    if isinstance(target, str) and target.strip().lower() == gpus.HOST:
+        return make_target(gpus.host(), headroom)
+    try:
+        return make_target(gpus.lookup(target), headroom)
+    except gpus.UnknownGPU as err:
+        raise FitError(str(err)) from None
 
 
 def fit(model, input_shape, batch: int, target="t4", *, optimizer: str = "adam", amp: str | None = None,
-        headroom: float = 0.10, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "") -> FitResult:
-    """Simulate a training step of `model` (an nn.Module class, a factory, or an instance whose
-    class can be rebuilt without arguments) at `batch` on `target` (a catalogue name, a GPU, or
-    a recommend.Target)."""
-    from .recommend import Target, largest_batch, make_target
+        headroom: float = 0.10, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "",
+        engine: str = "simulate", timeline: bool = True, compare_fp32: bool = False) -> FitResult:
+    """A training step of `model` at `batch` on `target`.
 
-    if isinstance(model, str):
-        factory, name = load(model), name or model
-    elif isinstance(model, nn.Module):
-        cls = type(model)
-        factory, name = cls, name or cls.__name__
-    else:
-        factory, name = model, name or getattr(model, "__name__", "model")
-    shape = parse_input(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
-    if batch < 1:
-        raise FitError(f"batch must be >= 1, got {batch}")
-    if isinstance(target, Target):
-        tgt = target
-    else:
-        gpu = target if isinstance(target, gpus.GPU) else gpus.lookup(target)
-        tgt = make_target(gpu, headroom)
-    step = run_step(factory, shape, batch, tgt.gpu, optimizer=optimizer, amp=amp)
-    result = FitResult(name, shape, batch, tgt.gpu.name, tgt.usable, optimizer, amp, step)
-    if step.attention_layers:
+    `model`: an nn.Module class, a factory, a `FILE.py:NAME`/`module:NAME` string, or an
+    instance (its architecture and configuration; its weights are not copied). `input_shape`:
+    an int (a vector), a shape tuple, a `--input` string, a list of them (several positional
+    inputs), or a dict by argument name (see `sa_profiler.inputs`). `target`: a catalogue name,
+    "cpu", a GPU, or a recommend.Target. `engine="measure"` runs the step for real on this CPU
+    under the tracker (the CPU target only). With `compare_fp32`, an AMP answer also carries the
+    float32 step."""
+    factory, default_name = factory_of(model)
+    name = name or default_name
+    specs = parse_inputs(input_shape)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise FitError(f"batch must be a positive integer, got {batch!r}")
+    if engine not in ENGINES:
+        raise FitError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    tgt = resolve_target(target, headroom)
+    gpu = None if tgt.gpu.key == gpus.HOST else tgt.gpu
+    if engine == "measure" and gpu is not None:
+        raise FitError("--engine measure runs the step on this CPU: use it with --gpu cpu "
+                       "(CUDA steps are measured by benchmarks/validate_fit_cuda.py on the card)")
+    device = "cpu" if engine == "measure" else "meta"
+    step = run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device, timeline=timeline)
+    shape = specs[0].shape if specs else ()
+    result = FitResult(name, shape, batch, tgt.gpu.name, tgt.usable, optimizer, amp, step,
+                       inputs=model_inputs.describe(specs), engine=engine)
+    if compare_fp32 and amp:
+        result.fp32_step = run_step(factory, specs, batch, gpu, optimizer=optimizer, device=device, timeline=timeline)
+    if step.sagan_layers:
         for impl, opts in conversions:
             label = impl + "".join(f"[{k}={v}]" for k, v in opts.items())
-            result.conversions[label] = run_step(factory, shape, batch, tgt.gpu, optimizer=optimizer, amp=amp,
-                                                 convert_to=(impl, opts))
+            try:
+                result.conversions[label] = run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp,
+                                                     convert_to=(impl, opts), device=device, timeline=timeline)
+            except FitError as err:  # one conversion that fails is a row with its reason
+                result.conversions[label] = StepResult(None, step.baseline, status="error", message=str(err),
+                                                       sagan_layers=step.sagan_layers)
     if find_max_batch:
-        def run(b):
-            from .engine.workload import Record, Workload
-            s = run_step(factory, shape, b, tgt.gpu, optimizer=optimizer, amp=amp, cap=tgt.usable)
-            rec = Record(Workload("reference", b, 8, 1, 1), status=s.status)
-            rec.peak_bytes, rec.baseline_bytes = (s.peak_total or 0) - s.baseline, s.baseline
-            return rec
-        result.max_batch, _ = largest_batch(run, tgt.usable)
+        result.max_batch = max_batch(factory, specs, tgt, optimizer=optimizer, amp=amp, device=device)
     return result
+
+
+def max_batch(factory, specs, tgt, *, optimizer="adam", amp=None, device="meta") -> int:
+    """The largest batch whose step fits the target's usable memory (bisection on the engine,
+    each step run under the usable memory as the allocator's cap)."""
+    from .engine.workload import Record, Workload
+    from .recommend import largest_batch
+
+    gpu = None if tgt.gpu.key == gpus.HOST else tgt.gpu
+
+    def run(b):
+        s = run_step(factory, specs, b, gpu, optimizer=optimizer, amp=amp, device=device,
+                     cap=tgt.usable if gpu is not None else None)
+        rec = Record(Workload("reference", b, 8, 1, 1), status=s.status)
+        rec.peak_bytes, rec.baseline_bytes = (s.peak_total or 0) - s.baseline, s.baseline
+        return rec
+
+    best, _ = largest_batch(run, tgt.usable)
+    return best

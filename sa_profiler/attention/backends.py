@@ -53,7 +53,8 @@ def simulating(caps: DeviceCaps):
 
     token = _simulated_device.set(caps)
     try:
-        with AttentionRouting(caps) as routing:
+        routing = AttentionRouting(caps)
+        with routing:  # a device context's __enter__ returns nothing
             yield routing
     finally:
         _simulated_device.reset(token)

@@ -11,6 +11,15 @@ the boolean mask converted to an additive one (`convert_boolean_attn_mask`), the
 memory-efficient kernel's mask expanded and padded to 16 (`preprocess_mask`), flash's head
 dim padded to 8 on CUDA (`pad_last_dim<8>`), then the backend's aten op, whose
 kernel-internal allocations come from the rule table (`engine/rules.py`).
+
+The same mode applies the AMP emulation's casts (`amp.py`) when one is attached. Autograd runs
+backward code with no torch-function mode on the stack, and checkpoint recomputation re-runs
+forward code there; torch.utils.checkpoint re-enters the forward's device context
+(`torch.utils._device.DeviceContext`, the mode `with torch.device(...)` uses) around the
+recompute, so this mode is such a context (without changing the default device) and a
+checkpointed block is routed and autocast in the backward as in the forward. Where that class
+is missing (older torch) it is a plain torch-function mode, and `fit` re-enters it from module
+hooks instead.
 """
 
 from __future__ import annotations
@@ -22,6 +31,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+try:  # the context torch.utils.checkpoint re-enters around a recompute (torch >= 2.5)
+    from torch.utils._device import DeviceContext as _ModeBase
+except ImportError:  # pragma: no cover - older torch
+    _ModeBase = TorchFunctionMode
 
 from . import backends
 
@@ -53,11 +67,25 @@ def enabled_backends() -> tuple[str, ...]:
     return tuple(b for b, on in flags.items() if on)
 
 
-class AttentionRouting(TorchFunctionMode):
-    """Routes SDPA calls on meta tensors to the simulated device's kernel; logs each call."""
+def active_modes() -> list | None:
+    """The torch-function modes on the stack now, or None where torch cannot say."""
+    try:
+        from torch.overrides import _get_current_function_mode_stack
+    except ImportError:  # pragma: no cover - older torch
+        return None
+    return list(_get_current_function_mode_stack())
+
+
+class AttentionRouting(_ModeBase):
+    """Routes SDPA calls on meta tensors to the simulated device's kernel; logs each call;
+    applies an attached AMP emulation's casts."""
 
     def __init__(self, caps: backends.DeviceCaps, where: Callable[[], str] | None = None):
-        super().__init__()
+        TorchFunctionMode.__init__(self)
+        if _ModeBase is not TorchFunctionMode:  # a device context that keeps the default device
+            self.device = torch.get_default_device()
+            self.prev_mode = None
+        self.autocast = None  # an amp.AutocastEmulation, or None
         self.caps = caps
         self.where = where or (lambda: "")
         self.calls: list[RoutedCall] = []
@@ -65,6 +93,8 @@ class AttentionRouting(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.autocast is not None:
+            args, kwargs = self.autocast.cast(func, args, kwargs)
         if func in _SDPA and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
             out, call = self.route(*args, **kwargs)
             self.calls.append(call)
