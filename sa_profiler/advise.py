@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .engine import Workload, measure, simulate
+from .engine import Workload, measure, simulate, timing
 from .engine.workload import dtype_name
 from .recommend import (Alternative, Recommendation, Row, Target, alternatives, candidates, profile_row,
                         recommend, total_bytes)
@@ -54,8 +54,8 @@ class Advice:
             "a step is one attention layer: forward under no_grad, or forward + backward of a scalar loss "
             "with the input and parameters requiring grad; parameters, input and the cuBLAS workspace are the baseline",
             "the whole layer runs in the row's dtype (model.half() style), not autocast",
-            "times are estimates: a roofline of FLOPs and bytes moved per op against the card's peak rates"
-            if self.engine == "simulate" else "times are measured with CUDA events (median)",
+            timing.assumption(g) if self.engine == "simulate" else
+            "times are measured with CUDA events (median); a time marked * is estimated: " + timing.assumption(g),
         ]
         if g.assumed:
             out.insert(0, f"a target given by memory size alone: assumed {g.assumed}")

@@ -23,7 +23,7 @@ from . import gpus
 from .attention import backends
 from .attention.registry import get
 from .engine import Record, Workload, simulate
-from .engine import targets
+from .engine import targets, timing
 
 DEFAULT_HEADROOM = 0.10
 MAX_BATCH = 1 << 20
@@ -130,6 +130,14 @@ class Row:
         return get(self.impl).exact
 
     @property
+    def time_source(self) -> str:
+        """"measured" or "estimated" (the time model of engine/timing.py), "" without a time."""
+        rec = self.at_batch or self.per_image
+        if rec is None or rec.time_s is None:
+            return ""
+        return "measured" if rec.source == "measured" else "estimated"
+
+    @property
     def time_per_image(self) -> float | None:
         rec = self.at_batch or self.per_image
         if rec is None or rec.time_s is None:
@@ -207,9 +215,10 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
     row.max_batch, seen = largest_batch(run, target.usable, {1: first})
     row.batch = row.max_batch if batch is None else batch
     at = (seen.get(row.batch) or run(row.batch)) if row.batch else first
-    if at.time_s is None and first.time_s is not None and at is not first:
-        # the roofline is linear in the batch for these layers (every op scales with it)
-        at.time_s, at.time_method = first.time_s * row.batch, first.time_method + ", scaled from batch 1"
+    if at.time_s is None and first.time_s is not None and at is not first and engine is simulate:
+        # the batch search runs without the time model; launch costs do not scale with the batch
+        timed = simulate(Workload(impl, row.batch, channels, height, width, dtype, mode, target.key, options))
+        at.time_s, at.time_method = timed.time_s, timed.time_method
     row.at_batch = at
     row.fits = row.batch > 0 and at.status == "ok" and total_bytes(at) <= target.usable
     return row
@@ -223,19 +232,34 @@ class Recommendation:
 
 
 def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
-    """The exact implementation that fits with the most images per second (roofline estimate),
-    ties to the larger batch; the widest dtype among equals."""
+    """The exact implementation that fits with the least time per image. Estimated times
+    within the time model's typical error of the fastest (`timing.typical_factor`, from its
+    held-out check) count as tied, and a tie goes to the row with more memory headroom (the
+    smaller peak at the batch compared: one image when no batch is asked for), then to the
+    larger batch and the wider dtype."""
     pool = [r for r in rows if r.mode == mode and r.status == "ok" and r.fits and r.exact]
     if not pool:
         return Recommendation(None, mode, "no exact implementation fits even one image")
     order = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
+    timed = [r for r in pool if r.time_per_image is not None]
+    if not timed:
+        best = min(pool, key=lambda r: (-r.max_batch, order.get(r.dtype, 9)))
+        return Recommendation(best, mode, "fits with the headroom (no time known) and takes the largest batch")
+    fastest = min(timed, key=lambda r: r.time_per_image)
+    factor = timing.typical_factor() if fastest.time_source == "estimated" else 1.0
+    tied = [r for r in timed if r.time_per_image <= fastest.time_per_image * factor]
 
-    def key(r: Row):
-        t = r.time_per_image
-        return (t if t is not None else float("inf"), -r.max_batch, order.get(r.dtype, 9))
+    def memory(r: Row) -> int:
+        return total_bytes(r.at_batch if batch is not None and r.at_batch else r.per_image)
 
-    best = min(pool, key=key)
-    return Recommendation(best, mode, "fits with the headroom and is the fastest per image among those that fit")
+    best = min(tied, key=lambda r: (memory(r), -r.max_batch, order.get(r.dtype, 9), r.time_per_image))
+    if len(tied) == 1:
+        reason = f"fits with the headroom and is the fastest per image among those that fit ({fastest.time_source})"
+    else:
+        others = ", ".join(f"{r.display} {r.dtype}" for r in tied if r is not best)
+        reason = (f"fits with the headroom; its estimated time per image is within the estimate's typical error "
+                  f"(x{factor:.2f}) of the fastest, as is that of {others}, and it needs the least memory of these")
+    return Recommendation(best, mode, reason)
 
 
 @dataclass

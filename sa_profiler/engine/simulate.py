@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from ..attention import backends
 from ..attention.sdpa import BackendUnavailable
 from . import step, targets
 from .allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .rules import CudaRules
+from .timing import StepTimer, method as timing_method
 from .tracker import MemoryTracker
 from .workload import Record, Workload
 
-TIME_METHOD = "estimate: roofline of FLOPs and bytes moved per op against the target's peak rates"
 
-
-def simulate(w: Workload, torch_version: str | None = None, timing: bool = True, cap: int | None = None) -> Record:
+def simulate(w: Workload, torch_version: str | None = None, timing: bool = True, cap: int | None = None,
+             timer: StepTimer | None = None) -> Record:
     """Peak memory over the baseline that `torch.cuda.max_memory_allocated` (or, for `cpu`, the
     tracker on real tensors) would report for one step of `w`, without running it.
     `torch_version` is the torch the target runs (SDPA backend priorities depend on it);
-    `timing=False` skips the roofline time estimate (faster, for batch searches); `cap` (bytes,
+    `timing=False` skips the time estimate (engine/timing.py; faster, for batch searches); `cap` (bytes,
     GPU targets) makes the allocator model run out of memory as the card would, fragmentation
-    included: the record's status is then `oom`."""
+    included: the record's status is then `oom`. `timer` (GPU targets) collects the costed ops
+    for a caller that wants them (the time model's fit)."""
     gpu = targets.resolve(w.target)
     rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu")
     if gpu is not None and (why := gpu.supports(w.torch_dtype)):
@@ -33,8 +32,8 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
     if gpu is None:
         tracker = MemoryTracker(ExactAllocator(), "meta")
     else:
-        rates = (lambda dt: gpu.fp32_flops if dt in (torch.float32, torch.float64) else gpu.fp16_flops, gpu.bandwidth)
-        tracker = MemoryTracker(CudaCachingAllocator(cap), "meta", rules=CudaRules(gpu), rates=rates if timing else None)
+        timer = (timer or StepTimer(gpu)) if timing else None
+        tracker = MemoryTracker(CudaCachingAllocator(cap), "meta", rules=CudaRules(gpu), timer=timer)
     try:
         with backends.simulating(caps):
             layer, x = step.make(w, "meta")
@@ -60,7 +59,7 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
     rec.backend = tracker.backend
     rec.top_tensors = tracker.peak_tensors
     if gpu is not None and timing:
-        rec.time_s, rec.time_method = tracker.roofline_s, TIME_METHOD
+        rec.time_s, rec.time_method = tracker.timer.seconds(w), timing_method(gpu)
     return rec
 
 

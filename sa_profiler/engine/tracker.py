@@ -48,20 +48,17 @@ class _Alloc:
 
 
 class MemoryTracker(TorchDispatchMode):
-    def __init__(self, allocator, device_type: str | tuple[str, ...], rules=None, rates=None):
+    def __init__(self, allocator, device_type: str | tuple[str, ...], rules=None, timer=None):
         super().__init__()
         self.allocator = allocator
         # the device(s) whose storages count: meta for a simulation (and cpu too when the
         # target is the CPU, where host-side scalars are the same memory), cpu or cuda to measure
         self.device_types = (device_type,) if isinstance(device_type, str) else tuple(device_type)
         self.rules = rules
-        self.rates = rates  # (flops_per_s(dtype) -> float, bytes_per_s) for a roofline, or None
+        self.timer = timer  # a timing.StepTimer that costs each op, or None
         self.baseline = 0
         self.peak_tensors: list[TensorInfo] = []
         self.ops: dict[str, int] = {}
-        self.flops = 0
-        self.bytes_moved = 0
-        self.roofline_s = 0.0
         self._live: dict[int, _Alloc] = {}
         self._seen = weakref.WeakSet()  # storages already allocated
         self._next = 0
@@ -128,8 +125,8 @@ class MemoryTracker(TorchDispatchMode):
                 self._release(key)
         if self.op_log is not None:
             self.op_log.append((name, self.allocator.allocated - before, hidden))
-        if self.rates is not None:
-            self._roofline(func, args, kwargs, out, outputs)
+        if self.timer is not None:
+            self.timer.add(func, args, kwargs, out)
         return out
 
     # -- internals ------------------------------------------------------------------
@@ -167,24 +164,3 @@ class MemoryTracker(TorchDispatchMode):
             self.peak_tensors = [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note, i.phase, i.module) for i in live[:12]]
             if self.keep_peak_live:
                 self.peak_live = [(k, a.info) for k, a in self._live.items()]
-
-    def _roofline(self, func, args, kwargs, out, outputs) -> None:
-        from torch.utils.flop_counter import flop_registry
-
-        flops = 0
-        fn = flop_registry.get(func.overloadpacket)
-        if fn is not None:
-            try:
-                flops = int(fn(*args, **kwargs, out_val=out))
-            except Exception:  # a flop formula that does not accept these arguments
-                flops = 0
-        inputs = tensors_in(args) + tensors_in(kwargs)
-        moved = sum(t.numel() * t.element_size() for t in inputs + outputs if t.device.type in self.device_types)
-        if func.overloadpacket.__name__ in ("view", "_unsafe_view", "transpose", "permute", "expand",
-                                             "detach", "alias", "t", "unsqueeze", "squeeze", "slice", "select"):
-            moved = 0
-        dtype = outputs[0].dtype if outputs else torch.float32
-        peak_flops, bandwidth = self.rates
-        self.flops += flops
-        self.bytes_moved += moved
-        self.roofline_s += max(flops / peak_flops(dtype), moved / bandwidth)

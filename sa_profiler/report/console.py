@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..advise import Advice
+from ..engine import timing
 from ..recommend import Row, total_bytes
 from ..units import format_bytes, format_seconds
 
@@ -25,6 +26,8 @@ def _row_json(r: Row) -> dict:
         "batch": r.batch, "max_batch": r.max_batch,
         "peak_bytes_at_batch": total_bytes(at) if at and at.status == "ok" else None,
         "time_s": at.time_s if at else None, "time_method": at.time_method if at else "",
+        "time_source": r.time_source,
+        "time_error_factor": timing.typical_factor() if r.time_source == "estimated" else None,
         "fits": r.fits, "source": r.source,
     }
 
@@ -56,6 +59,12 @@ def advice_json(a: Advice) -> dict:
     }
 
 
+def _time_cell(r: Row) -> str:
+    """A step's time; `*` marks an estimate."""
+    t = r.at_batch.time_s if r.at_batch else None
+    return format_seconds(t) + ("*" if r.time_source == "estimated" else "") if t is not None else "-"
+
+
 def render_advice(a: Advice, console: Console) -> None:
     g = a.target.gpu
     shape = f"{a.channels} x {a.height} x {a.width}" + (f", batch {a.batch}" if a.batch else "")
@@ -70,7 +79,7 @@ def render_advice(a: Advice, console: Console) -> None:
         for col, just in (("impl", "left"), ("backend", "left"), ("dtype", "left"), ("1 image", "right"),
                           ("max batch" if a.batch is None else "max", "right"),
                           ("peak" if a.batch is None else f"at {a.batch}", "right"),
-                          ("time" + ("*" if a.engine == "simulate" else ""), "right"), ("fits", "center")):
+                          ("time", "right"), ("fits", "center")):
             table.add_column(col, justify=just, no_wrap=True)
         for r in (r for r in a.rows if r.mode == mode):
             if r.status != "ok":
@@ -80,14 +89,15 @@ def render_advice(a: Advice, console: Console) -> None:
             table.add_row(
                 escape(r.display), r.backend or ("bmm+ckpt" if r.options.get("checkpoint") else "bmm"), short.get(r.dtype, r.dtype), format_bytes(total_bytes(r.per_image), 1),
                 str(r.max_batch), format_bytes(total_bytes(at), 1) if at and r.batch else "-",
-                format_seconds(at.time_s) if at and r.batch else "-",
+                _time_cell(r) if at and r.batch else "-",
                 Text("yes", style="green") if r.fits else Text("no", style="red"),
             )
         console.print(table)
     console.print("[dim]1 image: peak memory of a step at batch 1 (baseline included); "
                   + ("max batch: the largest that fits; peak: at that batch" if a.batch is None else
                      f"max: the largest batch that fits; at {a.batch}: peak at the batch asked for")
-                  + ("; time*: roofline estimate per step" if a.engine == "simulate" else "; time: measured per step") + "[/]")
+                  + f"; time: per step, * estimated (typical error x{timing.typical_factor():.2f}, see below), "
+                    "else measured[/]")
     for mode, rec in a.recommendations.items():
         if rec.row is None:
             console.print(f"[bold red]{mode}:[/] {escape(rec.reason)} on this target; see the alternatives below.")
