@@ -524,8 +524,11 @@ def _sweep_summary(rows, console) -> None:
 @click.option("--engine", type=click.Choice(["simulate", "measure"]), default="simulate", show_default=True,
               help="simulate (any target), or measure: run the step for real on this CPU under the tracker (--gpu cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML page: the step's memory timeline, the tensors at the peak, the "
+                   "breakdowns and each conversion side by side (with --amp, the float32 step overlaid).")
 def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom,
-            engine, as_json):
+            engine, as_json, html_out):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
 
     Builds the model on the meta device (no memory), runs forward, a loss, backward and the
@@ -558,9 +561,13 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
         specs = parse_inputs(list(input_specs))
         factory = load(model, kwargs)
         result = fit(factory, specs, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
-                     name=model, engine=engine)
+                     name=model, engine=engine, compare_fp32=bool(html_out and amp))
     except FitError as err:
         _fail(str(err))
+    if html_out:
+        from .report.fit_html import write_html
+
+        _write_page(html_out, lambda command: write_html(result, html_out, command))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -89,7 +89,11 @@ def fig(data: list, layout: dict, height: int = 420) -> dict:
             "margin": {"l": 80, "r": 30, "t": 60, "b": 60}, "hovermode": "closest",
             "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom",
                        "font": {"size": 11}}}
-    return {"data": data, "layout": {**base, **layout}}
+    merged = {**base, **layout}
+    if isinstance(merged.get("title"), dict):  # pinned to the top, clear of a legend above the plot
+        merged["title"] = {"x": 0.01, "xanchor": "left", "y": 0.985, "yref": "container", "yanchor": "top",
+                           "font": {"size": 15}, **merged["title"]}
+    return {"data": data, "layout": merged}
 
 
 def facet_layout(rows: list[str], cols: list[str], gap: float = 0.07, vgap: float = 0.16) -> tuple[dict, dict]:
@@ -134,7 +138,7 @@ h3{font-size:15px;margin:16px 0 6px}p.sub{color:#555;margin:0 0 12px}
 .derive{color:#444;font-size:13px;margin-top:8px}.muted{color:#666;font-size:12px}
 .note{background:#fff4e5;border:1px solid #f0c36d;border-radius:4px;padding:6px 10px;margin:8px 0;font-size:13px}
 .plot{width:100%;background:#fff;border:1px solid #e3e3e3;border-radius:6px;margin:10px 0}
-table{border-collapse:collapse;font-size:12px;background:#fff}th,td{border:1px solid #e0e0e0;padding:3px 6px;text-align:right}
+table{border-collapse:collapse;font-size:12px;background:#fff}th,td{border:1px solid #e0e0e0;padding:3px 6px;text-align:right}td:not(.s){white-space:nowrap}
 th{background:#f1f3f5;position:sticky;top:0}td.s,th.s{text-align:left}
 .maps{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:12px}
 .map{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:8px;overflow-x:auto}.map h4{margin:0 0 6px;font-size:13px}
