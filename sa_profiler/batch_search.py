@@ -66,8 +66,8 @@ def _one(w: Workload, usable: int, seen: dict[int, Record]) -> dict:
     if best:
         at = records[best]
         row["total_bytes"] = total_bytes(at)
-        if first.time_s is not None:  # the roofline is linear in the batch for one layer
-            row["time_s"] = at.time_s if at.time_s is not None else first.time_s * best
+        if first.time_s is not None:  # launch costs do not scale with the batch: time the batch itself
+            row["time_s"] = at.time_s if at.time_s is not None else simulate(w.with_batch(best)).time_s
     else:
         row["status"], row["message"] = "oom", "one image does not fit the usable memory"
     return row
