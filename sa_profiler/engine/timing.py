@@ -135,7 +135,12 @@ class Constants:
         return self.bandwidth_efficiency[group]
 
     def flop_share(self, kind: str) -> float:
-        return self.efficiency.get(kind, self.efficiency.get(kind.rsplit(" ", 1)[0], 1.0))
+        """The kind's fitted efficiency; for a kind no measurement had (another dtype of a
+        kernel), the lowest of its family's, or of all (an estimate that errs slow)."""
+        if kind in self.efficiency:
+            return self.efficiency[kind]
+        family = [v for k, v in self.efficiency.items() if k.split(" ")[0] == kind.split(" ")[0]]
+        return min(family or self.efficiency.values() or [1.0])
 
 
 def peak_flops(gpu, precision: str) -> float:
