@@ -730,6 +730,7 @@ def body(frame: pd.DataFrame, meta: dict, largest: pd.DataFrame | None, prefix: 
 {rows_table(frame, largest)}
 <h2>Command and environment</h2>
 <pre>{esc(meta.get('command', ''))}</pre>
+{f"<p class='muted'>Results: {esc(meta['results'])}</p>" if meta.get('results') else ''}
 <pre>{esc(env)}</pre>"""
 
 
@@ -749,6 +750,7 @@ def write_report(results_csv: str | Path, out: str | Path | None = None, meta: d
     if meta is None:
         meta_path = results_csv.with_name("meta.json")
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = {**meta, "results": str(results_csv)}
     frame = load(results_csv)
     for note in frame.attrs.get("notes", []) if on_note else ():
         on_note(note)
@@ -775,6 +777,7 @@ class SweepResult:
         self.folder = path.parent
         meta_path = self.folder / "meta.json"
         self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        self.meta["results"] = str(path)
         self.frame = load(path)
         self.notes = self.frame.attrs.get("notes", [])
         self.largest = load_largest(self.folder, self.frame)
