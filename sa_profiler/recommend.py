@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import gpus
+from . import evidence, gpus
 from .attention import backends
 from .attention.registry import get
 from .engine import Record, Workload, simulate
@@ -108,6 +108,8 @@ class Row:
     max_batch: int = 0
     fits: bool = False
     source: str = "simulated"
+    evidence: str = ""  # measured / source / assumption (evidence.py)
+    caveat: str = ""
 
     @property
     def label(self) -> str:
@@ -209,6 +211,7 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
     row.per_image = first
     row.backend = first.backend
     row.source = first.source
+    row.evidence, row.caveat = evidence.of(row, None if target.key == "cpu" else target.gpu)
     if first.status != "ok":
         row.status, row.message = first.status, first.message
         return row
@@ -229,9 +232,24 @@ class Recommendation:
     row: Row | None
     mode: str
     reason: str
+    alternative: Row | None = None  # a forced backend that would rank first but rests on an assumption
 
 
 def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
+    """`_rank` over the rows whose evidence allows recommending them: a forced backend whose
+    availability or memory on the target is an assumption (evidence.py) is not recommended;
+    when it would have ranked first it is named as the alternative, with its caveat."""
+    sure = [r for r in rows if not evidence.unsure_forced(r)]
+    rec = _rank(sure, mode, batch)
+    first = _rank(rows, mode, batch).row
+    if first is not None and evidence.unsure_forced(first):
+        rec.alternative = first
+        rec.reason += (f"; {first.display} ({first.backend}) would rank first, but is not forced here: "
+                       f"{first.caveat}")
+    return rec
+
+
+def _rank(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
     """The exact implementation that fits with the least time per image. Estimated times
     within the time model's typical error of the fastest (`timing.typical_factor`, from its
     held-out check) count as tied, and a tie goes to the row with more memory headroom (the

@@ -28,7 +28,7 @@ def _row_json(r: Row) -> dict:
         "time_s": at.time_s if at else None, "time_method": at.time_method if at else "",
         "time_source": r.time_source,
         "time_error_factor": timing.typical_factor() if r.time_source == "estimated" else None,
-        "fits": r.fits, "source": r.source,
+        "fits": r.fits, "source": r.source, "evidence": r.evidence, "caveat": r.caveat,
     }
 
 
@@ -38,9 +38,12 @@ def advice_json(a: Advice) -> dict:
     def rec(r):
         if r.row is None:
             return {"impl": None, "dtype": None, "mode": r.mode, "batch": 0, "code": None, "reason": r.reason}
+        alt = r.alternative
         return {"impl": r.row.impl, "options": r.row.options, "backend": r.row.backend, "dtype": r.row.dtype,
                 "mode": r.mode, "batch": r.row.max_batch if a.batch is None else a.batch, "code": r.row.code(),
-                "reason": r.reason}
+                "reason": r.reason, "evidence": r.row.evidence,
+                "alternative": alt and {"code": alt.code(), "backend": alt.backend, "dtype": alt.dtype,
+                                        "batch": alt.max_batch, "evidence": alt.evidence, "caveat": alt.caveat}}
 
     return {
         "version": JSON_VERSION,
@@ -106,6 +109,10 @@ def render_advice(a: Advice, console: Console) -> None:
         batch = r.max_batch if a.batch is None else a.batch
         console.print(f"[bold green]Recommended for {mode}:[/] {escape(r.display)} ({r.backend or 'bmm'}) in {r.dtype}, "
                       f"batch {batch}: [bold]{escape(r.code())}[/]")
+        if rec.alternative is not None:
+            alt = rec.alternative
+            console.print(f"  or, if your card runs it: {escape(alt.code())} in {alt.dtype}, batch {alt.max_batch} "
+                          f"[dim]({escape(alt.caveat)})[/]")
     w = a.why
     console.print(f"\n[bold]Why[/] (classic layer, {w['dtype']}, {w['mode']}, one image): peak "
                   f"{format_bytes(w['peak_bytes'])}. {escape(w['formula'])}.")
