@@ -204,3 +204,20 @@ def test_atlas_report_renders_a_column_per_device(tmp_path):
     assert seen["heads"][-2:] == ["NVIDIA L4", "Tesla T4"]
     assert seen["cells"] == 2 * 3 * 2
     assert "on NVIDIA L4" in seen["text"] and "on Tesla T4" in seen["text"]  # an answer per card
+
+
+def test_notebook_outputs_draw_beside_each_other_under_an_amd_loader(tmp_path):
+    """Two `_repr_html_` outputs in one page (as in classic Jupyter, which has require.js)."""
+    from sa_profiler import gpus
+    from sa_profiler.advise import advise
+    from sa_profiler.recommend import make_target
+
+    first = advise(make_target(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"])
+    second = advise(make_target(gpus.lookup("l4")), 64, 64, 64, dtypes=["fp16"])
+    amd = "<script>window.define = function () {}; window.define.amd = true;</script>"
+    path = tmp_path / "notebook.html"
+    path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'>{amd}</head><body>"
+                    f"{first._repr_html_()}{second._repr_html_()}</body></html>", encoding="utf-8")
+    seen = open_report(path, min_plots=4)
+    check_page(seen, 4)
+    assert "on Tesla T4" in seen["text"] and "on NVIDIA L4" in seen["text"]
