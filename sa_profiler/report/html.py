@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -48,7 +49,7 @@ def load(path: str | Path) -> pd.DataFrame:
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     notes = frame.attrs.get("notes", [])
-    frame = frame.copy()
+    frame = frame.drop(columns=[c for c in ("top_tensors", "host", "time_method") if c in frame])  # unused here
     for col in NUMERIC:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
@@ -57,8 +58,9 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     for col in ("options", "message", "backend", "source", "device_name"):
         if col in frame:
             frame[col] = _text(frame[col])
-    frame["label"] = [_label(r) for r in frame.to_dict("records")]
-    frame["impl_name"] = [_impl_name(r) for r in frame.to_dict("records")]
+    records = frame[[c for c in ("impl", "options", "dtype", "mode") if c in frame]].to_dict("records")
+    frame["label"] = [_label(r) for r in records]
+    frame["impl_name"] = [_impl_name(r) for r in records]
     frame["resolution"] = [f"{int(h)}x{int(w)}" for h, w in zip(frame.height, frame.width)]
     if "target" in frame and frame.target.nunique() > 1:  # an atlas: the device in every name
         frame["device"] = [_device(r) for r in frame.to_dict("records")]
@@ -258,10 +260,11 @@ def fits_map_html(frame: pd.DataFrame, largest: pd.DataFrame | None) -> str:
     batches = sorted(int(b) for b in frame.batch.dropna().unique())
     keys = ["impl_name", "dtype"] + (["device"] if "device" in frame else [])
     sections = []
-    for mode, mg in frame.groupby("mode", sort=False):
-        cards = []
-        for key, g in mg.groupby(keys, sort=False):
-            cards.append(_map_card(key, g, batches, largest, mode))
+    by_mode: dict[str, dict[tuple, list[dict]]] = {}
+    for r in frame.to_dict("records"):
+        by_mode.setdefault(r["mode"], {}).setdefault(tuple(r[k] for k in keys), []).append(r)
+    for mode, cards_of in by_mode.items():
+        cards = [_map_card(key, g, batches, largest, mode) for key, g in cards_of.items()]
         sections.append(f"<h3>{esc(MODE_TITLE.get(mode, mode))}</h3><div class='maps'>{''.join(cards)}</div>")
     scale = "".join(f"<span><span class='sw' style='background:{page.fits_colour(r)}'></span>{r:.0%}</span>"
                     for r in (0.1, 0.5, 0.75, 0.9, 1.0))
@@ -274,13 +277,12 @@ def fits_map_html(frame: pd.DataFrame, largest: pd.DataFrame | None) -> str:
             "</div>" + "".join(sections))
 
 
-def _map_card(key, g: pd.DataFrame, batches: list[int], largest, mode: str) -> str:
+def _map_card(key, g: list[dict], batches: list[int], largest, mode: str) -> str:
     impl, dtype, *dev = key
     title = f"{impl} · {dtype}" + (f" · {dev[0]}" if dev else "")
-    shapes = g[["channels", "height", "width", "tokens", "resolution"]].drop_duplicates().sort_values(
-        ["channels", "tokens"])
-    multi_c = shapes.channels.nunique() > 1
-    cells = {(int(r["channels"]), r["resolution"], int(r["batch"])): r for r in g.to_dict("records")}
+    shapes = sorted({(int(r["channels"]), int(r["tokens"]), r["resolution"]) for r in g})
+    multi_c = len({c for c, _, _ in shapes}) > 1
+    cells = {(int(r["channels"]), r["resolution"], int(r["batch"])): r for r in g}
     best = {}
     if largest is not None:
         lg = largest[(largest.impl_name == impl) & (largest.dtype == dtype) & (largest["mode"] == mode)]
@@ -289,8 +291,7 @@ def _map_card(key, g: pd.DataFrame, batches: list[int], largest, mode: str) -> s
         best = {(int(r["channels"]), r["resolution"]): r for r in lg.to_dict("records")}
     head = "".join(f"<th>{b}</th>" for b in batches) + "<th>max</th>"
     body = []
-    for s in shapes.to_dict("records"):
-        c, res = int(s["channels"]), s["resolution"]
+    for c, _, res in shapes:
         name = f"C={c} {res}" if multi_c else res
         tds = []
         for b in batches:
@@ -637,15 +638,18 @@ def rows_table(frame: pd.DataFrame, largest: pd.DataFrame | None = None, table_i
             best[(r["impl_name"], r["dtype"], r["mode"], int(r["channels"]), r["resolution"], str(r["target"]))] = r
     groups = []
     keys = ["label", "channels", "resolution"] + (["target"] if "target" in frame else [])
-    for key, g in frame.groupby(keys, sort=False):
-        first = g.iloc[0]
+    by_key: dict[tuple, list[dict]] = {}
+    for r in frame.to_dict("records"):
+        by_key.setdefault(tuple(r[k] for k in keys), []).append(r)
+    for g in by_key.values():
+        first = g[0]
         name = f"{first['label']} · C={int(first['channels'])} · {first['resolution']}"
-        counts = ", ".join(f"{v} {k}" for k, v in g.status.value_counts().items())
+        counts = ", ".join(f"{v} {k}" for k, v in Counter(r["status"] for r in g).most_common())
         lb = best.get((first["impl_name"], first["dtype"], first["mode"], int(first["channels"]), first["resolution"],
                        str(first.get("target", ""))))
         extra = f" · largest batch (engine search) {int(lb['max_batch'])}" if lb is not None and lb["max_batch"] == lb["max_batch"] else ""
         rows = []
-        for r in g.sort_values("batch").to_dict("records"):
+        for r in sorted(g, key=lambda r: r["batch"]):
             rows.append(f"<tr data-st='{esc(r['status'])}'>" + "".join(_cell(c, r) for c, _ in cols) + "</tr>")
         groups.append(f"<tbody data-g='{esc(name)}'><tr class='gh' onclick='saToggle(this.parentNode)'>"
                       f"<th colspan='{len(cols)}'>{esc(name)} <span>({esc(counts)}{esc(extra)})</span></th></tr>"
