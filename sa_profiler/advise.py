@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .attention import backends
 from .engine import Workload, measure, simulate, timing
 from .engine.workload import dtype_name
 from .recommend import (Alternative, Recommendation, Row, Target, alternatives, candidates, profile_row,
@@ -57,6 +58,11 @@ class Advice:
             timing.assumption(g) if self.engine == "simulate" else
             "times are measured with CUDA events (median); a time marked * is estimated: " + timing.assumption(g),
         ]
+        out.append(f"SDPA backends chosen as torch {backends.assumed_torch().split('+')[0]} chooses them "
+                   "(sdp_utils.cpp; the rules that changed from 2.4 to 2.14 are tabled in attention/backends.py)")
+        if any(r.backend == "cudnn" for r in self.rows):
+            out.append("cuDNN attention's engines are closed source: its memory is the rule measured on an H100 "
+                       "(torch 2.11, cuDNN 9.19), assumed on other architectures")
         if g.assumed:
             out.insert(0, f"a target given by memory size alone: assumed {g.assumed}")
         return out

@@ -66,8 +66,10 @@ def _fail(message: str):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of tables.")
 @click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write the answer as a self-contained HTML page (opens offline).")
+@click.option("--torch-version", metavar="X.Y",
+              help="Choose SDPA backends as this torch would (2.4 to 2.14; e.g. Colab's). Default: the installed one.")
 @click.pass_context
-def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, engine, as_json, html_out):
+def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, engine, as_json, html_out, torch_version):
     if ctx.invoked_subcommand is not None:
         return
     if shape is None:
@@ -86,6 +88,9 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
         _fail(f"--batch must be a positive integer, got {batch}")
     target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)
+    torch_version = _torch_version(torch_version)
+    if torch_version and engine == "measure":
+        _fail("--torch-version asks about another torch, but measuring runs the installed one; add --engine simulate")
     dtype_list = _dtypes(dtypes)
     impl_list = _impls(impls)
     modes = ("forward", "train") if mode == "both" else (mode,)
@@ -95,20 +100,39 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
 
     if c < 8:
         _fail(f"--shape {shape} has {c} channels; the classic layer needs C >= 8 (query/key get C // 8 channels)")
-    try:
-        result = advise(target, c, h, w, batch=batch, dtypes=dtype_list, modes=modes, impls=impl_list, engine=engine)
-    except ValueError as err:
-        _fail(str(err))
-    if as_json:
-        click.echo(json.dumps(advice_json(result), indent=2))
-    else:
-        from rich.console import Console
+    from .attention.backends import assume_torch
 
-        render_advice(result, Console())
-    if html_out:
-        from .report.advice_html import write_html
+    with assume_torch(torch_version):
+        try:
+            result = advise(target, c, h, w, batch=batch, dtypes=dtype_list, modes=modes, impls=impl_list,
+                            engine=engine)
+        except ValueError as err:
+            _fail(str(err))
+        if as_json:
+            click.echo(json.dumps(advice_json(result), indent=2))
+        else:
+            from rich.console import Console
 
-        _write_page(html_out, lambda command: write_html(result, html_out, command))
+            render_advice(result, Console())
+        if html_out:
+            from .report.advice_html import write_html
+
+            _write_page(html_out, lambda command: write_html(result, html_out, command))
+
+
+def _torch_version(value: str | None) -> str | None:
+    """`--torch-version X.Y[.Z]` within the versions whose selection rules are tabled."""
+    import re
+
+    from .attention.backends import TORCH_RANGE
+
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)\.(\d+)(\.\d+)?", value.strip())
+    lo, hi = TORCH_RANGE
+    if not m or not lo <= (int(m[1]), int(m[2])) <= hi:
+        _fail(f"--torch-version {value!r}: expected X.Y or X.Y.Z from {lo[0]}.{lo[1]} to {hi[0]}.{hi[1]}, e.g. 2.6")
+    return value.strip()
 
 
 def _write_page(path, write) -> None:
@@ -299,21 +323,39 @@ def _impls(text):
 @cli.command("gpus")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def gpus_cmd(as_json):
-    """The GPU catalogue: memory as torch reports it, compute capability, peak rates."""
+    """The GPU catalogue: memory as torch reports it, compute capability, SMs, shared memory per
+    block, peak rates, and where each figure comes from."""
     from . import gpus
 
     if as_json:
         click.echo(json.dumps([{"key": g.key, "name": g.name, "total_memory": g.total_memory,
                                 "compute_capability": list(g.capability), "bf16": g.bf16, "sms": g.sms,
+                                "smem_per_block": g.smem_per_block,
                                 "fp32_flops": g.fp32_flops, "fp16_flops": g.fp16_flops, "bandwidth": g.bandwidth,
-                                "context_bytes": g.context_bytes, "aliases": list(g.aliases), "source": g.source}
+                                "context_bytes": g.context_bytes, "aliases": list(g.aliases), "source": g.source,
+                                "sources": g.provenance(), "offered_by": g.offered_by}
                                for g in gpus.CATALOGUE.values()], indent=2))
         return
+    from rich import box
     from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
     from .report.console import render_gpus
 
-    render_gpus(gpus.CATALOGUE.values(), Console())
+    console = Console()
+    render_gpus(gpus.CATALOGUE.values(), console)
+    table = Table(title="Where each figure comes from", title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
+    for col in ("key", "SMs", "smem/block", "memory", "SMs from", "rates from", "offered by"):
+        table.add_column(col, justify="right" if col in ("SMs", "smem/block") else "left")
+    for g in gpus.CATALOGUE.values():
+        src = g.provenance()
+        table.add_row(escape(g.key), str(g.sms), f"{g.smem_per_block // 1024} KiB", escape(src["total_memory"]),
+                      escape(src["sms"]), escape(src["rates"]), escape(g.offered_by or "-"))
+    console.print(table)
+    console.print(f"[dim]CC: {escape(gpus.CC_SOURCE)}. smem/block: the shared memory a block may opt into "
+                  f"(sharedMemPerBlockOptin), {escape(gpus.SMEM_SOURCE)}; it decides which memory-efficient "
+                  "backward kernel runs.[/]")
 
 
 @cli.command("doctor")

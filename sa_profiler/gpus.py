@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .attention.backends import DeviceCaps, cudnn_preferred
+from .attention.backends import DeviceCaps, assumed_torch, cudnn_preferred
 
 KiB = 2**10
 MiB = 2**20
@@ -60,8 +60,11 @@ class GPU:
         return self.capability >= (8, 0)
 
     def caps(self, torch_version: str | None = None) -> DeviceCaps:
-        pref = cudnn_preferred(self.capability, torch_version or torch.__version__, None)
-        return DeviceCaps("cuda", self.capability, cudnn_preferred=pref)
+        """The selection facts of this card under `torch_version` (default: `--torch-version`,
+        else the running torch); the cuDNN version is not known (backends.assumed_cudnn)."""
+        version = torch_version or assumed_torch()
+        pref = cudnn_preferred(self.capability, version, None)
+        return DeviceCaps("cuda", self.capability, cudnn_preferred=pref, torch_version=version)
 
     def supports(self, dtype: torch.dtype) -> str | None:
         """Why the card cannot compute in `dtype`, or None."""
@@ -96,8 +99,8 @@ CC_SOURCE = "developer.nvidia.com/cuda-gpus (compute capability)"
 # what torch reports for cards nobody here has read: the nominal size less 350 MiB (the RTX
 # 3060's 12288 -> 11938 MiB, the largest gap among the consumer readings), on the safe side
 NOMINAL_LESS = 350
-ESTIMATED = f"not observed: nominal size less {NOMINAL_LESS} MiB (the RTX 3060's gap), on the safe side"
-TYPICAL = "a typical torch reading (+-50 MiB by driver and ECC)"
+ESTIMATED = f"estimate: nominal less {NOMINAL_LESS} MiB"
+TYPICAL = "typical torch reading (+-50 MiB)"
 TPU = "techpowerup.com/gpu-specs"
 
 
@@ -113,7 +116,7 @@ def _nominal(gb: int) -> int:
 
 
 GEFORCE = f"{TPU} (fp16: tensor cores with fp32 accumulate)"
-ADA = f"{TPU}; fp16 with fp32 accumulate = 512 FLOP/clock/SM at boost clock, as the RTX 4090's 165 TF"
+ADA = f"{TPU} (fp16 with fp32 accumulate: 512 FLOP/clock/SM at boost, as the RTX 4090's 165 TF)"
 
 CATALOGUE: dict[str, GPU] = {g.key: g for g in [
     # Pascal: no tensor cores; torch runs fp16 matmuls with fp32 compute, so fp16 is costed at
@@ -145,8 +148,9 @@ CATALOGUE: dict[str, GPU] = {g.key: g for g in [
     _gpu("rtx-3090", "GeForce RTX 3090", 24260, (8, 6), 82, 35.6, 71, 936, ("3090", "rtx3090"), GEFORCE),
     _gpu("a4000", "NVIDIA RTX A4000", _nominal(16), (8, 6), 48, 19.2, 76.7, 448, ("rtx a4000", "rtx-a4000"),
          "nvidia.com RTX A4000 datasheet (tensor 153.4 TF with sparsity, halved)", ESTIMATED),
-    _gpu("a6000", "NVIDIA RTX A6000", _nominal(48), (8, 6), 84, 38.7, 154.8, 768, ("rtx a6000", "rtx-a6000"),
-         "nvidia.com RTX A6000 datasheet (tensor 309.7 TF with sparsity, halved)", ESTIMATED),
+    _gpu("a6000", "NVIDIA RTX A6000", 48640, (8, 6), 84, 38.7, 154.8, 768, ("rtx a6000", "rtx-a6000"),
+         "nvidia.com RTX A6000 datasheet (tensor 309.7 TF with sparsity, halved)",
+         "estimate: nvidia-smi's 49140 MiB (ECC off) less 500 MiB"),
     _gpu("a10g", "NVIDIA A10G", 22730, (8, 6), 80, 31.2, 125, 600, ("a10", "nvidia a10g"),
          "nvidia.com/en-us/data-center/products/a10-gpu (A10 figures; AWS publishes none for A10G)"),
     _gpu("a100-40gb", "NVIDIA A100-SXM4-40GB", 40536, (8, 0), 108, 19.5, 312, 1555,
@@ -168,9 +172,9 @@ CATALOGUE: dict[str, GPU] = {g.key: g for g in [
     _gpu("rtx-4090", "GeForce RTX 4090", 24210, (8, 9), 128, 82.6, 165, 1008, ("4090", "rtx4090"), GEFORCE),
     _gpu("l4", "NVIDIA L4", 22560, (8, 9), 58, 30.3, 121, 300, ("nvidia l4", "colab-l4"),
          "nvidia.com/en-us/data-center/l4", offered_by="Colab (paid)"),
-    _gpu("l40s", "NVIDIA L40S", _nominal(45), (8, 9), 142, 91.6, 362, 864, ("nvidia l40s",),
-         "nvidia.com/en-us/data-center/l40s (tensor 733 TF with sparsity, halved); 48 GB with ECC, about 45 GiB usable",
-         ESTIMATED),
+    _gpu("l40s", "NVIDIA L40S", 45568, (8, 9), 142, 91.6, 362, 864, ("nvidia l40s",),
+         "nvidia.com/en-us/data-center/l40s (tensor 733 TF with sparsity, halved)",
+         "estimate: nvidia-smi's 46068 MiB (48 GB, ECC on) less 500 MiB"),
     # Hopper
     _gpu("h100", "NVIDIA H100 80GB HBM3", 81079, (9, 0), 132, 67, 989, 3350, ("h100-80gb", "h100-sxm", "h100 80gb hbm3"),
          "nvidia.com/en-us/data-center/h100", "85,017,493,504 B measured", sms_source="measured (multi_processor_count)",

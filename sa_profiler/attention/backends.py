@@ -28,6 +28,8 @@ class DeviceCaps:
     kind: str  # "cuda" or "cpu"
     capability: tuple[int, int] | None = None
     cudnn_preferred: bool = False  # torch + cuDNN put cuDNN first on this device
+    torch_version: str = ""  # the torch whose rules apply ("": the one running)
+    cudnn_version: int | None = None  # the cuDNN runtime (None: not known, see assumed_cudnn)
 
     @property
     def label(self) -> str:
@@ -66,29 +68,116 @@ def caps_for(device: torch.device) -> DeviceCaps:
         return _simulated_device.get() or CPU
     if device.type == "cuda":
         cc = torch.cuda.get_device_capability(device)
-        return DeviceCaps("cuda", cc, cudnn_preferred=local_cudnn_preferred(cc))
+        return DeviceCaps("cuda", cc, cudnn_preferred=local_cudnn_preferred(cc), torch_version=torch.__version__,
+                          cudnn_version=_local_cudnn())
     return CPU
 
 
+@dataclass(frozen=True)
+class VersionRule:
+    first: str  # the first torch release with the rule (inferred from the merge date where marked)
+    rule: str
+    source: str
+
+
+# What changed in torch's selection (aten/src/ATen/native/transformers/cuda/sdp_utils.cpp) between
+# torch 2.4 and 2.14, and is applied here by version. "~" marks a first release inferred from the
+# pull request's merge date rather than read from a release branch.
+TORCH_RULES = (
+    VersionRule("2.4", "cuDNN attention last in priority (opt-in)", "#125343 put it first on H100; reverted for 2.4 (#128539)"),
+    VersionRule("~2.5", "cuDNN head sizes at most 128 on every architecture",
+                "#130494 (the 256 of sm90 was forward-only)"),
+    VersionRule("2.5.0", "cuDNN first on sm90, in 2.5.0 only", "2.5.1 made it opt-in again (#138522)"),
+    VersionRule("~2.8", "cuDNN head sizes up to 256 on sm90 with cuDNN >= 9.5.1 (sm100: forward only)",
+                "check_cudnn_tensor_shapes, #149904, #152076"),
+    VersionRule("2.9", "cuDNN first on sm90 and sm100", "check_prefer_cudnn_attention, #162073"),
+    VersionRule("2.10", "cuDNN first on sm90/sm100/sm103 only with a cuDNN newer than 9.15 "
+                "(CUDA < 13 builds: minor 0 or 3); TORCH_CUDNN_SDPA_DEPRIORITIZED=1 turns it off",
+                "check_prefer_cudnn_attention, #169849"),
+    VersionRule("~2.13", "cuDNN head sizes up to 256 on sm90/sm10x only with cuDNN > 9.22 and cudnn-frontend "
+                ">= 1.24, else 128 (192 for exactly q/k 192 with v 128, cuDNN >= 9.11); with grad and that d=256 "
+                "support, the backward only for (<=128, <=128), (192, 128) or (256, 256)",
+                "check_cudnn_tensor_shapes, check_cudnn_d256_bprop_head_dim, #185553, #185554"),
+    VersionRule("all", "memory-efficient head-size alignment: 8 for fp16/bf16 from sm70 (tensor cores), 4 for "
+                "fp32 from sm80, otherwise 1 (so fp16 below sm70 aligns to 1)", "minimum_gemm_alignment"),
+)
+TORCH_RANGE = ((2, 4), (2, 14))
+
+# The torch a simulation answers for (the CLI's --torch-version); the running one by default.
+_assumed_torch: contextvars.ContextVar[str | None] = contextvars.ContextVar("sa_profiler_torch", default=None)
+
+
+def assumed_torch() -> str:
+    return _assumed_torch.get() or torch.__version__
+
+
+@contextlib.contextmanager
+def assume_torch(version: str | None):
+    """Answer as torch `version` (X.Y or X.Y.Z) would choose; None keeps the running torch."""
+    token = _assumed_torch.set(version)
+    try:
+        yield
+    finally:
+        _assumed_torch.reset(token)
+
+
+def assumed_cudnn(torch_version: str, cudnn_version: int | None) -> int:
+    """The cuDNN runtime to apply the gates with: the one given, else what torch's CUDA wheels
+    of that version bundle as far as measured (9.19 with torch 2.11 on an H100), 9.5.1 before
+    2.10. Assumed, not read: a CPU build has no cuDNN."""
+    if cudnn_version is not None:
+        return cudnn_version
+    return 91900 if _version_tuple(torch_version) >= (2, 10) else 90501
+
+
 def cudnn_preferred(capability: tuple[int, int], torch_version: str, cudnn_version: int | None) -> bool:
-    """`check_prefer_cudnn_attention()` (sdp_utils.cpp): cuDNN goes first on sm90/sm100/sm103
-    when the cuDNN runtime is newer than 9.15 (torch >= 2.10; 2.9 enabled it unconditionally
-    for SM 9.0/10.0, #162073). Without a known cuDNN version (a CPU build simulating a GPU),
+    """`check_prefer_cudnn_attention()` (sdp_utils.cpp) by version (TORCH_RULES): first on
+    sm90/sm100/sm103 with a cuDNN newer than 9.15 from 2.10, on sm90/sm100 in 2.9, on sm90 in
+    2.5.0, otherwise last. Without a known cuDNN version (a CPU build simulating a GPU),
     torch >= 2.10 wheels bundle a cuDNN that passes the gate."""
     major, minor = _version_tuple(torch_version)
     if capability not in ((9, 0), (10, 0), (10, 3)):
         return False
     if (major, minor) >= (2, 10):
-        return cudnn_version is None or cudnn_version > 91500
-    return (major, minor) == (2, 9)
+        return assumed_cudnn(torch_version, cudnn_version) > 91500
+    if (major, minor) == (2, 9):
+        return capability in ((9, 0), (10, 0))
+    return torch_version.split("+")[0] == "2.5.0" and capability == (9, 0)  # "2.5": the latest 2.5.x
+
+
+def cudnn_head_dim_refusal(caps: DeviceCaps, d_qk: int, d_v: int, requires_grad: bool) -> str | None:
+    """cuDNN attention's head-size rules for the torch of `caps` (TORCH_RULES; sdp_utils.cpp
+    `check_cudnn_tensor_shapes`, `check_cudnn_d256_bprop_head_dim`)."""
+    version = caps.torch_version or assumed_torch()
+    tv = _version_tuple(version)
+    cudnn = assumed_cudnn(version, caps.cudnn_version)
+    cc = caps.capability
+    sm90_10x = cc == (9, 0) or cc[0] == 10
+    where = f"on {caps.label} with torch {'.'.join(map(str, tv))}"
+    if tv >= (2, 13):
+        d256 = sm90_10x and cudnn > 92200  # and cudnn-frontend >= 1.24, which these torches build with
+        limit = 256 if d256 else 192 if (sm90_10x and cudnn >= 91100 and (d_qk, d_v) == (192, 128)) else 128
+        if d256 and requires_grad and not (max(d_qk, d_v) <= 128 or (d_qk, d_v) in ((192, 128), (256, 256))):
+            return f"cuDNN attention's backward {where} runs head sizes (<=128, <=128), (192, 128) or (256, 256), not ({d_qk}, {d_v})"
+    elif tv >= (2, 8):
+        limit = 256 if (cudnn >= 90501 and (cc == (9, 0) or (cc == (10, 0) and not requires_grad))) else 128
+    else:
+        limit = 128
+    for what, d in (("query/key", d_qk), ("value", d_v)):
+        if d > limit or d % 8:
+            return f"cuDNN attention {where} needs {what} head size <= {limit} and divisible by 8, not {d}"
+    return None
+
+
+def _local_cudnn() -> int | None:
+    try:
+        return torch.backends.cudnn.version()
+    except Exception:  # pragma: no cover - builds without cuDNN
+        return None
 
 
 def local_cudnn_preferred(capability: tuple[int, int]) -> bool:
-    try:
-        cudnn = torch.backends.cudnn.version()
-    except Exception:  # pragma: no cover - builds without cuDNN
-        cudnn = None
-    return cudnn_preferred(capability, torch.__version__, cudnn)
+    return cudnn_preferred(capability, torch.__version__, _local_cudnn())
 
 
 def _version_tuple(version: str) -> tuple[int, int]:
@@ -97,10 +186,14 @@ def _version_tuple(version: str) -> tuple[int, int]:
 
 
 def _alignment(caps: DeviceCaps, dtype: torch.dtype) -> int:
-    """`minimum_gemm_alignment` of the memory-efficient kernel (sdp_utils.cpp)."""
+    """`minimum_gemm_alignment` of the memory-efficient kernel (sdp_utils.cpp): 4 from sm80, raised
+    to 128 bits of the dtype where tensor cores run it (`use_tensor_cores`: sm80+, or fp16/bf16 on
+    sm7x); below sm70 no tensor cores, so 1 for every dtype."""
     if caps.capability >= (8, 0):
         return 4 if dtype == torch.float32 else 8
-    return 8 if dtype in _LOW_PRECISION else 1
+    if caps.capability >= (7, 0):
+        return 8 if dtype in _LOW_PRECISION else 1
+    return 1
 
 
 @dataclass(frozen=True)
@@ -298,12 +391,11 @@ def refusal(backend: str, caps: DeviceCaps, call: Call) -> str | None:
     b, h = call.q_shape[0], call.q_shape[1]
     if b > 65535 or h > 65535:
         return "cuDNN attention supports batch and head counts up to 65535"
-    # check_cudnn_tensor_shapes: head sizes up to 128, or 256 on sm90/sm100/sm103 (measured:
-    # value head size 256 runs on an H100 with torch 2.11 + cuDNN 9.19); multiples of 8; S_k != 1
-    limit = 256 if cc in ((9, 0), (10, 0), (10, 3)) else 128
-    for what, d in (("query/key", d_qk), ("value", d_v)):
-        if d > limit or d % 8:
-            return f"cuDNN attention {where} needs {what} head size <= {limit} and divisible by 8, not {d}"
+    # check_cudnn_tensor_shapes / check_cudnn_d256_bprop_head_dim by torch version (TORCH_RULES;
+    # measured: value head size 256 runs on an H100 with torch 2.11 + cuDNN 9.19); S_k != 1
+    why = cudnn_head_dim_refusal(caps, d_qk, d_v, call.requires_grad)
+    if why:
+        return why
     if call.k_shape[2] == 1:
         return "cuDNN attention does not run a key length of 1"
     if call.dropout != 0.0 and call.q_shape[2] == 1:
