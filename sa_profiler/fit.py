@@ -39,6 +39,7 @@ from .amp import AutocastEmulation
 from .attention import backends, convert, is_sagan_attention
 from .attention.routing import active_modes
 from .engine.allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
+from .engine.layouts import ChainedRules, LayoutRules
 from .engine.rules import CudaRules
 from .engine.tracker import MemoryTracker, tensors_in
 from .engine.workload import TensorInfo
@@ -379,10 +380,10 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     cuda = gpu is not None
     opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
     if cuda:
-        tracker = MemoryTracker(CudaCachingAllocator(cap), device, rules=CudaRules(gpu))
+        tracker = MemoryTracker(CudaCachingAllocator(cap), device, rules=ChainedRules(LayoutRules(), CudaRules(gpu)))
         caps = gpu.caps()
-    else:
-        tracker = MemoryTracker(ExactAllocator(), (device, "cpu"))  # host-side scalars are CPU memory too
+    else:  # host-side scalars are CPU memory too; a measured step needs no layout corrections
+        tracker = MemoryTracker(ExactAllocator(), (device, "cpu"), rules=LayoutRules(cuda=False) if device == "meta" else None)
         caps = backends.CPU
     tracker.keep_peak_live = True
     if timeline:

@@ -25,6 +25,7 @@ hooks instead.
 from __future__ import annotations
 
 import math
+from types import FunctionType
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,6 +58,34 @@ class RoutedCall:
     is_causal: bool
     dropout: float
     requires_grad: bool
+
+
+# Python functionals that call SDPA or matmuls themselves (nn.MultiheadAttention's forward)
+_OPENED = {F.multi_head_attention_forward}
+_CHECKS = ("has_torch_function", "has_torch_function_unary", "has_torch_function_variadic")
+_UNCHECKED: dict = {}
+
+
+def _unchecked(func: FunctionType) -> FunctionType:
+    """`func` with its own `has_torch_function*` test answering False, so that called under the
+    mode it runs its body (whose calls the mode then sees) instead of handing itself back to
+    the mode. The same code object, globals with the three test names replaced."""
+    hit = _UNCHECKED.get(func)
+    if hit is None:
+        names = set(func.__code__.co_names)
+        if not names.intersection(_CHECKS):
+            hit = func
+        else:
+            env = dict(func.__globals__)
+            env.update({name: _never for name in _CHECKS})
+            hit = FunctionType(func.__code__, env, func.__name__, func.__defaults__, func.__closure__)
+            hit.__kwdefaults__ = func.__kwdefaults__
+        _UNCHECKED[func] = hit
+    return hit
+
+
+def _never(*args, **kwargs) -> bool:
+    return False
 
 
 def enabled_backends() -> tuple[str, ...]:
@@ -95,12 +124,20 @@ class AttentionRouting(_ModeBase):
         kwargs = kwargs or {}
         if self.autocast is not None:
             args, kwargs = self.autocast.cast(func, args, kwargs)
+        if func is F.group_norm and self.caps.kind == "cpu" and args and args[0].device.type == "meta":
+            return _cpu_group_norm(*args, **kwargs)
         if func in _SDPA and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
             out, call = self.route(*args, **kwargs)
             self.calls.append(call)
             if self.on_call is not None:
                 self.on_call(call, out)
             return out
+        if func in _OPENED:
+            # a functional written in Python whose insides matter: the mode is off inside its
+            # own handler, so its body runs with the mode re-entered, as CUDA autocast and the
+            # kernel choice see each op inside it on the card
+            with self:
+                return _unchecked(func)(*args, **kwargs)
         return func(*args, **kwargs)
 
     def route(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -165,3 +202,40 @@ def _preprocess_mask(mask, query, key):
     if any(st % 16 for st in mask.stride()[:3]):
         return mask.contiguous()
     return mask
+
+
+def _cpu_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """aten/src/ATen/native/group_norm.cpp `group_norm` as on a CPU tensor. A channels-last
+    input stays channels-last there (`input.contiguous(input.suggest_memory_format())`), and
+    the backward formula (tools/autograd/derivatives.yaml, `native_group_norm`) makes the
+    gradient contiguous in the input's suggested format on the CPU; a meta tensor takes the
+    other branch of both (plain `.contiguous()`: copies of channels-last tensors)."""
+    from ..engine.layouts import suggests_channels_last
+
+    if not suggests_channels_last(input):
+        return F.group_norm(input, num_groups, weight, bias, eps)
+    n, c = input.shape[0], input.shape[1]
+    hw = math.prod(input.shape[2:])
+    w = weight.contiguous() if weight is not None else None
+    b = bias.contiguous() if bias is not None else None
+    return _CpuGroupNorm.apply(input, w, b, n, c, hw, num_groups, eps)
+
+
+class _CpuGroupNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, n, c, hw, groups, eps):
+        out, mean, rstd = aten.native_group_norm(x, weight, bias, n, c, hw, groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.shape = (n, c, hw, groups)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, mean, rstd = ctx.saved_tensors
+        n, c, hw, groups = ctx.shape
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
+                ctx.needs_input_grad[2]]
+        dx, dw, db = aten.native_group_norm_backward(grad.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt),
+                                                     mean, rstd, weight, n, c, hw, groups, mask)
+        return dx, dw, db, None, None, None, None, None

@@ -8,6 +8,7 @@ from ..attention import backends
 from ..attention.sdpa import BackendUnavailable
 from . import step, targets
 from .allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
+from .layouts import ChainedRules, LayoutRules
 from .rules import CudaRules
 from .timing import StepTimer, method as timing_method
 from .tracker import MemoryTracker
@@ -30,10 +31,10 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
         return rec
     caps = gpu.caps(torch_version) if gpu else backends.CPU
     if gpu is None:
-        tracker = MemoryTracker(ExactAllocator(), "meta")
+        tracker = MemoryTracker(ExactAllocator(), "meta", rules=LayoutRules(cuda=False))
     else:
         timer = (timer or StepTimer(gpu)) if timing else None
-        tracker = MemoryTracker(CudaCachingAllocator(cap), "meta", rules=CudaRules(gpu), timer=timer)
+        tracker = MemoryTracker(CudaCachingAllocator(cap), "meta", rules=ChainedRules(LayoutRules(), CudaRules(gpu)), timer=timer)
     try:
         with backends.simulating(caps):
             layer, x = step.make(w, "meta")

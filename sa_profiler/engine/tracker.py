@@ -64,6 +64,10 @@ class MemoryTracker(TorchDispatchMode):
         self._next = 0
         self._peak_seen = 0
         self.op_log: list[tuple[str, int, int]] | None = None  # (op, output bytes, hidden bytes) if a list
+        # per op, if a list: (op, allocated bytes at the op's high point, phase, module); the
+        # high point includes the op's kernel-internal temporaries, before they are released
+        self.timeline: list[tuple[str, int, str, str]] | None = None
+        self.peak_index: int | None = None  # index in `timeline` of the op that set the peak
         self.phase = ""  # set by whole-model steps: forward / backward / optimizer
         self.module = ""  # the top-level module running now
         self.keep_peak_live = False  # keep every allocation alive at the peak (for breakdowns)
@@ -114,15 +118,19 @@ class MemoryTracker(TorchDispatchMode):
             if i not in skip:
                 self._track(t, name)
         hidden = 0
+        high = self.allocator.allocated
         if self.rules:
             temps = [
                 self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note, self.phase, self.module))
                 for nbytes, shape, dtype, note in self.rules.transients(func, args, kwargs, outputs)
             ]
             hidden = sum(self._live[k].info.bytes for k in temps)
+            high = self.allocator.allocated
             self._note_peak()
             for key in temps:
                 self._release(key)
+        if self.timeline is not None:
+            self.timeline.append((name, high, self.phase, self.module))
         if self.op_log is not None:
             self.op_log.append((name, self.allocator.allocated - before, hidden))
         if self.timer is not None:
@@ -159,6 +167,8 @@ class MemoryTracker(TorchDispatchMode):
     def _note_peak(self) -> None:
         if self.allocator.peak > self._peak_seen:
             self._peak_seen = self.allocator.peak
+            if self.timeline is not None:
+                self.peak_index = len(self.timeline)  # the op being dispatched now
             live = [a.info for a in self._live.values() if a.info.op != "baseline" and a.info.phase != "baseline" and a.info.bytes]
             live.sort(key=lambda i: -i.bytes)
             self.peak_tensors = [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note, i.phase, i.module) for i in live[:12]]

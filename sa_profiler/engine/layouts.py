@@ -1,0 +1,137 @@
+"""Memory layouts that meta kernels get wrong, and the copies the real kernels make for them.
+
+A meta kernel decides an output's strides without knowing the device; where the CPU and CUDA
+kernels decide otherwise, every later op that needs a particular layout (a `.contiguous()`
+in group_norm, a reshape that cannot be a view) copies on the device and not on meta. So the
+simulation gives such outputs the strides the device kernel gives them, and costs the
+copies the kernel makes of its inputs.
+
+Convolutions (aten/src/ATen/native/Convolution.cpp `_convolution` and
+`convolution_backward`): the backend's memory format is channels-last when the input or the
+weight suggests it (`determine_backend_memory_format`: `cudnn_conv_suggest_memory_format`
+for cuDNN, `mkldnn_conv_use_channels_last` / `thnn_conv_use_channels_last` on the CPU; never
+for float64); input and weight are made contiguous in that format (a copy of whichever is
+not) and the outputs come out in it. The meta kernel (`torch/_meta_registrations.py`
+`meta_conv`) always returns a contiguous output and copies nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+aten = torch.ops.aten
+
+
+def suggests_channels_last(t: torch.Tensor) -> bool:
+    """`suggest_memory_format()` is ChannelsLast (4-D) or ChannelsLast3d (5-D)."""
+    return t.dim() in (4, 5) and _strides_like_cl(t)
+
+
+def _strides_like_cl(t: torch.Tensor) -> bool:
+    """c10/core/MemoryFormat.h `is_channels_last_strides_2d_s4` / `_3d_s5`: strides decrease in
+    the order C, W, H, (D,) N, with C the fastest and no size-1 shortcut for C."""
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return False
+    order = (1, 3, 2, 0) if t.dim() == 4 else (1, 4, 3, 2, 0)
+    min_stride = 0
+    for d in order:
+        if sizes[d] == 0:
+            return False
+        if strides[d] < min_stride:
+            return False
+        if d == 0 and min_stride == strides[1]:
+            return False
+        min_stride = strides[d]
+        if sizes[d] > 1:
+            min_stride *= sizes[d]
+    return True
+
+
+def conv_format(inp: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    if torch.float64 in (inp.dtype, weight.dtype) or weight.dim() not in (4, 5):
+        return torch.contiguous_format
+    if suggests_channels_last(inp) or suggests_channels_last(weight):
+        return torch.channels_last if weight.dim() == 4 else torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _in_format(t: torch.Tensor, fmt) -> bool:
+    return t.is_contiguous(memory_format=fmt)
+
+
+def _like(t: torch.Tensor, fmt) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=fmt)
+
+
+def _copy(t: torch.Tensor, what: str, op: str):
+    return (t.numel() * t.element_size(), tuple(t.shape), str(t.dtype).replace("torch.", ""),
+            f"{what} made contiguous in the backend's memory format inside {op}")
+
+
+class LayoutRules:
+    """Layout corrections for meta outputs (any target) and, on CUDA, the copies the kernels
+    make through the caching allocator. On the CPU the copies happen inside the kernel, below
+    the dispatcher, where the tracker of a real CPU step does not see them either."""
+
+    def __init__(self, cuda: bool = True):
+        self.cuda = cuda
+
+    def restride(self, func, args, out):
+        if func is aten.convolution.default and isinstance(out, torch.Tensor) and out.device.type == "meta":
+            fmt = conv_format(args[0], args[1])
+            if fmt is not torch.contiguous_format and not _in_format(out, fmt):
+                return _like(out, fmt)
+        if func is aten.convolution_backward.default and out[0] is not None and out[0].device.type == "meta":
+            fmt = conv_format(args[1], args[2])
+            if fmt is not torch.contiguous_format:
+                grad_input, grad_weight, grad_bias = out
+                if grad_input is not None and not _in_format(grad_input, fmt):
+                    grad_input = _like(grad_input, fmt)
+                if grad_weight is not None and not _in_format(grad_weight, fmt):
+                    grad_weight = _like(grad_weight, fmt)
+                return grad_input, grad_weight, grad_bias
+        return out
+
+    def untracked_outputs(self, func, args, outputs) -> tuple[int, ...]:
+        return ()
+
+    def transients(self, func, args, kwargs, outputs):
+        if not self.cuda:
+            return []
+        if func is aten.convolution.default and args[0].device.type == "meta":
+            fmt = conv_format(args[0], args[1])
+            return [_copy(t, what, "convolution") for t, what in ((args[0], "input"), (args[1], "weight"))
+                    if not _in_format(t, fmt)]
+        if func is aten.convolution_backward.default and args[0].device.type == "meta":
+            fmt = conv_format(args[1], args[2])
+            if fmt is torch.contiguous_format:
+                return []
+            return [_copy(t, what, "convolution_backward")
+                    for t, what in ((args[0], "grad_output"), (args[1], "input"), (args[2], "weight"))
+                    if not _in_format(t, fmt)]
+        return []
+
+
+class ChainedRules:
+    """Several rule sets applied in order (layouts first, then a target's kernel rules)."""
+
+    def __init__(self, *rules):
+        self.rules = [r for r in rules if r is not None]
+
+    def restride(self, func, args, out):
+        for r in self.rules:
+            out = r.restride(func, args, out)
+        return out
+
+    def untracked_outputs(self, func, args, outputs) -> tuple[int, ...]:
+        return tuple(sorted({i for r in self.rules for i in r.untracked_outputs(func, args, outputs)}))
+
+    def transients(self, func, args, kwargs, outputs):
+        return [t for r in self.rules for t in r.transients(func, args, kwargs, outputs)]
+
+    def __getattr__(self, name):  # anything else a target's rules expose (e.g. `gpu`)
+        for r in self.rules:
+            if hasattr(r, name):
+                return getattr(r, name)
+        raise AttributeError(name)
