@@ -63,11 +63,12 @@ def convert(model: nn.Module, impl: str, **options) -> int:
     for parent, name, old in targets:
         with torch.device(old.gamma.device):  # a meta model stays on meta: nothing is allocated
             new = cls(old.value_conv.in_channels, qk_channels=old.query_conv.out_channels, **options)
+        # in the old layer's dtype before its state is copied in, so float64 weights stay exact
+        new.to(device=old.gamma.device, dtype=old.gamma.dtype)
         old_state = old.state_dict()
         state = {k: old_state[k] for k in new.state_dict()}
         # meta tensors hold no data to copy: take the old parameters themselves
         new.load_state_dict(state, assign=old.gamma.is_meta)
-        new.to(device=old.gamma.device, dtype=old.gamma.dtype)
         new.train(old.training)
         old_params = dict(old.named_parameters())
         for n, p in new.named_parameters():
