@@ -3,9 +3,14 @@
 A kernel that allocates a temporary inside its C++ implementation (below the dispatcher)
 adds to `max_memory_allocated` but never shows up as an op output. Each rule names the op,
 the condition, the bytes, and the torch source it follows (pytorch/pytorch,
-aten/src/ATen/native/...). Each was checked op by op on an H100 (torch 2.11, cuDNN 9.19) by
-benchmarks/probe_cuda_ops.py (reports/validation/probe-ops.csv) and is pinned by
-tests/test_rules.py; the validation CSVs check the whole-step result.
+aten/src/ATen/native/...), and is pinned by tests/test_rules.py against per-op measurements on
+an H100 (torch 2.11, cuDNN 9.19; benchmarks/probe_cuda_ops.py, reports/validation/*probe*.csv);
+the validation CSVs check the whole-step result. By how they were made:
+- derived from the source: the softmax backward, `_safe_softmax`, flash attention (flash_api.cpp)
+  and the memory-efficient kernels, whose kernel choice per architecture and workspace come from
+  their own source (mem_eff.py) and reproduce every committed H100 row to the byte;
+- measured: cuDNN attention's scratch and backward workspace. cuDNN's engines are closed
+  source: these are the H100's figures, assumed on other architectures (evidence.py says so).
 
 Besides temporaries, two more differences between a meta kernel and the CUDA kernel:
 - outputs that CUDA returns on the host or not at all (`untracked_outputs`);
@@ -194,14 +199,15 @@ def _flash_backward(args, outputs, gpu):
 
 
 def _cudnn_forward(args, outputs, gpu):
-    # transformers/cuda/attention.cu -> cudnn/MHA.cpp: a 512-byte block for the run (measured).
+    # transformers/cuda/attention.cu -> cudnn/MHA.cpp: a 512-byte block for the run (measured on
+    # an H100; the engines are closed source).
     return [(512, (512,), "uint8", "cuDNN attention forward scratch")]
 
 
 def _cudnn_backward(args, outputs, gpu):
     # cudnn/MHA.cpp run_cudnn_SDP_bprop: grad_out made contiguous, and the cuDNN workspace
     # (through the caching allocator): fp32 dQ accumulation B x H x Sq x Dqk, B x H x Sq floats
-    # and 512 bytes (measured).
+    # and 512 bytes (measured on an H100; the engine that sizes it is closed source).
     grad_out, q = args[0], args[1]
     b, h, sq, d = q.shape
     temps = _copy_if_strided(grad_out, "grad_out", "cuDNN attention backward", not grad_out.is_contiguous())
