@@ -290,8 +290,9 @@ def forward_kernels(arch: int, dtype: str) -> tuple[FwdKernel, ...]:
 
 
 def select_forward(capability: tuple[int, int], dtype: str, d_qk: int, d_v: int) -> FwdKernel | None:
-    """attention.cu `_efficient_attention_forward`: the first kernel with `kMaxK >= max(Dqk, Dv)`
-    (forward tiles fit the shared memory of every card from sm50)."""
+    """attention.cu `_efficient_attention_forward`: the first kernel with `kMaxK >= max(Dqk, Dv)`.
+    The forward launcher's shared-memory check is not modelled: its tiles (at most 64 x 128) are
+    assumed to fit every card from sm50."""
     for k in forward_kernels(arch_of(capability), dtype):
         if k.max_k >= max(d_qk, d_v):
             return k
