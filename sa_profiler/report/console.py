@@ -143,16 +143,16 @@ def render_gpus(gpus, console: Console) -> None:
 
 def render_fit(result, console: Console) -> None:
     s = result.step
-    shape = "x".join(map(str, result.input_shape))
+    inputs = escape(getattr(result, "inputs", "") or "x".join(map(str, result.input_shape)))
     verdict = "[bold green]fits[/]" if result.fits else "[bold red]does not fit[/]"
     amp = f", AMP {result.amp}" if result.amp else ""
+    measured = " (measured on this CPU)" if getattr(result, "engine", "simulate") == "measure" else ""
+    head = (f"[bold]{escape(result.model)}[/], batch {result.batch} x {inputs}, {escape(result.optimizer)}{amp} on "
+            f"[bold]{escape(result.target)}[/]{measured}")
     if s.peak_total is None:
-        console.print(f"[bold]{escape(result.model)}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
-                      f"[bold]{escape(result.target)}[/]: {verdict} ({escape(s.message)})")
+        console.print(f"{head}: {verdict} ({escape(s.message)})")
     else:
-        console.print(f"[bold]{escape(result.model)}[/], batch {result.batch} x {shape}, {result.optimizer}{amp} on "
-                      f"[bold]{escape(result.target)}[/]: peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} "
-                      f"usable: {verdict}")
+        console.print(f"{head}: peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} usable: {verdict}")
     if result.max_batch is not None:
         console.print(f"Largest batch that fits: [bold]{result.max_batch}[/]")
     table = Table(title="At the peak", title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
@@ -171,10 +171,29 @@ def render_fit(result, console: Console) -> None:
         for name, b in sorted(s.modules.items(), key=lambda kv: -kv[1]):
             mods.add_row(escape(name), format_bytes(b))
         console.print(mods)
+    calls = getattr(s, "attention_calls", None) or []
+    if calls:
+        where = "this CPU" if result.target.startswith("CPU") else escape(result.target)
+        att_calls = Table(title=f"scaled_dot_product_attention calls, as {where} runs them (one step)",
+                          title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
+        for col in ("module", "backend", "calls", "dtype", "query", "key / value", "mask"):
+            att_calls.add_column(col, justify="right" if col == "calls" else "left",
+                                 overflow="fold", min_width=12 if col == "module" else None)
+        for c in calls:
+            kv = "x".join(map(str, c["key"])) + (" / " + "x".join(map(str, c["value"])) if c["value"] != c["key"] else "")
+            mask = "causal" if c.get("is_causal") else ("x".join(map(str, c["mask"])) if c.get("mask") else "-")
+            att_calls.add_row(escape(c["module"]), c["backend"], str(c["calls"]), c["dtype"],
+                              "x".join(map(str, c["query"])), kv, mask)
+        console.print(att_calls)
     if s.attention_layers:
         share = f"{s.attention_bytes / total:.0%} of it" if s.peak_total else "unknown"
-        att = Table(title=f"SAGAN attention ({s.attention_layers} layers): {format_bytes(s.attention_bytes)} of the peak "
-                          f"({share}); converted, the whole step becomes",
+        sagan = getattr(s, "sagan_layers", s.attention_layers)
+        title = (f"Attention layers ({s.attention_layers}, {sagan} of them SAGAN): {format_bytes(s.attention_bytes)} "
+                 f"of the peak ({share})")
+        if not result.conversions:
+            console.print(f"[bold]{title}[/]")
+            return
+        att = Table(title=title + "; with the SAGAN layers converted, the whole step becomes",
                     title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
         for col in ("layers", "peak", "fits", "code"):
             att.add_column(col, justify="right" if col == "peak" else "left")
@@ -184,6 +203,9 @@ def render_fit(result, console: Console) -> None:
             ok = c.status == "ok" and c.peak_total is not None and c.peak_total <= result.usable
             impl = label.split("[")[0]
             opts = "".join(f", {kv.split('=')[0]}={kv.split('=')[1]}" for kv in label[len(impl):].strip("[]").split("][") if kv)
-            att.add_row(escape(label), format_bytes(c.peak_total) if c.peak_total else "out of memory", "yes" if ok else "no",
-                        escape(f'convert(model, "{impl}"{opts})'))
+            if c.status == "error":
+                peak, fits = "error", escape(c.message)
+            else:
+                peak, fits = (format_bytes(c.peak_total) if c.peak_total else "out of memory"), ("yes" if ok else "no")
+            att.add_row(escape(label), peak, fits, escape(f'convert(model, "{impl}"{opts})'))
         console.print(att)
