@@ -486,34 +486,34 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
                           command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     console = Console(stderr=True)
-    lock = folder_lock(out)  # one writer per folder: the grid, the batch search and the report
     try:
-        lock.__enter__()
+        with folder_lock(out):  # one writer per folder: the grid, the batch search and the report
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task("sweep", total=len(spec))
+
+                def on_row(w, rec, skipped):
+                    status = "resumed" if skipped else rec.status
+                    progress.update(task, advance=1, description=escape(
+                        f"{w.label} {w.dtype} {w.mode} B={w.batch} C={w.channels} {w.height}x{w.width}: {status}"))
+
+                try:
+                    rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner,
+                                        on_note=lambda note: console.print(f"note: {note}", markup=False,
+                                                                           highlight=False))
+                except (sweeping.SweepError, ExecutorError) as err:
+                    _fail(str(err))
+                except KeyboardInterrupt:
+                    click.echo(f"sa-profile: interrupted; the rows done are in {out}/results.csv: finish with --resume",
+                               err=True)
+                    sys.exit(130)
+                progress.update(task, description="largest batch of each configuration (the engine's search)")
+                batch_search.write(batch_search.search(rows), out)
+            report = write_report(f"{out}/results.csv")
     except FolderBusy as err:
         if runner is not None:
             runner.close()
         _fail(str(err))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("sweep", total=len(spec))
-
-        def on_row(w, rec, skipped):
-            status = "resumed" if skipped else rec.status
-            progress.update(task, advance=1, description=escape(f"{w.label} {w.dtype} {w.mode} B={w.batch} C={w.channels} "
-                                                                f"{w.height}x{w.width}: {status}"))
-
-        try:
-            rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner,
-                                on_note=lambda note: console.print(f"note: {note}", markup=False, highlight=False))
-        except (sweeping.SweepError, ExecutorError) as err:
-            _fail(str(err))
-        except KeyboardInterrupt:
-            click.echo(f"sa-profile: interrupted; the rows done are in {out}/results.csv: finish with --resume", err=True)
-            sys.exit(130)
-        progress.update(task, description="largest batch of each configuration (the engine's search)")
-        batch_search.write(batch_search.search(rows), out)
-    report = write_report(f"{out}/results.csv")
-    lock.__exit__(None, None, None)
     _sweep_summary(rows, Console())
     click.echo(f"wrote {out}/results.csv, {out}/results.json, {out}/{batch_search.LARGEST} and {report}")
 
@@ -633,7 +633,7 @@ def _literal(value: str):
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--out", metavar="FILE", help="Where to write the HTML (default: report.html beside RESULTS).")
 def report_cmd(results, out):
-    """Rebuild the self-contained HTML report from a results CSV."""
+    """Rebuild the self-contained HTML report from a results CSV (and largest.csv beside it, when missing)."""
     import os
 
     from .report.html import write_report
