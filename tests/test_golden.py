@@ -1,0 +1,74 @@
+"""Today's headline answers against the pinned table (tests/golden/answers.json).
+
+A change that moves any answer (bytes, batches, fits, backends, time estimates) fails here until
+the table is regenerated with `python tests/golden/regen.py`, in a commit that says why the
+numbers moved. The README's figures are checked against the same table.
+"""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from sa_profiler.units import format_bytes
+
+HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("golden_regen", HERE / "golden" / "regen.py")
+regen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(regen)
+GOLDEN = json.loads(regen.GOLDEN.read_text())
+README = (HERE.parent / "README.md").read_text()
+
+
+def _moved(pinned, today, path=""):
+    """The answers that differ, as 'path: pinned -> today' lines."""
+    if isinstance(pinned, dict) and isinstance(today, dict):
+        out = []
+        for k in sorted(set(pinned) | set(today), key=str):
+            out += _moved(pinned.get(k, "<absent>"), today.get(k, "<absent>"), f"{path}/{k}")
+        return out
+    return [] if pinned == today else [f"{path}: {pinned!r} -> {today!r}"]
+
+
+HINT = "\nif the move is intended: python tests/golden/regen.py, and say why in the commit"
+
+
+def test_engine_answers_are_pinned():
+    moved = _moved(GOLDEN["engine"], regen.engine_answers())
+    assert not moved, "\n".join(moved[:40]) + HINT
+
+
+@pytest.mark.parametrize("name", list(regen.COMMANDS))
+def test_command_answers_are_pinned(name):
+    today = regen.answers_for(name)
+    assert GOLDEN["commands"][name]["command"] == today["command"]
+    moved = _moved(GOLDEN["commands"][name]["answers"], today["answers"])
+    assert not moved, "\n".join(moved[:40]) + HINT
+
+
+def test_the_table_covers_the_forum_case():
+    for name, dtypes in (("forum on a T4", {"float32", "float16"}),
+                         ("forum on a 12 GiB card", {"float32", "float16", "bfloat16"})):
+        rows = GOLDEN["commands"][name]["answers"]["rows"]
+        assert {k.split()[-2] for k in rows} == dtypes
+        assert {k.split()[-1] for k in rows} == {"forward", "train"}
+        assert {k.split("[")[0].split()[0] for k in rows} == {"reference", "sdpa", "chunked", "pooled"}
+
+
+def test_readme_headline_figures_are_the_pinned_ones():
+    """The README's headline table and fit sentence say what the pinned answers say."""
+    head = GOLDEN["commands"]["README headline"]["answers"]
+    sdpa = head["rows"]["sdpa float16 train"]
+    line = next(ln for ln in README.splitlines() if ln.startswith(" sdpa (auto)"))
+    cells = line.split()
+    assert " ".join(cells[4:6]) == format_bytes(sdpa["peak_bytes_per_image"], 1), line
+    assert cells[6] == str(sdpa["max_batch"]), line
+    assert f"batch {head['recommendations']['train']['batch']}:" in README
+    forum = GOLDEN["commands"]["README fit forum_cnn"]["answers"]
+    text = " ".join(README.split())
+    sentence = re.search(r"which needs (.+?) for a training step on a T4 at batch 1 and (.+?) once converted", text)
+    assert sentence, "the README's forum_cnn sentence moved"
+    assert sentence.group(1) == format_bytes(forum["peak_bytes"], 1)
+    assert sentence.group(2) == format_bytes(forum["conversions"]["sdpa"]["peak_bytes"], 0)
