@@ -1,0 +1,183 @@
+"""Mutation testing of the modules whose mistakes change an answer, with mutmut.
+
+    pip install -e ".[mutation]"
+    python benchmarks/mutation.py                 # every module below, in order (hours on 2 cores)
+    python benchmarks/mutation.py engine --jobs 2 # one module
+
+Each module runs in its own snapshot of the committed tree (`git archive HEAD`), with only the
+test files that exercise it, under `nice`. mutmut forks one process per mutant and runs the
+tests that reach the mutated function, fastest first. The score (killed / total, and every
+surviving mutant's diff) goes to reports/mutation/<module>.json and reports/mutation/README.md
+is rebuilt from the JSON files present. Not run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "reports" / "mutation"
+
+# module -> (paths to mutate, the test files that exercise it)
+MODULES = {
+    "engine": (["sa_profiler/engine/"],
+               ["tests/test_oracles.py", "tests/test_engine.py", "tests/test_rules.py", "tests/test_rule_coverage.py",
+                "tests/test_golden.py::test_engine_answers_are_pinned", "tests/test_engine_mutants.py"]),
+    "backends": (["sa_profiler/attention/backends.py"],
+                 ["tests/test_attention.py", "tests/test_engine.py", "tests/test_golden.py::test_engine_answers_are_pinned"]),
+    "recommend": (["sa_profiler/recommend.py"],
+                  ["tests/test_golden.py", "tests/test_cli.py", "tests/test_user_strings.py"]),
+    "html": (["sa_profiler/report/html.py"], ["tests/test_html_escaping.py", "tests/test_sweep.py"]),
+}
+# mutmut exit-code statuses that count as killed / not killed
+KILLED = {"killed", "timeout", "caught by type check"}
+
+
+def _config(paths: list[str], tests: list[str]) -> str:
+    quoted = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"
+    globs = [p + "*" if p.endswith("/") else p for p in paths]
+    return ("\n[tool.mutmut]\n"
+            'source_paths = ["sa_profiler"]\n'
+            f"only_mutate = {quoted(globs)}\n"
+            f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not cuda and not ray and not slow", '
+            '"--deselect", "tests/test_engine.py::test_tracker_sees_what_the_process_allocates"]\n'
+            'also_copy = ["reports", "examples", "benchmarks"]\n'
+            "use_git_change_detection = false\n")
+
+
+def _statuses(work: Path) -> dict[str, str]:
+    """Mutant -> status, from the files mutmut keeps beside each mutated module."""
+    from mutmut.stats import status_by_exit_code
+
+    out = {}
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+        for mutant, code in json.loads(meta.read_text()).get("exit_code_by_key", {}).items():
+            out[mutant] = status_by_exit_code[code]
+    return out
+
+
+def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: Path | None = None) -> dict:
+    """Mutation-test one module; with `deadline_s`, stop then and score the mutants done."""
+    paths, tests = MODULES[name]
+    tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
+    work = workdir or Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    with open(work / "pyproject.toml", "a") as fh:
+        fh.write(_config(paths, tests))
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    start = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    mutmut = [sys.executable, "-m", "mutmut"]
+    with open(work / "mutmut.log", "w") as log:
+        proc = subprocess.Popen(["nice", "-n", "10", *mutmut, "run", "--max-children", str(jobs)], cwd=work, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=deadline_s)
+            finished = True
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            finished = False
+    statuses = {m: st for m, st in _statuses(work).items() if st != "not checked"}
+    untested = len(_statuses(work)) - len(statuses)
+    survivors = {}
+    for mutant, status in statuses.items():
+        if status not in KILLED:
+            shown = subprocess.run([*mutmut, "show", mutant], cwd=work, env=env, capture_output=True, text=True).stdout
+            survivors[mutant] = {"status": status, "diff": shown.split("\n", 1)[-1].strip()}
+    by_file: dict[str, dict[str, int]] = {}
+    for mutant, status in statuses.items():
+        counts = by_file.setdefault(re.split(r"\.x[_\u01c1]", mutant)[0], {"total": 0, "killed": 0})
+        counts["total"] += 1
+        counts["killed"] += status in KILLED
+    total = len(statuses)
+    killed = sum(s in KILLED for s in statuses.values())
+    result = {"module": name, "paths": paths, "tests": tests, "commit": commit, "tool": _mutmut_version(),
+              "finished": finished, "untested": untested,
+              "total": total, "killed": killed, "score": killed / total if total else None,
+              "seconds": round(time.time() - start), "by_file": by_file, "survivors": survivors}
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = OUT / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    tmp.replace(OUT / f"{name}.json")
+    write_summary()
+    return result
+
+
+def _mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return f"mutmut {version('mutmut')}"
+
+
+def write_summary() -> Path:
+    """reports/mutation/README.md from the module JSON files, with the equivalent mutants
+    (reports/mutation/equivalent.json: mutant -> why it cannot change an answer)."""
+    equivalent_path = OUT / "equivalent.json"
+    equivalent = json.loads(equivalent_path.read_text()) if equivalent_path.exists() else {}
+    lines = ["# Mutation score", "",
+             "Made by `python benchmarks/mutation.py` (mutmut; not run in CI). Killed: a test failed or timed out.",
+             "Equivalent: a surviving mutant that cannot change any answer (reason beside it); the adjusted",
+             "score leaves those out of the total.", "",
+             "| module | commit | mutants tested | killed | score | equivalent | adjusted score | not reached | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    details = []
+    for path in sorted(OUT.glob("*.json")):
+        if path.name == "equivalent.json":
+            continue
+        r = json.loads(path.read_text())
+        eq = [m for m in r["survivors"] if m in equivalent]
+        adjusted = r["killed"] / (r["total"] - len(eq)) if r["total"] - len(eq) else 0
+        lines.append(f"| {r['module']} | {r['commit']} | {r['total']} | {r['killed']} | {r['score']:.1%} | {len(eq)} | "
+                     f"{adjusted:.1%} | {r['untested'] if not r['finished'] else 0} | {r['seconds']} |")
+        details.append(f"\n## {r['module']}: {', '.join(r['paths'])}\n\nTests: {', '.join(r['tests'])}\n")
+        details.append("| file | mutants | killed |\n|---|---:|---:|")
+        details += [f"| {f} | {c['total']} | {c['killed']} |" for f, c in sorted(r["by_file"].items())]
+        if eq:
+            details.append("\nEquivalent mutants:\n")
+            details += [f"- `{m}`: {equivalent[m]}" for m in eq]
+        rest = [m for m in r["survivors"] if m not in equivalent]
+        if rest:
+            details.append(f"\nOther survivors ({len(rest)}; diffs in {path.name}):\n")
+            details += [f"- `{m}` ({r['survivors'][m]['status']})" for m in rest]
+    text = "\n".join(lines + details) + "\n"
+    tmp = OUT / ".README.md.tmp"
+    tmp.write_text(text)
+    tmp.replace(OUT / "README.md")
+    return OUT / "README.md"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument("--deadline", type=float, metavar="SECONDS",
+                        help="stop each module after this long and score the mutants done")
+    parser.add_argument("--summary", action="store_true", help="only rebuild reports/mutation/README.md")
+    args = parser.parse_args(argv)
+    if args.summary:
+        print("wrote", write_summary())
+        return
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r}; expected {', '.join(MODULES)}")
+    for name in args.modules or list(MODULES):
+        r = run_module(name, args.jobs, args.deadline)
+        print(f"{name}: {r['killed']}/{r['total']} killed ({r['score']:.1%}) in {r['seconds']} s"
+              + ("" if r["finished"] else f"; stopped at the deadline with {r['untested']} mutants untested"))
+
+
+if __name__ == "__main__":
+    main()
