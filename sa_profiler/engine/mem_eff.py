@@ -23,7 +23,7 @@ launcher tests only `kMinimumAlignment`, which the aligned kernel of the same sh
 Versions: the dK/dV staging is `num_splits_key x BJ x align_up(D, BI)` since xformers#1028
 reached torch in #127090 (May 2024, before 2.4; it had been `align_up(num_keys, BJ)` rows per
 split), so one formula serves 2.4 to 2.14. Not modelled: deterministic mode (one key split),
-dropout's RNG, sliding windows and cu_seqlens (no SDPA call of this package makes them).
+sliding windows and cu_seqlens (no SDPA call reaches them).
 
 Shared memory: `sizeof(SharedStorage)` is not printed anywhere in the source, so `smem_bytes`
 adds up the tiles of the largest phase of the kernel's SharedStorage union (operand tiles of
