@@ -51,7 +51,7 @@ def _config(paths: list[str], tests: list[str]) -> str:
             f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not cuda and not ray and not slow", '
             '"--deselect", "tests/test_engine.py::test_tracker_sees_what_the_process_allocates"]\n'
-            'also_copy = ["reports", "examples", "benchmarks"]\n'
+            'also_copy = ["reports", "examples", "benchmarks", "README.md"]\n'
             "use_git_change_detection = false\n")
 
 
@@ -138,6 +138,9 @@ def write_summary() -> Path:
         if path.name == "equivalent.json":
             continue
         r = json.loads(path.read_text())
+        if not r["total"]:
+            lines.append(f"| {r['module']} | {r['commit']} | 0 | - | - | - | - | {r['untested']} | {r['seconds']} |")
+            continue
         eq = [m for m in r["survivors"] if m in equivalent]
         adjusted = r["killed"] / (r["total"] - len(eq)) if r["total"] - len(eq) else 0
         lines.append(f"| {r['module']} | {r['commit']} | {r['total']} | {r['killed']} | {r['score']:.1%} | {len(eq)} | "
@@ -175,7 +178,7 @@ def main(argv=None) -> None:
         parser.error(f"unknown module {unknown[0]!r}; expected {', '.join(MODULES)}")
     for name in args.modules or list(MODULES):
         r = run_module(name, args.jobs, args.deadline)
-        print(f"{name}: {r['killed']}/{r['total']} killed ({r['score']:.1%}) in {r['seconds']} s"
+        print(f"{name}: {r['killed']}/{r['total']} killed ({(r['score'] or 0):.1%}) in {r['seconds']} s"
               + ("" if r["finished"] else f"; stopped at the deadline with {r['untested']} mutants untested"))
 
 
