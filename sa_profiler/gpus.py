@@ -136,7 +136,7 @@ CATALOGUE: dict[str, GPU] = {g.key: g for g in [
     _gpu("t4", "Tesla T4", 15095, (7, 5), 40, 8.1, 65, 320, ("tesla t4", "colab", "colab-t4", "kaggle", "kaggle-t4"),
          "nvidia.com/en-us/data-center/tesla-t4", "15095 MiB as torch reports it on Colab",
          sms_source="NVIDIA Turing whitepaper (TU104, 40 SMs in T4)", offered_by="Colab (free), Kaggle (T4 x2)"),
-    _gpu("rtx-2060-12gb", "GeForce RTX 2060 12GB", _nominal(12), (7, 5), 34, 7.2, 28.7, 360,
+    _gpu("rtx-2060-12gb", "GeForce RTX 2060 12GB", _nominal(12), (7, 5), 34, 7.2, 28.7, 336,
          ("2060 12gb", "rtx2060-12gb", "rtx 2060 12gb"), GEFORCE, ESTIMATED),
     _gpu("rtx-2080-ti", "GeForce RTX 2080 Ti", 11011, (7, 5), 68, 13.4, 53.8, 616, ("2080ti", "2080 ti", "rtx2080ti"),
          GEFORCE),
