@@ -11,6 +11,7 @@ the probe is `caught` when one fails. Prints one line per probe; exits 1 if any 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,6 +80,13 @@ def snapshot() -> Path:
 def run(probe: Probe) -> tuple[str, str]:
     """('caught' | 'MISSED' | 'no longer applies', detail)."""
     work = snapshot()
+    try:
+        return _run_in(work, probe)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_in(work: Path, probe: Probe) -> tuple[str, str]:
     path = work / probe.file
     text = path.read_text()
     if probe.old:
