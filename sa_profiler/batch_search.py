@@ -38,7 +38,19 @@ def search(rows: list[dict]) -> list[dict]:
         configs.setdefault(cfg, (rec.workload.with_batch(1), usable))
         if rec.status in ("ok", "oom") and rec.source == "simulated":
             seen.setdefault(cfg, {})[rec.workload.batch] = rec
-    return [_one(w, usable, seen.get(cfg, {})) for cfg, (w, usable) in configs.items()]
+    return [_searched(w, usable, seen.get(cfg, {})) for cfg, (w, usable) in configs.items()]
+
+
+def _searched(w: Workload, usable: int, seen: dict[int, Record]) -> dict:
+    try:
+        return _one(w, usable, seen)
+    except (ValueError, KeyError) as err:  # a target this machine cannot simulate (a cluster's card), an unknown impl
+        row = {c: "" for c in COLUMNS}
+        row.update({"target": w.target, "impl": w.impl, "options": Record(w).to_row()["options"], "dtype": w.dtype,
+                    "mode": w.mode, "channels": w.channels, "height": w.height, "width": w.width, "tokens": w.tokens,
+                    "status": "error", "message": f"no batch search: {str(err).strip().splitlines()[0]}",
+                    "max_batch": 0, "usable_bytes": usable, "source": "simulated"})
+        return row
 
 
 def _int(v) -> int | None:

@@ -298,7 +298,9 @@ def _map_card(key, g: list[dict], batches: list[int], largest, mode: str) -> str
             r = cells.get((c, res, b))
             tds.append(_map_cell(r, f"{title} · {mode} · C={c} {res} · batch {b}"))
         lb = best.get((c, res))
-        if lb is not None and lb["max_batch"] == lb["max_batch"]:
+        if lb is not None and lb["status"] == "error":
+            tds.append(f"<td class='na' title='{esc(lb['message'])}'>?</td>")
+        elif lb is not None and lb["max_batch"] == lb["max_batch"]:
             mb = int(lb["max_batch"])
             tip = (f"largest batch that fits (engine search): {mb}; peak there "
                    f"{format_bytes(int(lb['total_bytes']))}" if mb else "one image does not fit")
