@@ -1,0 +1,121 @@
+"""The engine's records and workloads, exactly: what a sweep writes is what resume reads back,
+and a workload rejects what it cannot run (tests written against surviving mutants)."""
+
+import io
+
+import pandas as pd
+import pytest
+import torch
+
+from sa_profiler.engine import Record, TensorInfo, Workload, simulate, to_frame
+from sa_profiler.engine.workload import _str, dtype_name
+
+TOPS = [TensorInfo((1, 64, 64), "float16", 8192, "bmm", "a note", "forward", "attn"),
+        TensorInfo((3,), "float32", 512, "sum")]
+
+
+def _records():
+    w = Workload("chunked", 3, 16, 4, 5, "fp16", "train", "t4", {"chunk": 8, "checkpoint": True})
+    return [
+        Record(w, 1234, 5678, 0.25, "estimate", "ok", "", "measured", "efficient", TOPS, "2.11.0", "Tesla T4", "h"),
+        Record(w.with_batch(7), None, None, None, "", "oom", "out of memory: x", "simulated", "", [], "2.13", "", ""),
+        Record(Workload("reference", 1, 8, 2, 2), 10, 0, 1e-9, "", "unsupported", "why", "simulated", "math"),
+    ]
+
+
+def _same(a: Record, b: Record):
+    for name in ("workload", "peak_bytes", "baseline_bytes", "time_s", "time_method", "status", "message", "source",
+                 "backend", "top_tensors", "torch_version", "device_name", "host"):
+        assert getattr(a, name) == getattr(b, name), name
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_record_round_trips_through_a_row(i):
+    rec = _records()[i]
+    _same(Record.from_row(rec.to_row()), rec)
+
+
+def test_records_round_trip_through_csv():
+    recs = _records()
+    buf = io.StringIO()
+    to_frame(recs).to_csv(buf, index=False)
+    buf.seek(0)
+    back = [Record.from_row(r) for r in pd.read_csv(buf).to_dict("records")]
+    for a, b in zip(back, recs):
+        _same(a, b)
+
+
+def test_row_fields():
+    rec = _records()[0]
+    row = rec.to_row()
+    assert row["options"] == '{"checkpoint": true, "chunk": 8}'
+    assert row["tokens"] == 20 and row["key"] == rec.workload.key
+    assert row["key"] == "chunked[checkpoint=True,chunk=8]|3|16|4|5|float16|train|t4"
+    assert row["impl"] == "chunked" and row["batch"] == 3 and row["dtype"] == "float16"
+    assert row["peak_bytes"] == 1234 and row["host"] == "h" and row["status"] == "ok"
+    assert "workload" not in row
+    assert row["top_tensors"].startswith('[{"shape": [1, 64, 64], "dtype": "float16", "bytes": 8192, "op": "bmm"')
+    doc = rec.to_json()
+    assert doc["options"] == {"checkpoint": True, "chunk": 8}
+    assert doc["top_tensors"][0] == {"shape": (1, 64, 64), "dtype": "float16", "bytes": 8192, "op": "bmm",
+                                     "note": "a note", "phase": "forward", "module": "attn"}
+    assert doc["peak_bytes"] == 1234 and doc["key"] == row["key"]
+
+
+def test_from_row_defaults_and_forms():
+    row = {"impl": "sdpa", "batch": "2", "channels": "8", "height": "3", "width": "3", "dtype": "bf16",
+           "mode": "forward", "target": "cpu", "options": {"backend": "math"}, "top_tensors": [
+               {"shape": [2], "dtype": "float32", "bytes": 8, "op": "mul"}]}
+    rec = Record.from_row(row)
+    assert rec.workload == Workload("sdpa", 2, 8, 3, 3, "bfloat16", "forward", "cpu", {"backend": "math"})
+    assert rec.status == "ok" and rec.source == "simulated" and rec.message == "" and rec.backend == ""
+    assert rec.peak_bytes is None and rec.time_s is None and rec.host == "" and rec.torch_version == ""
+    assert rec.top_tensors == [TensorInfo((2,), "float32", 8, "mul", "", "", "")]
+    nan = float("nan")
+    rec = Record.from_row({**row, "options": "", "top_tensors": "", "peak_bytes": nan, "baseline_bytes": "",
+                           "time_s": nan, "status": nan, "source": None, "time_method": nan})
+    assert rec.workload.options == () and rec.top_tensors == []
+    assert rec.peak_bytes is None and rec.baseline_bytes is None and rec.time_s is None
+    assert rec.status == "ok" and rec.source == "simulated" and rec.time_method == ""
+    rec = Record.from_row({**row, "peak_bytes": 12.0, "baseline_bytes": "3", "time_s": "0.5"})
+    assert rec.peak_bytes == 12 and rec.baseline_bytes == 3 and rec.time_s == 0.5
+
+
+def test_str_of_missing_values():
+    assert _str(None) == "" and _str(float("nan")) == "" and _str(1.5) == "1.5" and _str("x") == "x"
+    assert _str(0) == "0"
+
+
+@pytest.mark.parametrize("field,value", [("batch", 0), ("channels", 0), ("height", 0), ("width", -1)])
+def test_workload_rejects_sizes_below_one(field, value):
+    args = {"impl": "reference", "batch": 1, "channels": 8, "height": 2, "width": 2, field: value}
+    with pytest.raises(ValueError, match=f"^{field} must be >= 1, got {value}$"):
+        Workload(**args)
+
+
+def test_workload_forms():
+    with pytest.raises(ValueError, match="^unknown mode 'both'; expected one of forward, train$"):
+        Workload("reference", 1, 8, 2, 2, mode="both")
+    with pytest.raises(ValueError, match="^unknown dtype 'int8'; expected fp32, fp16, bf16 or fp64"):
+        Workload("reference", 1, 8, 2, 2, "int8")
+    w = Workload("sdpa", 2, 8, 3, 5, "HALF", "train", "h100", {"layout": "pad", "backend": "math"})
+    assert w.dtype == "float16" and w.torch_dtype == torch.float16
+    assert w.options == (("backend", "math"), ("layout", "pad"))
+    assert w.label == "sdpa[backend=math,layout=pad]" and w.tokens == 15
+    assert Workload("reference", 1, 8, 2, 2).label == "reference"
+    b = w.with_batch(9)
+    assert b == Workload("sdpa", 9, 8, 3, 5, "fp16", "train", "h100", {"backend": "math", "layout": "pad"})
+    assert b.key == "sdpa[backend=math,layout=pad]|9|8|3|5|float16|train|h100"
+    assert dtype_name(torch.bfloat16) == "bfloat16" and dtype_name("FP64") == "float64"
+    assert dtype_name("float32") == "float32" and dtype_name("bf16") == "bfloat16"
+
+
+def test_simulated_record_is_complete():
+    rec = simulate(Workload("reference", 2, 16, 8, 8, "float16", "train", "t4"))
+    assert rec.status == "ok" and rec.source == "simulated" and rec.device_name == "Tesla T4"
+    assert rec.backend == "" and rec.time_s > 0 and rec.time_method
+    assert rec.top_tensors and rec.top_tensors[0].bytes == max(t.bytes for t in rec.top_tensors)
+    assert all(t.bytes > 0 and t.op for t in rec.top_tensors)
+    assert len(rec.top_tensors) <= 12
+    sizes = [t.bytes for t in rec.top_tensors]
+    assert sizes == sorted(sizes, reverse=True)
