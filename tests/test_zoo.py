@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -139,19 +139,9 @@ MASKED = {  # BERT: additive B x 1 x 1 x S mask, dropout 0.1, heads of 32
 RULES = {"vit": PLAIN, "unet-small": PLAIN, "mha": PLAIN, "unet-small-d4": HEAD4, "bert": MASKED}
 CARDS = ("t4", "rtx-3060", "a100", "h100")
 PINS = [(m, card, amp) for m in RULES for card in CARDS for amp in (None, "fp16")]
-# cases the engine gets wrong by the source: (model, card, amp) -> what it answers instead
-ENGINE_DIFFERS: dict = {}
 
 
-def _pin_params():
-    for model, card, amp in PINS:
-        marks = ()
-        if (model, card, amp) in ENGINE_DIFFERS:
-            marks = pytest.mark.xfail(strict=True, reason=ENGINE_DIFFERS[(model, card, amp)])
-        yield pytest.param(model, card, amp, marks=marks, id=f"{model}-{card}-{amp or 'fp32'}")
-
-
-@pytest.mark.parametrize("model,card,amp", list(_pin_params()))
+@pytest.mark.parametrize("model,card,amp", PINS, ids=[f"{m}-{c}-{a or 'fp32'}" for m, c, a in PINS])
 def test_backend_per_card(model, card, amp):
     case = BY_ID[model]
     expected, rule = RULES[model][(card, amp)]
@@ -178,3 +168,93 @@ def test_explicit_attention_calls_no_sdpa(card, amp):
                    timeline=False).step
         assert step.status == "ok" and step.attention_layers == case.attention_layers
         assert step.attention_calls == [] and step.backends == {}
+
+
+# -- 5. the real diffusers UNet2DModel ---------------------------------------------------------
+UNET_INPUTS = ["3x8x8", "timestep=scalar:int64"]
+UNET_ATTENTION = {"down_blocks.1.attentions.0", "down_blocks.2.attentions.0", "mid_block.attentions.0",
+                  "up_blocks.0.attentions.0", "up_blocks.0.attentions.1", "up_blocks.1.attentions.0",
+                  "up_blocks.1.attentions.1"}
+
+
+class CheckpointedAttention(torch.nn.Module):
+    """An attention block run under torch.utils.checkpoint (recomputed in the backward)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        return torch.utils.checkpoint.checkpoint(self.inner, *args, use_reentrant=False, **kwargs)
+
+
+def diffusers_unet(checkpointing: bool = False, checkpoint_attention: bool = False):
+    """A small diffusers.UNet2DModel: attention (AttnProcessor2_0, heads of 8) in the two lower
+    stages and the middle. `checkpointing`: diffusers' enable_gradient_checkpointing (its blocks
+    checkpoint their resnets); `checkpoint_attention`: the attention blocks checkpointed too."""
+    diffusers = pytest.importorskip("diffusers")
+    model = diffusers.UNet2DModel(
+        sample_size=32, block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
+        attention_head_dim=8, down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
+    if checkpointing:
+        model.enable_gradient_checkpointing()
+    if checkpoint_attention:
+        for block in [*model.down_blocks, model.mid_block, *model.up_blocks]:
+            for i, attn in enumerate(getattr(block, "attentions", None) or []):
+                block.attentions[i] = CheckpointedAttention(attn)
+    return model
+
+
+@pytest.mark.parametrize("variant", ["plain", "checkpointing", "checkpoint-attention"])
+def test_real_diffusers_unet_cpu_step_is_exact(variant):
+    factory = functools.partial(diffusers_unet, variant != "plain", variant == "checkpoint-attention")
+    sim = fit(factory, UNET_INPUTS, 2, "cpu", conversions=())  # built on meta
+    real = fit(factory, UNET_INPUTS, 2, "cpu", engine="measure", conversions=(), timeline=False)
+    assert sim.step.status == real.step.status == "ok"
+    assert sim.step.peak_total == real.step.peak_total
+    assert sim.step.breakdown == real.step.breakdown and sim.step.modules == real.step.modules
+    # every attention module's SDPA call on torch's CPU flash kernel
+    inner = ".inner" if variant == "checkpoint-attention" else ""
+    assert {c["module"] for c in sim.step.attention_calls} == {m + inner for m in UNET_ATTENTION}
+    assert sim.step.backends == {"flash": 7}
+    backward = {op for op, _, phase, _ in sim.step.timeline if phase == "backward"}
+    assert "_scaled_dot_product_flash_attention_for_cpu_backward" in backward
+    assert not {"_softmax", "_safe_softmax", "bmm"} & backward  # no math attention anywhere in the backward
+    if variant == "checkpoint-attention":  # recomputed in the backward, routed there too
+        assert "_scaled_dot_product_flash_attention_for_cpu" in backward
+
+
+@pytest.mark.parametrize("variant,amp", [("plain", None), ("plain", "fp16"), ("checkpoint-attention", "fp16")])
+def test_real_diffusers_unet_on_a_t4_runs_memory_efficient(variant, amp):
+    # sm75: flash refused (check_flash_attention_hardware_support); efficient takes fp32 below
+    # sm80 and fp16 heads of 8 (minimum_gemm_alignment 8 on sm7x)
+    factory = functools.partial(diffusers_unet, variant != "plain", variant != "plain")
+    result = fit(factory, UNET_INPUTS, 2, "t4", amp=amp, conversions=())
+    assert result.step.status == "ok", result.step.message
+    assert result.step.backends == {"efficient": 7}
+    assert {c["dtype"] for c in result.step.attention_calls} == {"float16" if amp else "float32"}
+    backward = {op for op, _, phase, _ in result.step.timeline if phase == "backward"}
+    assert "_scaled_dot_product_efficient_attention_backward" in backward
+    if variant != "plain":  # the checkpointed attention recomputed on the efficient kernel, under autocast
+        assert "_scaled_dot_product_efficient_attention" in backward
+    assert not {"_softmax", "_safe_softmax", "_softmax_backward_data"} & backward
+
+
+# -- 6. loading a file that imports the module beside it, from another folder ---------------------
+def test_sagan_repo_file_loads_from_another_folder(tmp_path, monkeypatch):
+    # from an empty folder, by a relative path; neither the file's folder on sys.path nor its
+    # modules imported (earlier tests load them): `from spectral import SpectralNorm` resolves
+    # only because loading makes the file's own folder importable
+    folder = REPO / "examples/zoo/sagan_repo"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != folder])
+    for name in [n for n, m in sys.modules.items() if str(folder) in str(getattr(m, "__file__", "") or "")]:
+        monkeypatch.delitem(sys.modules, name)
+    spec = os.path.relpath(folder / "sagan_models.py", tmp_path) + ":Generator"
+    out = CliRunner().invoke(cli, ["fit", spec, "--input", "16", "--arg", "batch_size=2", "--arg", "image_size=64",
+                                   "--arg", "conv_dim=8", "--arg", "z_dim=16", "--batch", "2", "--gpu", "t4", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["status"] == "ok" and data["sagan_layers"] == 2
+    assert Path(sys.modules["spectral"].__file__).resolve() == folder / "spectral.py"
