@@ -66,8 +66,22 @@ def _statuses(work: Path) -> dict[str, str]:
     return out
 
 
+# files of a module mutated first (the rest of the folder follows, by name)
+PRIORITY = ["tracker", "allocator", "simulate", "step", "targets", "rules", "workload"]
+
+
+def _globs(paths: list[str]) -> list[str]:
+    """mutmut mutant-name patterns, one per file, most important first."""
+    files = []
+    for p in paths:
+        files += sorted(str(f.relative_to(ROOT)) for f in (ROOT / p).glob("*.py")) if p.endswith("/") else [p]
+    files = [f for f in files if not f.endswith("__init__.py")]
+    files.sort(key=lambda f: (PRIORITY.index(Path(f).stem) if Path(f).stem in PRIORITY else len(PRIORITY), f))
+    return [f[:-3].replace("/", ".") + ".*" for f in files]
+
+
 def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: Path | None = None) -> dict:
-    """Mutation-test one module; with `deadline_s`, stop then and score the mutants done."""
+    """Mutation-test one module, file by file; with `deadline_s`, stop then and score the mutants done."""
     paths, tests = MODULES[name]
     tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
     work = workdir or Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
@@ -75,28 +89,56 @@ def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: P
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
     with open(work / "pyproject.toml", "a") as fh:
         fh.write(_config(paths, tests))
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
-                            text=True).stdout.strip()
+    (work / ".mutation-commit").write_text(subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                                          check=True, capture_output=True, text=True).stdout)
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    mutmut = [sys.executable, "-m", "mutmut"]
-    with open(work / "mutmut.log", "w") as log:
-        proc = subprocess.Popen(["nice", "-n", "10", *mutmut, "run", "--max-children", str(jobs)], cwd=work, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout=deadline_s)
-            finished = True
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
+    finished = True
+    for pattern in _globs(paths):
+        left = None if deadline_s is None else deadline_s - (time.time() - start)
+        if left is not None and left <= 0:
             finished = False
+            break
+        with open(work / "mutmut.log", "a") as log:
+            proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "mutmut", "run", "--max-children",
+                                     str(jobs), pattern], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+                finished = False
+                break
+    return score(name, work, finished, round(time.time() - start))
+
+
+# the diff of each mutant named on stdin (mutmut's own `show`, in one process)
+DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+out = {}
+for name in json.load(sys.stdin):
+    try:
+        out[name] = get_diff_for_mutant(name, path=find_mutant(name).path).strip()
+    except Exception as err:  # a mutant mutmut cannot show: keep the reason
+        out[name] = f"(no diff: {err})"
+print(json.dumps(out))
+"""
+
+
+def score(name: str, work: Path, finished: bool = True, seconds: int = 0) -> dict:
+    """Score the mutants a mutmut folder has results for; write reports/mutation/<name>.json."""
+    paths, tests = MODULES[name]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    stamp = work / ".mutation-commit"
+    commit = stamp.read_text().strip() if stamp.exists() else "?"
     statuses = {m: st for m, st in _statuses(work).items() if st != "not checked"}
     untested = len(_statuses(work)) - len(statuses)
-    survivors = {}
-    for mutant, status in statuses.items():
-        if status not in KILLED:
-            shown = subprocess.run([*mutmut, "show", mutant], cwd=work, env=env, capture_output=True, text=True).stdout
-            survivors[mutant] = {"status": status, "diff": shown.split("\n", 1)[-1].strip()}
+    alive = [m for m, st in statuses.items() if st not in KILLED]
+    diffs = json.loads(subprocess.run([sys.executable, "-c", DIFFS], input=json.dumps(alive), cwd=work, env=env,
+                                      capture_output=True, text=True, check=True).stdout or "{}")
+    survivors = {m: {"status": statuses[m], "diff": diffs.get(m, "")} for m in alive}
     by_file: dict[str, dict[str, int]] = {}
     for mutant, status in statuses.items():
         counts = by_file.setdefault(re.split(r"\.x[_\u01c1]", mutant)[0], {"total": 0, "killed": 0})
@@ -107,7 +149,7 @@ def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: P
     result = {"module": name, "paths": paths, "tests": tests, "commit": commit, "tool": _mutmut_version(),
               "finished": finished, "untested": untested,
               "total": total, "killed": killed, "score": killed / total if total else None,
-              "seconds": round(time.time() - start), "by_file": by_file, "survivors": survivors}
+              "seconds": seconds, "by_file": by_file, "survivors": survivors}
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = OUT / f".{name}.json.tmp"
     tmp.write_text(json.dumps(result, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
@@ -169,6 +211,7 @@ def main(argv=None) -> None:
     parser.add_argument("--deadline", type=float, metavar="SECONDS",
                         help="stop each module after this long and score the mutants done")
     parser.add_argument("--summary", action="store_true", help="only rebuild reports/mutation/README.md")
+    parser.add_argument("--score", metavar="FOLDER", help="only score the mutmut folder of an earlier run of MODULE")
     args = parser.parse_args(argv)
     if args.summary:
         print("wrote", write_summary())
@@ -176,6 +219,12 @@ def main(argv=None) -> None:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module {unknown[0]!r}; expected {', '.join(MODULES)}")
+    if args.score:
+        if len(args.modules) != 1:
+            parser.error("--score FOLDER needs the one MODULE it ran")
+        r = score(args.modules[0], Path(args.score), finished=False)
+        print(f"{r['module']}: {r['killed']}/{r['total']} killed ({(r['score'] or 0):.1%}); {r['untested']} not reached")
+        return
     for name in args.modules or list(MODULES):
         r = run_module(name, args.jobs, args.deadline)
         print(f"{name}: {r['killed']}/{r['total']} killed ({(r['score'] or 0):.1%}) in {r['seconds']} s"
