@@ -1,5 +1,8 @@
 """The zoo's models at test size, and PyTorch's MemTracker around a real CPU step of one.
 
+Batches and inputs are small but large enough that each step's peak comes while activations
+are held (forward or backward), not in the optimizer step, so that the step tests see them.
+
 Each case is a model as `sa-profile fit` loads it (FILE.py:NAME with small --arg values), its
 inputs as `--input` writes them, a batch, and what its attention is: how many attention layers
 `fit` should find and how many `scaled_dot_product_attention` calls one forward makes.
@@ -48,11 +51,11 @@ SAGAN_REPO = "examples/zoo/sagan_repo/sagan_models.py"
 UNET_SMALL = {"block_out_channels": (16, 16), "attention": (False, True), "norm_num_groups": 8}
 CASES = [
     # timm ViT: 2 blocks of 4 heads of 16, 17 tokens (16 patches of 8 + the class token)
-    Case("vit", "examples/zoo/vit.py:vit_tiny_test", {}, ("3x32x32",), 2, 2, 2),
-    # diffusers UNet2DModel, AttnProcessor2_0: heads of 8 at 4x4 and 2x2 (down, mid, up), a 0-dim timestep
-    Case("unet", "examples/zoo/unet.py:unet", {}, ("3x8x8", "timestep=scalar:int64"), 2, 7, 7),
+    Case("vit", "examples/zoo/vit.py:vit_tiny_test", {}, ("3x32x32",), 16, 2, 2),
+    # diffusers UNet2DModel, AttnProcessor2_0: heads of 8 at 8x8 and 4x4 (down, mid, up), a 0-dim timestep
+    Case("unet", "examples/zoo/unet.py:unet", {}, ("3x16x16", "timestep=scalar:int64"), 4, 7, 7),
     # ... and a timestep per sample
-    Case("unet-per-sample-t", "examples/zoo/unet.py:unet", {}, ("3x8x8", "timestep=B:int64"), 2, 7, 7, variant=True),
+    Case("unet-per-sample-t", "examples/zoo/unet.py:unet", {}, ("3x16x16", "timestep=B:int64"), 4, 7, 7, variant=True),
     # two stages (attention in the lower one, the middle and its up block): fewer ops for the per-card tests;
     # heads of 8, and heads of 4 (below the memory-efficient kernel's fp16 alignment on sm7x, not a multiple of 8)
     Case("unet-small", "examples/zoo/unet.py:UNet2DModel", dict(UNET_SMALL, attention_head_dim=8),
@@ -65,17 +68,17 @@ CASES = [
          ("3x32x32",), 2, 1, 0),
     # Hugging Face BERT with SDPA: int64 ids and mask, additive B x 1 x 1 x S mask, dropout 0.1, heads of 32
     Case("bert", "examples/zoo/bert.py:bert_mini", {"vocab_size": 1000, "hidden": 64, "layers": 2, "heads": 2},
-         ("input_ids=32:int64", "attention_mask=32:int64"), 2, 2, 2),
+         ("input_ids=32:int64", "attention_mask=32:int64"), 16, 2, 2),
     # the original SAGAN code (spectral.py beside it: frozen u/v Parameters, BatchNorm)
     Case("sagan-repo-G", f"{SAGAN_REPO}:Generator", {"batch_size": 2, "image_size": 64, "conv_dim": 8, "z_dim": 16},
          ("16",), 2, 2, 0, sagan=True),
     Case("sagan-repo-D", f"{SAGAN_REPO}:Discriminator", {"batch_size": 2, "image_size": 64, "conv_dim": 8},
          ("3x64x64",), 2, 2, 0, sagan=True),
-    Case("resnet50-tiny", "examples/zoo/resnet.py:resnet_tiny_test", {}, ("3x32x32",), 2, 0, 0),
+    Case("resnet50-tiny", "examples/zoo/resnet.py:resnet_tiny_test", {}, ("3x32x32",), 8, 0, 0),
     # the project's own examples
     Case("sagan-G", "examples/sagan.py:Generator", {"ch": 8, "image_size": 32}, ("128",), 2, 2, 0, sagan=True),
     Case("sagan-D", "examples/sagan.py:Discriminator", {"ch": 8, "image_size": 32}, ("3x32x32",), 2, 2, 0, sagan=True),
-    Case("resnet-attn", "examples/classifier.py:resnet_attn", {"width": 16, "num_classes": 10}, ("3x32x32",), 2, 2, 0,
+    Case("resnet-attn", "examples/classifier.py:resnet_attn", {"width": 16, "num_classes": 10}, ("3x32x32",), 8, 2, 0,
          sagan=True),
 ]
 BY_ID = {c.id: c for c in CASES}
