@@ -119,3 +119,48 @@ def test_simulated_record_is_complete():
     assert len(rec.top_tensors) <= 12
     sizes = [t.bytes for t in rec.top_tensors]
     assert sizes == sorted(sizes, reverse=True)
+
+
+# -- the tracker --------------------------------------------------------------------------------
+def test_tensors_in_nested_arguments():
+    from sa_profiler.engine.tracker import tensors_in
+
+    a, b, c = (torch.empty(i + 1, device="meta") for i in range(3))
+    found = tensors_in({"x": a, "y": [b, (c, 3)], "z": "text"})
+    assert [t.shape[0] for t in found] == [1, 2, 3]
+    assert tensors_in(7) == [] and tensors_in(a) == [a]
+
+
+def _cpu_tracker(devices=("meta", "cpu")):
+    from sa_profiler.engine.allocator import ExactAllocator
+    from sa_profiler.engine.tracker import MemoryTracker
+
+    return MemoryTracker(ExactAllocator(), devices)
+
+
+def test_tracker_counts_every_device_it_is_given():
+    tracker = _cpu_tracker()
+    assert tracker.device_types == ("meta", "cpu")
+    assert tracker.peak_tensors == [] and tracker.peak_over_baseline == 0 and tracker.backend == ""
+    with tracker:
+        x = torch.ones(10, device="meta") * 2
+        y = torch.ones(5) + 1
+        z = torch.ones(3, device="meta").to(torch.float64)
+    # the peak: x (meta), y (cpu), and the last ones beside its float64 copy; each ones freed after use
+    assert tracker.allocator.peak == 10 * 4 + 5 * 4 + 3 * 4 + 3 * 8
+    assert sorted(t.bytes for t in tracker.peak_tensors) == [12, 20, 24, 40]
+    assert tracker.ops == {"ones": 3, "mul": 1, "add": 1, "_to_copy": 1}
+    del x, y, z
+    assert _cpu_tracker("cpu").device_types == ("cpu",)
+
+
+def test_reserve_is_baseline_and_shows_at_the_peak():
+    tracker = _cpu_tracker("meta")
+    tracker.reserve(1000, "a workspace")
+    assert tracker.baseline == 1000 and tracker.allocator.allocated == 1000
+    with tracker:
+        x = torch.empty(25, device="meta") + 1  # 100 bytes
+    assert tracker.peak_over_baseline == 200  # the empty tensor and its sum
+    work = [t for t in tracker.peak_tensors if t.op == "workspace"]
+    assert work == [TensorInfo((1000,), "uint8", 1000, "workspace", "a workspace", "", "")]
+    del x
