@@ -164,3 +164,67 @@ def test_reserve_is_baseline_and_shows_at_the_peak():
     work = [t for t in tracker.peak_tensors if t.op == "workspace"]
     assert work == [TensorInfo((1000,), "uint8", 1000, "workspace", "a workspace", "", "")]
     del x
+
+
+# -- the CUDA caching allocator model -------------------------------------------------------------
+MiB = 2**20
+
+
+def test_allocator_sizes():
+    from sa_profiler.engine.allocator import allocation_size, block_bytes, round_size
+
+    assert [round_size(n) for n in (0, 1, 511, 512, 513, 1024, 1025)] == [512, 512, 512, 512, 1024, 1024, 1536]
+    assert allocation_size(1) == 2 * MiB and allocation_size(MiB) == 2 * MiB
+    assert allocation_size(MiB + 512) == 20 * MiB and allocation_size(10 * MiB - 512) == 20 * MiB
+    assert allocation_size(10 * MiB) == 10 * MiB and allocation_size(10 * MiB + 1) == 12 * MiB
+    assert block_bytes(None) == 0 and block_bytes(123) == 123
+
+
+def test_small_pool_splits_and_merges():
+    from sa_profiler.engine.allocator import CudaCachingAllocator
+
+    a = CudaCachingAllocator()
+    x = a.malloc(100)  # a 2 MiB small segment, split: 512 used
+    y = a.malloc(1000)
+    assert (x.size, y.size) == (512, 1024) and y.addr == x.addr + 512 and x.small and y.small
+    assert a.allocated == 1536 and a.reserved == 2 * MiB and a.peak == 1536
+    a.free(x)
+    z = a.malloc(512)  # best fit: the freed 512-byte block, not the 2 MiB remainder
+    assert z.addr == x.addr and a.reserved == 2 * MiB
+    a.free(z)
+    a.free(y)  # merges with both neighbours: the segment is one free block again
+    assert a.allocated == 0
+    whole = a.malloc(MiB)  # fits the merged free segment from its start: no new segment
+    assert whole.addr == x.addr and whole.size == MiB and a.reserved == 2 * MiB
+    assert a.peak == MiB and a.peak_reserved == 2 * MiB
+
+
+def test_large_pool_rules():
+    from sa_profiler.engine.allocator import CudaCachingAllocator
+
+    a = CudaCachingAllocator()
+    b = a.malloc(3 * MiB)  # a 20 MiB segment; 17 MiB split off (more than 1 MiB remains)
+    assert b.size == 3 * MiB and not b.small and a.reserved == 20 * MiB
+    c = a.malloc(16 * MiB + 512)  # takes the 17 MiB rest whole: less than 1 MiB would remain
+    assert c.size == 17 * MiB and a.allocated == 20 * MiB and a.reserved == 20 * MiB
+    d = a.malloc(MiB)  # small: its own 2 MiB segment, never a large block
+    assert d.small and a.reserved == 22 * MiB
+    a.free(b)
+    e = a.malloc(2 * MiB)  # reuses the freed 3 MiB block whole (1 MiB remains: not split)
+    assert e.addr == b.addr and e.size == 3 * MiB
+    assert a.peak == 20 * MiB + MiB and a.peak_reserved == 22 * MiB
+
+
+def test_cap_releases_free_segments_then_runs_out():
+    from sa_profiler.engine.allocator import CudaCachingAllocator, SimulatedOOM
+
+    a = CudaCachingAllocator(cap=40 * MiB)
+    first = a.malloc(12 * MiB)  # a 12 MiB segment
+    second = a.malloc(20 * MiB)  # a 20 MiB segment: 32 MiB reserved
+    a.free(first)
+    third = a.malloc(14 * MiB)  # no free block fits, 32 + 14 > 40: the free 12 MiB segment is released
+    assert a.reserved == 34 * MiB and third.size == 14 * MiB and a.peak_reserved == 34 * MiB
+    with pytest.raises(SimulatedOOM, match="tried to allocate 20971520 bytes with 35651584 allocated and "
+                                           "35651584 reserved of a 41943040-byte cap"):
+        a.malloc(8 * MiB)  # below 10 MiB: asks a 20 MiB segment, which does not fit
+    del second
