@@ -17,9 +17,8 @@ from click.testing import CliRunner
 
 from sa_profiler.cli import cli
 from sa_profiler.fit import fit, load, run_step
-from zoo_cases import BY_ID, CASES, MODELS, memtracker_peak
+from zoo_cases import BY_ID, CASES, MODELS, REPO, memtracker_peak
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = [c for c in CASES if not c.id.startswith("unet-small")]  # the per-sample timestep too
 
 
@@ -240,6 +239,7 @@ def diffusers_unet(checkpointing: bool = False, checkpoint_attention: bool = Fal
 
 @pytest.mark.parametrize("variant", ["plain", "checkpointing", "checkpoint-attention"])
 def test_real_diffusers_unet_cpu_step_is_exact(variant):
+    pytest.importorskip("diffusers")
     factory = functools.partial(diffusers_unet, variant != "plain", variant == "checkpoint-attention")
     sim = fit(factory, UNET_INPUTS, 4, "cpu", conversions=())  # built on meta
     real = fit(factory, UNET_INPUTS, 4, "cpu", engine="measure", conversions=(), timeline=False)
@@ -259,6 +259,7 @@ def test_real_diffusers_unet_cpu_step_is_exact(variant):
 
 @pytest.mark.parametrize("variant,amp", [("plain", None), ("plain", "fp16"), ("checkpoint-attention", "fp16")])
 def test_real_diffusers_unet_on_a_t4_runs_memory_efficient(variant, amp):
+    pytest.importorskip("diffusers")
     # sm75: flash refused (check_flash_attention_hardware_support); efficient takes fp32 below
     # sm80 and fp16 heads of 8 (minimum_gemm_alignment 8 on sm7x)
     factory = functools.partial(diffusers_unet, variant != "plain", variant != "plain")
