@@ -228,3 +228,38 @@ def test_cap_releases_free_segments_then_runs_out():
                                            "35651584 reserved of a 41943040-byte cap"):
         a.malloc(8 * MiB)  # below 10 MiB: asks a 20 MiB segment, which does not fit
     del second
+
+
+# -- simulate's outcomes ------------------------------------------------------------------------
+def test_simulate_outcomes():
+    from sa_profiler import gpus
+
+    t4 = gpus.lookup("t4")
+    rec = simulate(Workload("reference", 1, 16, 8, 8, "bfloat16", "train", "t4"))
+    assert (rec.status, rec.message, rec.device_name) == ("unsupported", t4.supports(torch.bfloat16), "Tesla T4")
+    assert rec.peak_bytes is None and rec.baseline_bytes is None
+    rec = simulate(Workload("sdpa", 1, 16, 8, 8, "float16", "train", "t4", {"backend": "flash"}))
+    assert rec.status == "unsupported" and rec.message.startswith("SDPA backend 'flash' cannot run this input on sm75")
+    rec = simulate(Workload("chunked", 1, 16, 8, 8, "float16", "train", "t4", {"chunk": 0}))
+    assert (rec.status, rec.message) == ("error", "ValueError: chunk must be >= 1 query pixels, got 0")
+    rec = simulate(Workload("sdpa", 4, 128, 64, 64, "float16", "train", "t4"), cap=32 * MiB)
+    assert rec.status == "oom" and rec.message.startswith("out of memory (simulated): tried to allocate 20971520 bytes")
+    assert rec.backend == "efficient" and rec.baseline_bytes == 4237312 and rec.peak_bytes is None
+
+
+def test_simulate_baseline_time_and_device():
+    from sa_profiler import gpus
+
+    t4 = gpus.lookup("t4")
+    w = Workload("reference", 1, 16, 8, 8, "float16", "train", "t4")
+    untimed = simulate(w, timing=False)
+    timed = simulate(w)
+    # seven parameter tensors of one 512-byte block each, the input, and cuBLAS's workspace once a matmul ran
+    assert untimed.baseline_bytes == 7 * 512 + 16 * 64 * 2 + t4.cublas_workspace == timed.baseline_bytes
+    assert untimed.time_s is None and untimed.time_method == ""
+    assert timed.time_s > 0 and timed.time_method.startswith("estimate")
+    assert untimed.peak_bytes == timed.peak_bytes
+    sdpa = simulate(Workload("sdpa", 1, 128, 64, 64, "float16", "train", "t4"))
+    assert sdpa.backend == "efficient" and sdpa.baseline_bytes == 1091584  # no matmul: no cuBLAS workspace
+    cpu = simulate(Workload("reference", 1, 16, 8, 8, "float16", "train", "cpu"))
+    assert cpu.device_name == "cpu" and cpu.time_s is None and cpu.baseline_bytes == 2 * (341 + 16 * 64)
