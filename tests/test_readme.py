@@ -81,7 +81,7 @@ RUN: dict[str, Run] = {
     r"sa-profile fit examples/sagan.py:Generator --input 128 --batch 64 --gpu t4 --optimizer adam$": Run(
         subs=((r"--batch 64", "--batch 4"),)),
     r"sa-profile fit examples/classifier.py:resnet_attn --input 3x224x224 --batch 32 --gpu-mem 12G --amp fp16 "
-    r"--find-max-batch$": Run(subs=((r"--input 3x224x224", "--input 3x64x64"), (r"--batch 32", "--batch 2"))),
+    r"--find-max-batch$": Run(subs=((r"--batch 32", "--batch 2"),)),  # the search's cost is its steps, not the batch
     r"sa-profile fit examples/classifier.py:forum_cnn --input 128x256x256 --gpu t4$": Run(),
     r"sa-profile fit examples/zoo/unet.py:unet --input 3x64x64 --input timestep=scalar:int64 --batch 8 --gpu t4 "
     r"--amp fp16$": Run(subs=((r"--input 3x64x64", "--input 3x32x32"), (r"--batch 8", "--batch 2"))),
@@ -106,6 +106,8 @@ RUN: dict[str, Run] = {
     r"python benchmarks/validate_cuda\.py$": Run(subs=((r"$", " --grid tiny --budget 1 --out {tmp}/validation"),)),
     r"python benchmarks/validate_cuda\.py --out reports/validation$": Run(
         subs=((r"--out reports/validation$", "--grid tiny --budget 1 --out {tmp}/validation"),)),
+    # one planted bug (its name filter), applied to a snapshot of HEAD and run against its test file
+    r"python benchmarks/mutation_probes\.py$": Run(subs=((r"$", " <title>"),), timeout=180),
     # on a CUDA card only
     r"python benchmarks/attention_speed\.py$": Run(cuda=True, subs=((r"$", " --repeats 2 --out {tmp}/validation"),)),
     r"python benchmarks/check_max_batch\.py --bisect$": Run(cuda=True, timeout=600,
@@ -125,6 +127,10 @@ NOT_RUN: dict[str, str] = {
     r"python -c import torch$": "the baseline that benchmarks/cli_latency.py times, run by that benchmark",
     r"python benchmarks/fit_speed\.py$": "real ResNet-50 and ViT-S/16 training steps on the CPU: 55 s on 2 cores even "
                                          "at --batch 1 --repeats 1; tests/test_fit.py holds simulated = real on the zoo",
+    r"python FILE\.py$": "prose: how a model file is imported (`FILE.py` is a placeholder)",
+    r"python tests/golden/regen\.py$": "rewrites tests/golden/answers.json; tests/test_golden.py checks those answers",
+    r"python benchmarks/mutation\.py": "mutmut over a module's tests (the `mutation` extra, not installed here); hours "
+                                      "on two cores",
     r"python benchmarks/report_speed\.py$": "a 2,000-row sweep with no flag to shrink it (about 3 minutes on 2 cores)",
     r"python benchmarks/ray_overhead\.py$": "starts a Ray cluster and sweeps a 144-row grid four times, with no flag to "
                                             "shrink it; tests/test_ray.py checks Ray rows against local ones",
@@ -469,3 +475,50 @@ def test_readme_python_block(snip):
                 fn()
     finally:
         os.chdir(cwd)
+
+
+def test_parse_reads_every_form_of_command():
+    text = """Intro `pip install -e .` and `sa-profile gpus`, and a span that
+wraps: `sa-profile --gpu t4
+  --shape 64x32x32`; not a command: `--batch B`.
+
+```bash
+pip install -e ".[test]" && python3 -m pytest -q
+sa-profile sweep --batch 1,2 \\
+                 --out reports/x     # a comment
+```
+
+```
+$ sa-profile --gpu t4 --shape 8x4x4
+line one
+  line two
+
+```
+
+```python
+print("hi")
+```
+"""
+    cmds, snippets = parse(text)
+    assert [(c.line, c.source, c.text) for c in cmds] == [
+        (1, "inline", "pip install -e ."), (1, "inline", "sa-profile gpus"),
+        (2, "inline", "sa-profile --gpu t4 --shape 64x32x32"),
+        (6, "shell", "pip install -e .[test]"), (6, "shell", "python3 -m pytest -q"),
+        (7, "shell", "sa-profile sweep --batch 1,2 --out reports/x"),
+        (12, "transcript", "sa-profile --gpu t4 --shape 8x4x4")]
+    assert cmds[-1].output == ("line one", "  line two")
+    assert [(s.line, s.code) for s in snippets] == [(19, 'print("hi")')]
+
+
+def test_transcript_check_needs_every_line_in_order():
+    out = tokens("a b c\nd e\n f g")
+    assert contains_in_order(out, [tokens("b c d"), tokens("f")]) is None
+    assert contains_in_order(out, [tokens("d e"), tokens("a")]) == "a"
+    assert contains_in_order(out, [tokens("c x")]) == "c x"
+
+
+def test_rounded_figures_match_at_the_readmes_precision():
+    assert _rounded_in("80.1 GiB", "peak 80.11 GiB of 12.77 GiB")
+    assert _rounded_in("285 MiB", "sdpa  284.81 MiB  yes")
+    assert not _rounded_in("80.2 GiB", "peak 80.11 GiB")
+    assert not _rounded_in("285 MiB", "284.81 GiB")
