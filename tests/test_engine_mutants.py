@@ -263,3 +263,40 @@ def test_simulate_baseline_time_and_device():
     assert sdpa.backend == "efficient" and sdpa.baseline_bytes == 1091584  # no matmul: no cuBLAS workspace
     cpu = simulate(Workload("reference", 1, 16, 8, 8, "float16", "train", "cpu"))
     assert cpu.device_name == "cpu" and cpu.time_s is None and cpu.baseline_bytes == 2 * (341 + 16 * 64)
+
+
+# -- step and targets ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["forward", "train"])
+@pytest.mark.parametrize("device", ["meta", "cpu", torch.device("meta")])
+def test_step_make_and_run(mode, device):
+    from sa_profiler.engine import step
+
+    layer, x = step.make(Workload("reference", 2, 16, 4, 3, "float64", mode, "cpu"), device)
+    assert x.shape == (2, 16, 4, 3) and x.dtype == torch.float64 and x.device.type == torch.device(device).type
+    assert all(p.dtype == torch.float64 and p.device.type == x.device.type for p in layer.parameters())
+    assert x.requires_grad == (mode == "train") and layer.training == (mode == "train")
+    assert all(p.requires_grad == (mode == "train") for p in layer.parameters())
+    if x.device.type == "cpu":
+        assert x.abs().sum() > 0  # random, not empty memory
+        step.run(layer, x, mode)
+        grads = [p.grad for p in layer.parameters()] + [x.grad]
+        assert all((g is not None) == (mode == "train") for g in grads)
+        step.clear_grads(layer, x)
+        assert all(p.grad is None for p in layer.parameters()) and x.grad is None
+
+
+def test_targets():
+    from sa_profiler import gpus
+    from sa_profiler.engine import targets
+
+    assert targets.resolve("cpu") is None and targets.key_of(None) == "cpu"
+    custom = targets.resolve("custom-12884901888")
+    assert (custom.key, custom.total_memory) == ("custom-12884901888", 12 * 2**30)
+    capped = targets.resolve("h100@12884901888")
+    assert capped.total_memory == 12 * 2**30 and capped.name == "NVIDIA H100 80GB HBM3 capped to 12 GiB"
+    assert targets.key_of(capped) == "h100@12884901888" and targets.key_of(gpus.lookup("t4")) == "t4"
+    assert targets.resolve("t4") == gpus.lookup("t4")
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:T4"):
+            with pytest.raises(ValueError, match=f"^target '{name}' needs a local CUDA GPU, and torch sees none$"):
+                targets.resolve(name)
