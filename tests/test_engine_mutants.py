@@ -156,13 +156,17 @@ def test_tracker_counts_every_device_it_is_given():
 
 def test_reserve_is_baseline_and_shows_at_the_peak():
     tracker = _cpu_tracker("meta")
+    weights = torch.empty(10, device="meta")
+    tracker.add_baseline([weights])
+    tracker.phase = "optimizer"
     tracker.reserve(1000, "a workspace")
-    assert tracker.baseline == 1000 and tracker.allocator.allocated == 1000
+    assert tracker.baseline == 1040 and tracker.allocator.allocated == 1040
     with tracker:
         x = torch.empty(25, device="meta") + 1  # 100 bytes
     assert tracker.peak_over_baseline == 200  # the empty tensor and its sum
     work = [t for t in tracker.peak_tensors if t.op == "workspace"]
-    assert work == [TensorInfo((1000,), "uint8", 1000, "workspace", "a workspace", "", "")]
+    assert work == [TensorInfo((1000,), "uint8", 1000, "workspace", "a workspace", "optimizer", "")]
+    assert not [t for t in tracker.peak_tensors if t.op == "baseline"]  # the baseline is never in the peak
     del x
 
 
