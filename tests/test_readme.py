@@ -358,6 +358,15 @@ def check_validation_tables(output: str) -> None:
         "\n".join(stale) + "\n\nit prints:\n" + output
 
 
+def check_gpu_count(output: str) -> None:
+    stated = int(readme_says(r"`sa-profile gpus`: the GPU catalogue, (\d+) cards").group(1))
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("───")) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    assert end - start == stated, f"README.md says the catalogue has {stated} cards; `sa-profile gpus` lists " \
+                                  f"{end - start}:\n{output}"
+
+
 @dataclass(frozen=True)
 class Figure:
     """A figure check on a command's unshrunk output; `xfail`: the README's figure is known
@@ -371,6 +380,7 @@ FIGURES: dict[str, Figure] = {
     r"sa-profile fit examples/classifier.py:forum_cnn --input 128x256x256 --gpu t4$": Figure(check_forum_cnn),
     r"sa-profile --gpu rtx-3060 --shape 128x256x256 --mode train --dtype fp16$": Figure(check_rtx_3060),
     r"python -m sa_profiler\.validation --floors$": Figure(check_floors),
+    r"sa-profile gpus$": Figure(check_gpu_count),
     r"python -m sa_profiler\.validation$": Figure(check_validation_tables, xfail=(
         "README.md's whole-model row `Generator ... | fp16 | 479996928 | 480151552 | +0.03%` is stale: "
         "`python -m sa_profiler.validation` prints simulated 479602176 (-0.08%)")),
