@@ -150,17 +150,21 @@ def test_tracker_counts_every_device_it_is_given():
     assert tracker.allocator.peak == 10 * 4 + 5 * 4 + 3 * 4 + 3 * 8
     assert sorted(t.bytes for t in tracker.peak_tensors) == [12, 20, 24, 40]
     assert tracker.ops == {"ones": 3, "mul": 1, "add": 1, "_to_copy": 1}
+    assert all(t.module == "" and t.phase == "" and t.note == "" for t in tracker.peak_tensors)
+    assert tracker.peak_index is None and tracker.timeline is None  # no timeline asked for
     del x, y, z
     assert _cpu_tracker("cpu").device_types == ("cpu",)
 
 
 def test_reserve_is_baseline_and_shows_at_the_peak():
     tracker = _cpu_tracker("meta")
-    weights = torch.empty(10, device="meta")
+    weights, bias = torch.empty(10, device="meta"), torch.empty(3, device="meta")
     tracker.add_baseline([weights])
+    tracker.add_baseline([bias, weights], label="input")  # adds to it; a storage already seen is not counted again
+    assert tracker.baseline == 52
     tracker.phase = "optimizer"
     tracker.reserve(1000, "a workspace")
-    assert tracker.baseline == 1040 and tracker.allocator.allocated == 1040
+    assert tracker.baseline == 1052 and tracker.allocator.allocated == 1052
     with tracker:
         x = torch.empty(25, device="meta") + 1  # 100 bytes
     assert tracker.peak_over_baseline == 200  # the empty tensor and its sum
@@ -304,3 +308,12 @@ def test_targets():
         for name in ("cuda", "cuda:T4"):
             with pytest.raises(ValueError, match=f"^target '{name}' needs a local CUDA GPU, and torch sees none$"):
                 targets.resolve(name)
+
+
+def test_a_one_byte_peak_is_recorded():
+    tracker = _cpu_tracker("meta")
+    with tracker:
+        flag = torch.empty((), dtype=torch.bool, device="meta")
+    assert tracker.peak_over_baseline == 1
+    assert tracker.peak_tensors == [TensorInfo((), "bool", 1, "empty", "", "", "")]
+    del flag
