@@ -317,3 +317,32 @@ def test_a_one_byte_peak_is_recorded():
     assert tracker.peak_over_baseline == 1
     assert tracker.peak_tensors == [TensorInfo((), "bool", 1, "empty", "", "", "")]
     del flag
+
+
+def test_op_log_and_timeline_of_a_gpu_step():
+    """What the per-op probes and fit's timeline read: each op's new output bytes and hidden
+    bytes, and the allocated high point per op (kernel temporaries included)."""
+    from sa_profiler import gpus
+    from sa_profiler.engine import step
+    from sa_profiler.engine.allocator import CudaCachingAllocator, round_size
+    from sa_profiler.engine.layouts import ChainedRules, LayoutRules
+    from sa_profiler.engine.rules import CudaRules
+    from sa_profiler.engine.tracker import MemoryTracker
+
+    gpu = gpus.lookup("t4")
+    tracker = MemoryTracker(CudaCachingAllocator(), "meta", rules=ChainedRules(LayoutRules(), CudaRules(gpu)))
+    tracker.op_log, tracker.timeline = [], []
+    layer, x = step.make(Workload("reference", 2, 16, 16, 16, "float32", "train", "t4"), "meta")
+    tracker.add_baseline(list(layer.parameters()) + [x])
+    with tracker:
+        step.run(layer, x, "train")
+    matrix = round_size(2 * 256 * 256 * 4)  # one B x N x N float32
+    log = {name: (out, hidden) for name, out, hidden in tracker.op_log}
+    assert log["_softmax_backward_data"] == (matrix, 2 * matrix)  # its output; a contiguous copy and grad * out
+    assert log["_softmax"] == (matrix, 0) and log["view"] == (0, 0)
+    assert len(tracker.op_log) == len(tracker.timeline) == sum(tracker.ops.values())
+    highs = [high for _, high, _, _ in tracker.timeline]
+    assert max(highs) == tracker.allocator.peak
+    assert tracker.timeline[tracker.peak_index][0] == "_softmax_backward_data"
+    assert tracker.timeline[tracker.peak_index][1] == tracker.allocator.peak
+    assert {(phase, module) for _, _, phase, module in tracker.timeline} == {("", "")}
