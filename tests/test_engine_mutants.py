@@ -346,3 +346,17 @@ def test_op_log_and_timeline_of_a_gpu_step():
     assert tracker.timeline[tracker.peak_index][0] == "_softmax_backward_data"
     assert tracker.timeline[tracker.peak_index][1] == tracker.allocator.peak
     assert {(phase, module) for _, _, phase, module in tracker.timeline} == {("", "")}
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_peak_live_only_when_asked(keep):
+    tracker = _cpu_tracker("meta")
+    assert tracker.keep_peak_live is False and tracker.peak_live == []
+    tracker.keep_peak_live = keep
+    with tracker:
+        x = torch.empty(4, device="meta") * 3
+    if keep:  # every allocation alive at the peak: the empty tensor and the product
+        assert sorted(info.bytes for _, info in tracker.peak_live) == [16, 16]
+    else:
+        assert tracker.peak_live == []
+    del x
