@@ -52,7 +52,7 @@ class AutocastEmulation:
 
     def __init__(self, dtype: torch.dtype):
         self.dtype = dtype
-        self.cache: dict[int, torch.Tensor] = {}
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (original, cast)
         self._caching = False
 
     @contextmanager
@@ -75,11 +75,14 @@ class AutocastEmulation:
             return type(t)(self._cast(x, dtype) for x in t)
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dtype == dtype:
             return t
-        if dtype != torch.float32 and t.is_leaf and t.requires_grad and self._caching:
+        # autocast_mode.cpp `cached_cast`: float32 leaves that require grad and are not views;
+        # the entry holds the original (a weak intrusive pointer there), so its key is never reused
+        if (dtype != torch.float32 and self._caching and t.dtype == torch.float32 and t.is_leaf and t.requires_grad
+                and t._base is None):
             hit = self.cache.get(id(t))
-            if hit is None:
-                hit = self.cache[id(t)] = t.to(dtype)
-            return hit
+            if hit is None or hit[0] is not t:
+                hit = self.cache[id(t)] = (t, t.to(dtype))
+            return hit[1]
         return t.to(dtype)
 
     def cast(self, func, args, kwargs):

@@ -70,17 +70,10 @@ def test_within_three_percent_of_pytorch_memtracker(case):
 
 
 # -- 3. AMP through the CLI: exit 0, every conversion ok --------------------------------------
-STALE_CAST = ("amp.py caches casts of views of parameters made under no_grad (spectral_norm's power iteration) "
-              "by id(): a later tensor at a reused id gets a stale cast of another shape, sometimes (see "
-              "test_autocast_cache_takes_only_what_torch_caches)")
-
 
 def _amp_params():
     for case in MODELS:
-        # examples/sagan.py uses torch.nn.utils.spectral_norm: whether an id is reused depends on
-        # what ran before, so these fail in some orders only
-        marks = pytest.mark.xfail(strict=False, reason=STALE_CAST) if case.id in ("sagan-G", "sagan-D") else ()
-        yield pytest.param(case, marks=marks, id=case.id)
+        yield pytest.param(case, id=case.id)
 
 
 @pytest.mark.parametrize("amp,gpu", [("fp16", "t4"), ("bf16", "a100")])
@@ -101,7 +94,6 @@ def test_amp_fit_exits_0_with_every_conversion(case, amp, gpu):
     assert {c["dtype"] for c in data["attention_calls"]} <= {"float16" if amp == "fp16" else "bfloat16"}
 
 
-@pytest.mark.xfail(strict=True, reason=STALE_CAST)
 def test_autocast_cache_takes_only_what_torch_caches():
     # aten/src/ATen/autocast_mode.cpp `cached_cast` caches the cast of a float32 leaf that
     # requires grad and `!arg.is_view()`, keyed by its TensorImpl and holding a weak reference
