@@ -38,9 +38,13 @@ class Run:
     command's text in order ({tmp} is this session's scratch folder); `after`: RUN keys whose
     commands must have run first (their files are used); `prelude`: Python run before a script
     that has no flag to shrink it; `cuda`: needs a CUDA GPU (run only where torch sees one);
-    `xfail`: the command is broken in the product (strict: fixing it fails this mark)."""
+    `xfail`: the command is broken in the product (strict: fixing it fails this mark);
+    `expect`: a regex its output must match, and `files`: paths ({tmp}) it must write, so that a
+    shrunk run that did nothing does not pass."""
 
     subs: tuple[tuple[str, str], ...] = ()
+    expect: str = ""
+    files: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     prelude: str = ""
     cuda: bool = False
@@ -61,12 +65,12 @@ RUN: dict[str, Run] = {
     r"sa-profile gpus$": Run(),
     r"sa-profile doctor$": Run(),
     r"sa-profile --shape \.\.\. --html FILE$": Run(subs=((r"--shape \.\.\.", "--gpu t4 --shape 64x32x32 --batch 2"),
-                                                        (r"FILE$", "{tmp}/advice.html"))),
+                                                        (r"FILE$", "{tmp}/advice.html")), files=("{tmp}/advice.html",)),
     # sweeps: a smaller grid (batches, channels, resolutions), the same flags, written under {tmp}
     r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both --gpu t4 "
-    r"--out reports/forum-t4$": Run(subs=SMALL_SWEEP),
+    r"--out reports/forum-t4$": Run(subs=SMALL_SWEEP, files=("{tmp}/reports/forum-t4/report.html",)),
     r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both --gpu-mem 12G "
-    r"--out reports/forum-12gib$": Run(subs=SMALL_SWEEP),
+    r"--out reports/forum-12gib$": Run(subs=SMALL_SWEEP, files=("{tmp}/reports/forum-12gib/report.html",)),
     # `...` stands for the flags of the forum-t4 sweep above: resume that (shrunk) sweep
     r"sa-profile sweep \.\.\. --out reports/forum-t4 --resume$": Run(
         subs=((r"\.\.\.", "--batch 1,4 --channels 16 --res 16:32:x2 --impl all --dtype fp32,fp16 --mode both --gpu t4"),
@@ -74,7 +78,7 @@ RUN: dict[str, Run] = {
         after=(r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both "
                r"--gpu t4 --out reports/forum-t4$",)),
     r"sa-profile report reports/forum-t4/results.csv$": Run(
-        subs=((r"reports/", "{tmp}/reports/"),),
+        subs=((r"reports/", "{tmp}/reports/"),), expect=r"^wrote .*forum-t4/report\.html",
         after=(r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both "
                r"--gpu t4 --out reports/forum-t4$",)),
     # whole models: smaller batches and inputs, the same flags
@@ -91,7 +95,7 @@ RUN: dict[str, Run] = {
     r"sa-profile fit examples/zoo/vit.py:vit_small --input 3x224x224 --batch 8 --gpu cpu --engine measure$": Run(
         subs=((r"vit_small", "vit_tiny_test"), (r"--input 3x224x224", "--input 3x32x32"), (r"--batch 8", "--batch 2"))),
     r"sa-profile fit \.\.\. --html FILE$": Run(subs=((r"fit \.\.\.", "fit examples/sagan.py:Generator --input 128 --batch 2"),
-                                                    (r"FILE$", "{tmp}/fit.html"))),
+                                                    (r"FILE$", "{tmp}/fit.html")), files=("{tmp}/fit.html",)),
     # validation and time-model figures: re-simulations of committed data, run as they are
     r"python -m sa_profiler\.validation$": Run(),
     r"python -m sa_profiler\.validation --floors$": Run(),
@@ -99,15 +103,18 @@ RUN: dict[str, Run] = {
     # benchmarks: their smallest form
     r"python benchmarks/simulate_speed\.py$": Run(prelude=(  # no size flag: 0.02 s per rate instead of 0.5 s
         "import importlib; s = importlib.import_module('sa_profiler.engine.simulate'); f = s.simulations_per_second\n"
-        "s.simulations_per_second = lambda w, seconds=0.5: f(w, seconds=0.02)")),
-    r"python benchmarks/cli_latency\.py$": Run(subs=((r"$", " --runs 1 --only default"),)),
-    r"python benchmarks/sweep_speed\.py$": Run(),
+        "s.simulations_per_second = lambda w, seconds=0.5: f(w, seconds=0.02)"), expect=r"^chunked.*train .* \d+\.\d$"),
+    r"python benchmarks/cli_latency\.py$": Run(subs=((r"$", " --runs 1 --only default"),), expect=r"^default +repeated"),
+    r"python benchmarks/sweep_speed\.py$": Run(expect=r"ratio \d"),
     # `--grid tiny` dry-runs on the CPU (as the README says), in a 1-second time box
-    r"python benchmarks/validate_cuda\.py$": Run(subs=((r"$", " --grid tiny --budget 1 --out {tmp}/validation"),)),
+    r"python benchmarks/validate_cuda\.py$": Run(subs=((r"$", " --grid tiny --budget 1 --out {tmp}/validation"),),
+                                                  expect=r"^wrote .*tiny\.csv"),
     r"python benchmarks/validate_cuda\.py --out reports/validation$": Run(
-        subs=((r"--out reports/validation$", "--grid tiny --budget 1 --out {tmp}/validation"),)),
+        subs=((r"--out reports/validation$", "--grid tiny --budget 1 --out {tmp}/validation"),),
+        expect=r"^wrote .*tiny\.csv"),
     # one planted bug (its name filter), applied to a snapshot of HEAD and run against its test file
-    r"python benchmarks/mutation_probes\.py$": Run(subs=((r"$", " <title>"),), timeout=180),
+    r"python benchmarks/mutation_probes\.py$": Run(subs=((r"$", " <title>"),), timeout=180,
+                                                    expect=r"^1 of 1 planted bugs caught"),
     # on a CUDA card only
     r"python benchmarks/attention_speed\.py$": Run(cuda=True, subs=((r"$", " --repeats 2 --out {tmp}/validation"),)),
     r"python benchmarks/check_max_batch\.py --bisect$": Run(cuda=True, timeout=600,
@@ -417,6 +424,11 @@ def test_readme_command(cmd: Command, scratch):
     outcome = execute(key, scratch)
     assert outcome.exit_code == 0, (f"README.md line {cmd.line}: `{' '.join(outcome.argv)}` exited "
                                     f"{outcome.exit_code}:\n{outcome.output[-6000:]}")
+    if run.expect:
+        assert re.search(run.expect, outcome.output, re.M), \
+            f"`{' '.join(outcome.argv)}` did not print /{run.expect}/:\n{outcome.output[-6000:]}"
+    for path in run.files:
+        assert Path(path.format(tmp=scratch)).is_file(), f"`{' '.join(outcome.argv)}` did not write {path}"
     if cmd.output:
         assert not run.subs and not run.prelude, f"`{cmd.text}` shows its output in README.md: run it unshrunk"
         check_transcript(cmd, outcome.output)
