@@ -1,9 +1,9 @@
 """The commands README.md documents, as data: what tests/test_readme.py runs.
 
 Three places hold commands:
-- shell blocks (```bash, ```sh, ```console): every line is a command (`$ ` prompts and trailing
+- shell blocks (```bash, ```sh): every line is a command (`$ ` prompts and trailing
   `# comments` dropped, `\\` continuations joined, `a && b` split into two commands);
-- transcripts (``` blocks with no language): a `$ COMMAND` line, then the output the README
+- transcripts (``` blocks with no language, ```console): a `$ COMMAND` line, then the output the README
   shows for it;
 - inline code in the prose that starts with a program (`sa-profile ...`, `python ...`,
   `python3 ...`, `pip ...`), whitespace collapsed where the span wraps a line.
@@ -16,7 +16,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
+SHELL_LANGS = {"bash", "sh", "shell", "zsh"}
+TRANSCRIPT_LANGS = {"", "text", "console", "shell-session"}  # `$ COMMAND` lines, then its output
 PROGRAMS = ("sa-profile", "python", "python3", "pip")
 FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
 
@@ -126,7 +127,7 @@ def parse(readme: str) -> tuple[list[Command], list[Snippet]]:
         elif lang in ("python", "py"):
             if body:
                 snippets.append(Snippet("\n".join(s for _, s in body), body[0][0]))
-        elif lang in ("", "text", "console-output"):
+        elif lang in TRANSCRIPT_LANGS:
             cmds += _transcript_block(body)
     if prose:
         cmds += _inline(prose)
