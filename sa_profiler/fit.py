@@ -37,7 +37,7 @@ from . import inputs as model_inputs
 from .amp import DTYPES as AMP_DTYPES
 from .amp import AutocastEmulation
 from .attention import backends, convert, is_sagan_attention
-from .attention.routing import active_modes
+from .attention.routing import AttentionRouting, active_modes
 from .engine.allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .engine.layouts import ChainedRules, LayoutRules
 from .engine.rules import CudaRules
@@ -406,7 +406,11 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     forward_calls = []
     try:
         with ExitStack() as stack:
-            routing = stack.enter_context(backends.simulating(caps)) if device == "meta" else None
+            if device == "meta":
+                routing = stack.enter_context(backends.simulating(caps))
+            else:  # a real step: the same mode only logs the SDPA calls torch runs
+                routing = AttentionRouting(caps)
+                stack.enter_context(routing)
             attribution = _Attribution(model, tracker, routing)
             stack.callback(attribution.close)
             autocast = AutocastEmulation(amp_dtype) if amp_dtype is not None else None
@@ -452,8 +456,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
                        f"{type(err).__name__}: {_one_line(err)}") from None
     result.attention_layers = attribution.layers if attribution else sagan
     result.attention_calls = _calls_by_module(forward_calls)
-    result.backends = dict(Counter(c.backend for c in forward_calls)) if routing is not None else (
-        {tracker.backend: 1} if tracker.backend else {})
+    result.backends = dict(Counter(c.backend for c in forward_calls))
     result.peak_total = tracker.allocator.peak
     result.top_tensors = tracker.peak_tensors
     result.timeline, result.peak_index = tracker.timeline or [], tracker.peak_index

@@ -244,3 +244,15 @@ def test_convert_keeps_float64_exact():
     assert convert(model, "sdpa") == 1
     assert model[0].gamma.dtype == torch.float64 and model[0].gamma.item() == 0.7
     assert torch.allclose(model[0](x)[0], before, rtol=0, atol=1e-12)
+
+
+def test_measured_step_reports_attention_as_the_simulation_does():
+    """A real CPU step logs the SDPA calls torch runs (the same mode, observing), so the
+    measured answer names the same attention modules, backends and share as the simulated."""
+    factory = load("examples/zoo/bert.py:bert_mini", {"vocab_size": 100, "hidden": 64, "layers": 2})
+    inputs = ["input_ids=16:int64", "attention_mask=16:int64"]
+    sim = run_step(factory, inputs, 2, None)
+    real = run_step(factory, inputs, 2, None, device="cpu")
+    assert sim.attention_calls == real.attention_calls and sim.backends == real.backends == {"math": 2}
+    assert sim.attention_layers == real.attention_layers == 2
+    assert sim.attention_bytes == real.attention_bytes > 0

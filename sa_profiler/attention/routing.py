@@ -126,8 +126,11 @@ class AttentionRouting(_ModeBase):
             args, kwargs = self.autocast.cast(func, args, kwargs)
         if func is F.group_norm and self.caps.kind == "cpu" and args and args[0].device.type == "meta":
             return _cpu_group_norm(*args, **kwargs)
-        if func in _SDPA and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "meta":
-            out, call = self.route(*args, **kwargs)
+        if func in _SDPA and args and isinstance(args[0], torch.Tensor):
+            if args[0].device.type == "meta":
+                out, call = self.route(*args, **kwargs)
+            else:  # a real step: torch runs it; the call is logged with the backend torch picks
+                out, call = func(*args, **kwargs), self.describe(*args, **kwargs)
             self.calls.append(call)
             if self.on_call is not None:
                 self.on_call(call, out)
@@ -140,16 +143,23 @@ class AttentionRouting(_ModeBase):
                 return _unchecked(func)(*args, **kwargs)
         return func(*args, **kwargs)
 
+    def describe(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                 enable_gqa=False, caps=None) -> RoutedCall:
+        """The call as torch's selection sees it on `caps` (this mode's device by default)."""
+        call = backends.Call.of(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
+        backend = backends.select_call(caps or backends.caps_for(query.device), call, enabled_backends())
+        return RoutedCall(self.where(), backend or "none", str(query.dtype).replace("torch.", ""),
+                          tuple(query.shape), tuple(key.shape), tuple(value.shape),
+                          None if attn_mask is None else tuple(attn_mask.shape), bool(is_causal),
+                          float(dropout_p), call.requires_grad)
+
     def route(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
               enable_gqa=False):
-        call = backends.Call.of(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-        backend = backends.select_call(self.caps, call, enabled_backends())
-        if backend is None:
+        record = self.describe(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, caps=self.caps)
+        backend = record.backend
+        if backend == "none":
             raise RuntimeError("No available kernel. Aborting execution.")
-        record = RoutedCall(self.where(), backend, str(query.dtype).replace("torch.", ""), tuple(query.shape),
-                            tuple(key.shape), tuple(value.shape),
-                            None if attn_mask is None else tuple(attn_mask.shape), bool(is_causal),
-                            float(dropout_p), call.requires_grad)
+        call = backends.Call.of(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
         if backend == "math":  # what torch runs on meta anyway: attention.cpp's math branch
             return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
                                                   enable_gqa=enable_gqa), record
