@@ -334,6 +334,7 @@ def test_op_log_and_timeline_of_a_gpu_step():
     tracker.op_log, tracker.timeline = [], []
     layer, x = step.make(Workload("reference", 2, 16, 16, 16, "float32", "train", "t4"), "meta")
     tracker.add_baseline(list(layer.parameters()) + [x])
+    tracker.phase, tracker.module = "step", "attn"  # as a whole-model step sets them
     with tracker:
         step.run(layer, x, "train")
     matrix = round_size(2 * 256 * 256 * 4)  # one B x N x N float32
@@ -345,7 +346,10 @@ def test_op_log_and_timeline_of_a_gpu_step():
     assert max(highs) == tracker.allocator.peak
     assert tracker.timeline[tracker.peak_index][0] == "_softmax_backward_data"
     assert tracker.timeline[tracker.peak_index][1] == tracker.allocator.peak
-    assert {(phase, module) for _, _, phase, module in tracker.timeline} == {("", "")}
+    assert {(phase, module) for _, _, phase, module in tracker.timeline} == {("step", "attn")}
+    assert {(t.phase, t.module) for t in tracker.peak_tensors} == {("step", "attn")}
+    notes = sorted(t.note for t in tracker.peak_tensors if t.op == "_softmax_backward_data" and t.note)
+    assert notes == ["contiguous copy of grad_output inside softmax backward", "grad * output temporary of softmax backward"]
 
 
 @pytest.mark.parametrize("keep", [False, True])
