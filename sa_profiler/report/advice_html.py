@@ -7,7 +7,6 @@ batch (small multiples by mode), the table the console prints, why the classic l
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..recommend import total_bytes
@@ -180,8 +179,4 @@ def fragment(a) -> str:
 
 
 def write_html(a, out: str | Path, command: str = "") -> Path:
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(a, command), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return page.write(out, render(a, command))

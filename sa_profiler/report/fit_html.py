@@ -10,7 +10,6 @@ timeline, its breakdown, the line of code). Built from the simulation alone: no 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..units import format_bytes
@@ -324,8 +323,4 @@ def fit_html_fragment(result) -> str:
 
 
 def write_html(result, out: str | Path, command: str = "") -> Path:
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(result, command), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return page.write(out, render(result, command))

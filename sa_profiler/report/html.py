@@ -520,7 +520,7 @@ def batch_figure(frame: pd.DataFrame, largest: pd.DataFrame | None = None, usabl
     if fits.empty:
         return None
     grid_max = int(frame.batch.max())
-    lo, hi = 1, max(int(fits.max_batch.max()), grid_max)
+    hi = max(int(fits.max_batch.max()), grid_max)
     order = list(dict.fromkeys(lg.sort_values("tokens").resolution))
 
     def per_facet(g, xa, ya):

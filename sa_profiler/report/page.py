@@ -11,8 +11,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import uuid
 from functools import lru_cache
+from pathlib import Path
 
 from ..units import format_bytes
 
@@ -202,3 +204,12 @@ def fits_colour(ratio: float) -> str:
 
 def bytes_text(n) -> str:
     return format_bytes(int(n)) if n is not None and n == n else "-"
+
+
+def write(out: str | Path, text: str) -> Path:
+    """Write a page to a temporary name beside `out`, then rename it: never a half page."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
