@@ -256,3 +256,42 @@ def test_measured_step_reports_attention_as_the_simulation_does():
     assert sim.attention_calls == real.attention_calls and sim.backends == real.backends == {"math": 2}
     assert sim.attention_layers == real.attention_layers == 2
     assert sim.attention_bytes == real.attention_bytes > 0
+
+
+def test_reentrant_checkpoint_recompute_is_routed_through_module_hooks():
+    """Reentrant checkpoint (Hugging Face's default) re-runs the module in the backward with no
+    torch-function mode and no device context to restore; fit's module hooks re-enter the
+    simulation's mode around it, so the recomputed SDPA call is the fused kernel again."""
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    class Attention(nn.Module):
+        def __init__(self, force_math=False):
+            super().__init__()
+            self.qkv = nn.Linear(64, 192)
+            self.force_math = force_math
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).view(x.shape[0], -1, 3, 4, 16).permute(2, 0, 3, 1, 4)
+            if self.force_math:
+                return torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+            return F.scaled_dot_product_attention(q, k, v)
+
+    class Model(nn.Module):
+        def __init__(self, force_math=False):
+            super().__init__()
+            self.embed = nn.Linear(64, 64)  # so the checkpoint's input requires grad, as in a real stack
+            self.attn = Attention(force_math)
+
+        def forward(self, x):
+            return checkpoint(self.attn, self.embed(x), use_reentrant=True).sum()
+
+    a100 = gpus.lookup("a100")
+    fused = run_step(lambda: Model(), ["2048x64"], 2, a100, amp="fp16", timeline=True)
+    math = run_step(lambda: Model(force_math=True), ["2048x64"], 2, a100, amp="fp16")
+    assert fused.status == "ok" and fused.backends == {"flash": 1}
+    assert fused.peak_total < math.peak_total / 4
+    flash_ops = [op for op, _, phase, _ in fused.timeline if phase == "backward" and op.startswith("_scaled_dot")]
+    assert "_scaled_dot_product_flash_attention" in flash_ops  # recomputed, routed, in the backward
+    assert run_step(lambda: Model(), ["2048x64"], 2, None).peak_total == \
+        run_step(lambda: Model(), ["2048x64"], 2, None, device="cpu").peak_total
