@@ -1,0 +1,95 @@
+"""The fresh question's light path: torch._dynamo kept out of a step that never compiles
+(sa_profiler/engine/lazy.py), with answers identical to torch's own path.
+
+Each check runs in a fresh interpreter, since whether torch._dynamo is imported is process state.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+QUESTION = ["--gpu-mem", "12G", "--shape", "128x256x256", "--json"]
+
+# prints the CLI's JSON answer, then whether torch._dynamo got imported; argv[1] == "dynamo"
+# imports torch._dynamo first, which turns the shortcut off (torch's own wrappers run)
+ASK = """
+import io, sys, contextlib, json
+if sys.argv[1] == "dynamo":
+    import torch._dynamo
+from sa_profiler.cli import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        cli.main(args=sys.argv[2:], prog_name="sa-profile")
+    except SystemExit as e:
+        assert e.code in (0, None), e.code
+print(json.dumps({"answer": json.loads(out.getvalue()), "dynamo": "torch._dynamo" in sys.modules}))
+"""
+
+
+def _ask(first: str, argv: list[str]) -> dict:
+    run = subprocess.run([sys.executable, "-c", ASK, first, *argv], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SA_PROFILER_CACHE": "off"})
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("extra", [["--mode", "forward"], ["--mode", "both"]], ids=["forward", "both"])
+def test_answers_identical_with_and_without_the_shortcut(extra):
+    light, own = _ask("light", QUESTION + extra), _ask("dynamo", QUESTION + extra)
+    assert own["dynamo"]
+    assert light["answer"] == own["answer"]
+
+
+def test_a_forward_question_does_not_import_dynamo():
+    # training with chunked attention goes through torch.utils.checkpoint, which reads
+    # torch._dynamo.config itself: there the import is torch's and stays
+    assert not _ask("light", QUESTION + ["--mode", "forward"])["dynamo"]
+
+
+SCOPE = """
+import sys, torch, torch._refs, torch.utils.checkpoint
+from sa_profiler.engine import lazy
+[fn] = lazy.wrapped_fns(torch._refs.add)
+assert lazy.wrapped_fns(lambda: None) == [] and lazy.wrapped_fn(torch._refs.add) is None
+assert getattr(fn, lazy.ATTRIBUTE, None) is None
+with lazy.outside_compile():
+    assert getattr(fn, lazy.ATTRIBUTE) is fn
+    with lazy.outside_compile():  # re-entrant: the inner exit keeps the outer's entries
+        pass
+    assert getattr(fn, lazy.ATTRIBUTE) is fn
+    a = torch.ones(3, device="meta")
+    assert torch._refs.add(a, a).shape == (3,)
+assert getattr(fn, lazy.ATTRIBUTE, None) is None  # taken back: a later compile gets torch's wrapper
+assert "torch._dynamo" not in sys.modules
+import torch._dynamo
+with lazy.outside_compile():
+    assert getattr(fn, lazy.ATTRIBUTE, None) is None  # once dynamo is imported: torch's own path
+torch._refs.add(a, a)
+assert getattr(fn, lazy.ATTRIBUTE) is not fn
+print("ok")
+"""
+
+
+def test_the_shortcut_is_scoped_and_steps_aside_once_dynamo_is_imported():
+    run = subprocess.run([sys.executable, "-c", SCOPE], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_after_the_scope_torch_caches_its_own_disable_wrapper():
+    code = """
+import torch
+from sa_profiler.engine import lazy
+with lazy.outside_compile():
+    pass
+import torch._refs
+[fn] = lazy.wrapped_fns(torch._refs.add)
+torch._refs.add(torch.ones(2), torch.ones(2))
+disabled = getattr(fn, lazy.ATTRIBUTE)
+assert disabled is not fn and getattr(disabled, "_torchdynamo_disable", False)
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
