@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import lazy
 from .allocator import block_bytes
 from .workload import TensorInfo
 
@@ -73,6 +74,24 @@ class MemoryTracker(TorchDispatchMode):
         self.keep_peak_live = False  # keep every allocation alive at the peak (for breakdowns)
         self.peak_live: list[tuple[int, TensorInfo]] = []
         self.key_of = weakref.WeakKeyDictionary()  # storage -> allocation key
+        self._scopes: list = []  # lazy.outside_compile scopes entered with the mode
+
+    def __enter__(self):
+        # the step never compiles: keep torch._dynamo (a second to import) out of it (lazy.py)
+        scope = lazy.outside_compile(type(self).__torch_dispatch__)
+        scope.__enter__()
+        self._scopes.append(scope)
+        try:
+            return super().__enter__()
+        except BaseException:
+            self._scopes.pop().__exit__(None, None, None)
+            raise
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        try:
+            return super().__exit__(exc_type, exc_val, exc_tb)
+        finally:
+            self._scopes.pop().__exit__(None, None, None)
 
     # -- public ---------------------------------------------------------------------
     def add_baseline(self, tensors, label: str = "baseline") -> None:
