@@ -361,6 +361,7 @@ def test_peak_live_only_when_asked(keep):
         x = torch.empty(4, device="meta") * 3
     if keep:  # every allocation alive at the peak: the empty tensor and the product
         assert sorted(info.bytes for _, info in tracker.peak_live) == [16, 16]
+        assert tracker.key_of[x.untyped_storage()] in {key for key, _ in tracker.peak_live}
     else:
         assert tracker.peak_live == []
     del x
