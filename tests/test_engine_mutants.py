@@ -365,3 +365,50 @@ def test_peak_live_only_when_asked(keep):
     else:
         assert tracker.peak_live == []
     del x
+
+
+def test_fresh_allocator_and_exact_cap():
+    from sa_profiler.engine.allocator import CudaCachingAllocator
+
+    a = CudaCachingAllocator(cap=2 * MiB)
+    assert (a.allocated, a.peak, a.reserved, a.peak_reserved) == (0, 0, 0, 0)
+    x = a.malloc(100)  # a 2 MiB segment fills the cap exactly: it fits
+    assert a.reserved == 2 * MiB == a.cap and x.size == 512
+
+
+def test_segments_never_overlap():
+    from sa_profiler.engine.allocator import CudaCachingAllocator
+
+    a = CudaCachingAllocator()
+    blocks = [a.malloc(12 * MiB) for _ in range(3)] + [a.malloc(100) for _ in range(2)] + [a.malloc(2 * MiB)]
+    spans = sorted((b.addr, b.addr + b.size) for b in blocks)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), spans
+
+
+def test_a_segment_split_three_ways_merges_back_and_is_released():
+    """Blocks split off a split-off block keep their neighbours: freed in any order, the segment
+    is one free block again, which the cap then returns to the driver."""
+    from sa_profiler.engine.allocator import CudaCachingAllocator
+
+    a = CudaCachingAllocator(cap=21 * MiB)
+    first = a.malloc(100)
+    a.free(first)  # merges with the rest of its segment (the first free block ever made)
+    assert [(size, addr) for size, addr, _ in a._free[True]] == [(2 * MiB, first.addr)]
+    x, y, z = a.malloc(512), a.malloc(1024), a.malloc(512)
+    a.free(y)
+    w = a.malloc(512)  # best fit: y's 1024-byte block, split
+    assert w.addr == y.addr
+    for block in (z, x, w):
+        a.free(block)
+    assert a.allocated == 0
+    assert [(size, addr) for size, addr, _ in a._free[True]] == [(2 * MiB, x.addr)]
+    big = a.malloc(20 * MiB)  # 2 + 20 > 21 MiB: the free small segment is released first
+    assert big.size == 20 * MiB and a.reserved == 20 * MiB and a._free[True] == []
+
+
+def test_simulate_follows_the_torch_version():
+    """SDPA's backend priority moved between torch releases: for this training step an H100 runs
+    cuDNN attention on torch 2.11, the memory-efficient kernel on torch 2.4 (backends.py)."""
+    w = Workload("sdpa", 1, 128, 16, 16, "float16", "train", "h100")
+    assert simulate(w, torch_version="2.4", timing=False).backend == "efficient"
+    assert simulate(w, torch_version="2.11", timing=False).backend == "cudnn"
