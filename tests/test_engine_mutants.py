@@ -374,6 +374,10 @@ def test_fresh_allocator_and_exact_cap():
     assert (a.allocated, a.peak, a.reserved, a.peak_reserved) == (0, 0, 0, 0)
     x = a.malloc(100)  # a 2 MiB segment fills the cap exactly: it fits
     assert a.reserved == 2 * MiB == a.cap and x.size == 512
+    b = CudaCachingAllocator(cap=22 * MiB)
+    b.free(b.malloc(100))  # a cached, entirely free small segment
+    b.malloc(20 * MiB)  # 2 + 20 = 22 MiB: fits without releasing the cached segment
+    assert b.reserved == 22 * MiB
 
 
 def test_segments_never_overlap():
@@ -390,7 +394,7 @@ def test_a_segment_split_three_ways_merges_back_and_is_released():
     is one free block again, which the cap then returns to the driver."""
     from sa_profiler.engine.allocator import CudaCachingAllocator
 
-    a = CudaCachingAllocator(cap=21 * MiB)
+    a = CudaCachingAllocator(cap=20 * MiB)
     first = a.malloc(100)
     a.free(first)  # merges with the rest of its segment (the first free block ever made)
     assert [(size, addr) for size, addr, _ in a._free[True]] == [(2 * MiB, first.addr)]
@@ -402,7 +406,7 @@ def test_a_segment_split_three_ways_merges_back_and_is_released():
         a.free(block)
     assert a.allocated == 0
     assert [(size, addr) for size, addr, _ in a._free[True]] == [(2 * MiB, x.addr)]
-    big = a.malloc(20 * MiB)  # 2 + 20 > 21 MiB: the free small segment is released first
+    big = a.malloc(20 * MiB)  # 2 + 20 > 20 MiB: the free small segment is released, then 20 fits exactly
     assert big.size == 20 * MiB and a.reserved == 20 * MiB and a._free[True] == []
 
 
