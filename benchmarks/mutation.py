@@ -33,7 +33,8 @@ MODULES = {
     # so they cannot kill a tracker mutant, and they cost 40 s per surviving mutant
     "engine": (["sa_profiler/engine/"],
                ["tests/test_engine_mutants.py", "tests/test_oracles.py", "tests/test_rules.py",
-                "tests/test_rule_coverage.py", "tests/test_golden.py::test_engine_answers_are_pinned"]),
+                "tests/test_rule_coverage.py", "tests/test_golden.py::test_engine_answers_are_pinned",
+                "tests/test_golden.py::test_rule_answers_are_pinned"]),
     "backends": (["sa_profiler/attention/backends.py"],
                  ["tests/test_attention.py", "tests/test_engine.py", "tests/test_golden.py::test_engine_answers_are_pinned"]),
     "recommend": (["sa_profiler/recommend.py"],

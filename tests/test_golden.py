@@ -40,6 +40,12 @@ def test_engine_answers_are_pinned():
     assert not moved, "\n".join(moved[:40]) + HINT
 
 
+def test_rule_answers_are_pinned():
+    """Every rule's temporaries (bytes, shape, dtype, note) for the probes' inputs and synthetic ones."""
+    moved = _moved(GOLDEN["rules"], regen.rule_answers())
+    assert not moved, "\n".join(moved[:40]) + HINT
+
+
 @pytest.mark.parametrize("name", list(regen.COMMANDS))
 def test_command_answers_are_pinned(name):
     today = regen.answers_for(name)

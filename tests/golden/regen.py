@@ -88,6 +88,81 @@ def engine_answers() -> dict:
     return out
 
 
+# Synthetic inputs beside the probes' (op, [(shape, dtype, stride)]): flash split-KV (few query
+# blocks, each head size's key block), strided gradients, dropout, cuDNN's backward.
+def _contig(shape):
+    stride, acc = [], 1
+    for d in reversed(shape):
+        stride.insert(0, acc)
+        acc *= d
+    return tuple(stride)
+
+
+def _bshd(shape):  # B x H x S x D laid out as B x S x H x D
+    b, h, s, d = shape
+    return (s * h * d, d, h * d, 1)
+
+
+SYNTHETIC = [
+    *[("_scaled_dot_product_flash_attention", [((1, h, s, d), dt, _contig((1, h, s, d)))] * 3)
+      for h, s, d in [(8, 1024, 64), (2, 512, 128), (1, 4096, 32), (4, 256, 256), (1, 8192, 96)]
+      for dt in ("float16", "bfloat16")],
+    *[("_scaled_dot_product_flash_attention_backward",
+       [((2, 4, 512, d), "float16", stride(( 2, 4, 512, d))) for stride in (_bshd, _contig, _contig, _contig, _bshd)])
+      for d in (64, 160)],
+    *[("_scaled_dot_product_efficient_attention",
+       [((2, 1, 1024, 16), dt, _contig((2, 1, 1024, 16))), ((2, 1, 1024, 16), dt, _contig((2, 1, 1024, 16))),
+        ((2, 1, 1024, dv), dt, _contig((2, 1, 1024, dv)))]) for dt in ("float16", "float32") for dv in (128, 256)],
+    *[("_scaled_dot_product_efficient_attention_backward",
+       [((2, 1, 1024, dv), dt, stride((2, 1, 1024, dv))), ((2, 1, 1024, 16), dt, _contig((2, 1, 1024, 16))),
+        ((2, 1, 1024, 16), dt, _contig((2, 1, 1024, 16))), ((2, 1, 1024, dv), dt, _contig((2, 1, 1024, dv)))])
+      for dt in ("float16", "float32") for dv in (64, 160, 512) for stride in (_contig, _bshd)],
+    *[("_scaled_dot_product_cudnn_attention_backward",
+       [((1, 2, 2048, 64), "float16", stride((1, 2, 2048, 64)))] + [((1, 2, 2048, 64), "float16", _contig((1, 2, 2048, 64)))] * 3)
+      for stride in (_contig, _bshd)],
+    ("_safe_softmax", [((3, 5, 7), "float32", _contig((3, 5, 7)))]),
+    ("_softmax_backward_data", [((2, 64, 64), "float16", (4096, 1, 64)), ((2, 64, 64), "float16", (4096, 1, 64))]),
+]
+RULE_GPUS = ("t4", "a100-80gb", "h100")
+
+
+def rule_answers() -> dict:
+    """Every rule's temporaries (bytes, shape, dtype, note) for the inputs the committed probes
+    measured (on their H100) and for SYNTHETIC inputs on three cards."""
+    import ast
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import torch
+
+    from sa_profiler import gpus
+    from sa_profiler.engine.rules import RULES, CudaRules
+
+    def tensor(shape, dtype, stride):
+        return torch.empty_strided(shape, stride, dtype=getattr(torch, dtype), device="meta")
+
+    cases = []  # (gpu key, op, inputs)
+    for path in sorted((ROOT / "reports" / "validation").glob("*probe*.csv")):
+        data = pd.read_csv(path)
+        for op, inputs in sorted(set(zip(data.op, data.inputs))):
+            if op not in RULES:
+                continue
+            specs = []
+            for spec in inputs.split(";"):
+                shape, dtype, stride, _, device = spec.rsplit(":", 4)
+                specs.append((ast.literal_eval(shape), dtype, ast.literal_eval(stride)) if device == "cuda" else None)
+            cases.append(("h100", op, specs))
+    cases += [(g, op, specs) for g in RULE_GPUS for op, specs in SYNTHETIC]
+    out = {}
+    for key, op, specs in cases:
+        args = [tensor(*s) if s is not None else torch.empty((), dtype=torch.int64) for s in specs]
+        func = SimpleNamespace(overloadpacket=SimpleNamespace(__name__=op))
+        temps = CudaRules(gpus.lookup(key)).transients(func, args, {}, [])
+        name = f"{key} {op} " + ";".join("x".join(map(str, s[0])) + f":{s[1]}:{s[2]}" if s else "scalar" for s in specs)
+        out[name] = [[int(b), list(shape), dtype, note] for b, shape, dtype, note in temps]
+    return out
+
+
 def answers_for(name: str) -> dict:
     """Today's answer to one command of COMMANDS, run in the repository root."""
     from click.testing import CliRunner
@@ -114,11 +189,11 @@ def answers() -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    data = {"commands": answers(), "engine": engine_answers()}
+    data = {"commands": answers(), "engine": engine_answers(), "rules": rule_answers()}
     tmp = GOLDEN.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     tmp.replace(GOLDEN)
-    print(f"wrote {GOLDEN.relative_to(ROOT)} ({len(data['commands'])} commands, {len(data['engine'])} engine answers); commit it with why the numbers moved")
+    print(f"wrote {GOLDEN.relative_to(ROOT)} ({len(data['commands'])} commands, {len(data['engine'])} engine answers, {len(data['rules'])} rule answers); commit it with why the numbers moved")
 
 
 if __name__ == "__main__":
