@@ -73,7 +73,7 @@ def test_from_row_defaults_and_forms():
     assert rec.top_tensors == [TensorInfo((2,), "float32", 8, "mul", "", "", "")]
     nan = float("nan")
     rec = Record.from_row({**row, "options": "", "top_tensors": "", "peak_bytes": nan, "baseline_bytes": "",
-                           "time_s": nan, "status": nan, "source": None, "time_method": nan})
+                           "time_s": "", "status": nan, "source": None, "time_method": nan})
     assert rec.workload.options == () and rec.top_tensors == []
     assert rec.peak_bytes is None and rec.baseline_bytes is None and rec.time_s is None
     assert rec.status == "ok" and rec.source == "simulated" and rec.time_method == ""
@@ -402,7 +402,7 @@ def test_a_segment_split_three_ways_merges_back_and_is_released():
     a.free(y)
     w = a.malloc(512)  # best fit: y's 1024-byte block, split
     assert w.addr == y.addr
-    for block in (z, x, w):
+    for block in (x, w, z):  # w merges x, itself and the block split off after it; z merges last
         a.free(block)
     assert a.allocated == 0
     assert [(size, addr) for size, addr, _ in a._free[True]] == [(2 * MiB, x.addr)]
@@ -416,3 +416,26 @@ def test_simulate_follows_the_torch_version():
     w = Workload("sdpa", 1, 128, 16, 16, "float16", "train", "h100")
     assert simulate(w, torch_version="2.4", timing=False).backend == "efficient"
     assert simulate(w, torch_version="2.11", timing=False).backend == "cudnn"
+
+
+def test_op_log_and_timeline_without_rules():
+    tracker = _cpu_tracker("meta")
+    tracker.op_log, tracker.timeline = [], []
+    with tracker:
+        x = torch.ones(10, device="meta") * 2
+    assert tracker.op_log == [("ones", 40, 0), ("mul", 40, 0)]
+    assert tracker.timeline == [("ones", 40, "", ""), ("mul", 80, "", "")]
+    del x
+
+
+def test_baseline_phase_is_never_in_the_peak():
+    """Whole-model steps add parameters under phase "baseline" with their own labels."""
+    tracker = _cpu_tracker("meta")
+    tracker.phase = "baseline"
+    weights = torch.empty(100, device="meta")
+    tracker.add_baseline([weights], label="parameters")
+    tracker.phase = "forward"
+    with tracker:
+        x = torch.empty(3, device="meta")
+    assert [t.bytes for t in tracker.peak_tensors] == [12]
+    del x, weights
