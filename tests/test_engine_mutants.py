@@ -439,3 +439,21 @@ def test_baseline_phase_is_never_in_the_peak():
         x = torch.empty(3, device="meta")
     assert [t.bytes for t in tracker.peak_tensors] == [12]
     del x, weights
+
+
+def test_a_block_merged_with_its_next_neighbour_keeps_the_chain():
+    """Free c then b (b absorbs c), split b again, free z: the split-off rest and z merge, so a
+    13 MiB request fits in the one 20 MiB segment."""
+    from sa_profiler.engine.allocator import CudaCachingAllocator
+
+    a = CudaCachingAllocator()
+    first, b, c = a.malloc(3 * MiB), a.malloc(3 * MiB), a.malloc(3 * MiB)
+    z = a.malloc(11 * MiB)  # the segment's last 11 MiB, whole
+    assert a.reserved == 20 * MiB and z.addr == c.addr + 3 * MiB
+    a.free(c)
+    a.free(b)  # b merges with its next neighbour c
+    x = a.malloc(4 * MiB)  # from b's 6 MiB: 2 MiB split off after it
+    a.free(z)  # merges with that 2 MiB rest
+    y = a.malloc(13 * MiB)
+    assert a.reserved == 20 * MiB and y.addr == x.addr + 4 * MiB
+    del first
