@@ -200,6 +200,9 @@ def write_summary() -> Path:
         if rest:
             details.append(f"\nOther survivors ({len(rest)}; diffs in {path.name}):\n")
             details += [f"- `{m}` ({r['survivors'][m]['status']})" for m in rest]
+    notes = OUT / "notes.md"  # what a run left out, and why (kept by hand)
+    if notes.exists():
+        details.append("\n" + notes.read_text().strip())
     text = "\n".join(lines + details) + "\n"
     tmp = OUT / ".README.md.tmp"
     tmp.write_text(text)
