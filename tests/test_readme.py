@@ -393,9 +393,7 @@ FIGURES: dict[str, Figure] = {
     r"sa-profile --gpu rtx-3060 --shape 128x256x256 --mode train --dtype fp16$": Figure(check_rtx_3060),
     r"python -m sa_profiler\.validation --floors$": Figure(check_floors),
     r"sa-profile gpus$": Figure(check_gpu_count),
-    r"python -m sa_profiler\.validation$": Figure(check_validation_tables, xfail=(
-        "README.md's whole-model row `Generator ... | fp16 | 479996928 | 480151552 | +0.03%` is stale: "
-        "`python -m sa_profiler.validation` prints simulated 479602176 (-0.08%)")),
+    r"python -m sa_profiler\.validation$": Figure(check_validation_tables),
 }
 
 
