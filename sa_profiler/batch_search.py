@@ -9,10 +9,9 @@ the simulator too (the column `source` says so)."""
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
+from . import files
 from .engine import Record, Workload, simulate
 from .recommend import largest_batch, total_bytes
 
@@ -86,13 +85,4 @@ def _one(w: Workload, usable: int, seen: dict[int, Record]) -> dict:
 
 
 def write(rows: list[dict], folder: str | Path) -> Path:
-    path = Path(folder) / LARGEST
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return files.write_csv(Path(folder) / LARGEST, rows, COLUMNS)

@@ -123,15 +123,6 @@ def _one_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def parse_input(text) -> tuple[int, ...]:
-    """`128` (a latent vector) or `3x224x224` (an image): one float input's shape per sample."""
-    try:
-        one = model_inputs.parse(text)
-    except model_inputs.InputError as err:
-        raise FitError(str(err)) from None
-    return one.shape
-
-
 def parse_inputs(spec) -> tuple[model_inputs.Input, ...]:
     try:
         return model_inputs.parse_all(spec)
@@ -454,7 +445,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     except Exception as err:
         raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
                        f"{type(err).__name__}: {_one_line(err)}") from None
-    result.attention_layers = attribution.layers if attribution else sagan
+    result.attention_layers = attribution.layers
     result.attention_calls = _calls_by_module(forward_calls)
     result.backends = dict(Counter(c.backend for c in forward_calls))
     result.peak_total = tracker.allocator.peak

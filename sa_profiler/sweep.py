@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from . import files
 from .engine import Record, Workload
 from .executors import LocalExecutor
 from .lock import FolderBusy, folder_lock
@@ -124,15 +125,6 @@ def duplicates_note(path, dropped: int, kept: int) -> str:
             f"once); the last row of each workload is used ({kept} workloads)")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def environment() -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
            "cuda": torch.version.cuda or "none", "host": platform.node()}
@@ -149,14 +141,7 @@ def _rewrite(path: Path, rows: list[dict], keep: list[dict]) -> list[dict]:
     """Rewrite results.csv with `keep` only (temporary file, then rename) where it differs."""
     if len(keep) == len(rows):
         return rows
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, columns(), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(keep)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    files.write_csv(path, keep, columns())
     return keep
 
 
@@ -195,7 +180,7 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra}
     if len(sweep.targets) > 1:
         meta["targets"] = [_target_meta(t) for t in sweep.targets]
-    _atomic_write(out / META, json.dumps(meta, indent=2))
+    files.write_text(out / META, json.dumps(meta, indent=2))
     done = {r["key"]: r for r in existing}
     oom_at: dict[str, int] = {}
     for r in existing:
@@ -259,7 +244,7 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
             executor.close()
     order = {w.key: i for i, w in enumerate(sweep.workloads())}
     rows = sorted(read_rows(path), key=lambda r: order.get(r["key"], len(order)))  # grid order, whatever finished first
-    _atomic_write(out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
+    files.write_text(out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     return rows
 
 

@@ -224,15 +224,34 @@ def test_channels_last_rules():
     assert conv_format(torch.empty(2, 8, 4, 4, device="meta"), w) is torch.contiguous_format
 
 
-def test_conv_output_layout_matches_the_cpu():
+class _ChannelsLastNet(nn.Module):
+    """A conv fed channels-last (as diffusers' attention hands it back), then a flatten that is
+    a view of a contiguous tensor and a copy of a channels-last one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 8)
+
+    def forward(self, x):
+        y = self.conv(x.contiguous(memory_format=torch.channels_last))
+        return self.norm(y).sum() + torch.flatten(y, 1).sum()
+
+
+def test_conv_output_layout_matches_the_cpu(monkeypatch):
     """A channels-last input gives a channels-last output on the CPU (mkldnn) and on CUDA
-    (cuDNN); the meta kernel returns contiguous, which the layout rule corrects."""
-    x = torch.randn(2, 8, 6, 6).to(memory_format=torch.channels_last)
-    conv = nn.Conv2d(8, 8, 3, padding=1)
-    real = conv(x)
-    sim = run_step(lambda: nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GroupNorm(2, 8)), ["8x6x6"], 2, None)
-    assert real.is_contiguous(memory_format=torch.channels_last)
-    assert sim.status == "ok"
+    (cuDNN); the meta kernel returns contiguous, which the layout rule corrects. Without the
+    rule the simulated step misses the reshape's copy."""
+    from sa_profiler.engine import layouts
+
+    def forward_high(step):
+        return max(a for _, a, phase, _ in step.timeline if phase == "forward")
+
+    real = run_step(_ChannelsLastNet, ["8x32x32"], 4, None, device="cpu", timeline=True)
+    sim = run_step(_ChannelsLastNet, ["8x32x32"], 4, None, timeline=True)
+    assert (sim.peak_total, forward_high(sim)) == (real.peak_total, forward_high(real))
+    monkeypatch.setattr(layouts.LayoutRules, "restride", lambda self, func, args, out: out)
+    assert forward_high(run_step(_ChannelsLastNet, ["8x32x32"], 4, None, timeline=True)) != forward_high(real)
 
 
 def test_convert_keeps_float64_exact():

@@ -159,12 +159,11 @@ class AttentionRouting(_ModeBase):
         backend = record.backend
         if backend == "none":
             raise RuntimeError("No available kernel. Aborting execution.")
-        call = backends.Call.of(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
         if backend == "math":  # what torch runs on meta anyway: attention.cpp's math branch
             return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
                                                   enable_gqa=enable_gqa), record
         mask = _convert_boolean_mask(attn_mask, query.dtype)
-        lse = call.requires_grad  # should_compute_logsumexp
+        lse = record.requires_grad  # should_compute_logsumexp
         if backend == "cudnn":
             out = aten._scaled_dot_product_cudnn_attention(query, key, value, mask, lse, dropout_p, is_causal, False,
                                                            scale=scale)[0]

@@ -56,10 +56,6 @@ def conv_format(inp: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _in_format(t: torch.Tensor, fmt) -> bool:
-    return t.is_contiguous(memory_format=fmt)
-
-
 def _like(t: torch.Tensor, fmt) -> torch.Tensor:
     return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=fmt)
 
@@ -80,15 +76,15 @@ class LayoutRules:
     def restride(self, func, args, out):
         if func is aten.convolution.default and isinstance(out, torch.Tensor) and out.device.type == "meta":
             fmt = conv_format(args[0], args[1])
-            if fmt is not torch.contiguous_format and not _in_format(out, fmt):
+            if fmt is not torch.contiguous_format and not out.is_contiguous(memory_format=fmt):
                 return _like(out, fmt)
         if func is aten.convolution_backward.default and out[0] is not None and out[0].device.type == "meta":
             fmt = conv_format(args[1], args[2])
             if fmt is not torch.contiguous_format:
                 grad_input, grad_weight, grad_bias = out
-                if grad_input is not None and not _in_format(grad_input, fmt):
+                if grad_input is not None and not grad_input.is_contiguous(memory_format=fmt):
                     grad_input = _like(grad_input, fmt)
-                if grad_weight is not None and not _in_format(grad_weight, fmt):
+                if grad_weight is not None and not grad_weight.is_contiguous(memory_format=fmt):
                     grad_weight = _like(grad_weight, fmt)
                 return grad_input, grad_weight, grad_bias
         return out
@@ -102,14 +98,14 @@ class LayoutRules:
         if func is aten.convolution.default and args[0].device.type == "meta":
             fmt = conv_format(args[0], args[1])
             return [_copy(t, what, "convolution") for t, what in ((args[0], "input"), (args[1], "weight"))
-                    if not _in_format(t, fmt)]
+                    if not t.is_contiguous(memory_format=fmt)]
         if func is aten.convolution_backward.default and args[0].device.type == "meta":
             fmt = conv_format(args[1], args[2])
             if fmt is torch.contiguous_format:
                 return []
             return [_copy(t, what, "convolution_backward")
                     for t, what in ((args[0], "grad_output"), (args[1], "input"), (args[2], "weight"))
-                    if not _in_format(t, fmt)]
+                    if not t.is_contiguous(memory_format=fmt)]
         return []
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import timing_constants as fitted
+from .tracker import tensors_in
 
 # ops that create no kernel: views, aliases and uninitialised allocations
 NO_KERNEL = {"_unsafe_view", "_reshape_alias", "empty", "empty_like", "empty_strided", "new_empty",
@@ -75,16 +76,6 @@ def kind_of(name: str, precision: str) -> str:
     return "pointwise"
 
 
-def _tensors(obj) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in _tensors(item)]
-    if isinstance(obj, dict):
-        return [t for item in obj.values() for t in _tensors(item)]
-    return []
-
-
 def _in_backward() -> bool:
     """Whether the autograd engine is running the op (torch._C._current_graph_task_id is -1
     outside a backward; it is what torch.utils.checkpoint uses)."""
@@ -97,8 +88,8 @@ def describe(func, args, kwargs, out) -> Op:
     from torch.utils.flop_counter import flop_registry
 
     name = func.overloadpacket.__name__
-    inputs = _tensors(args) + _tensors(kwargs)
-    outputs = _tensors(out)
+    inputs = tensors_in(args) + tensors_in(kwargs)
+    outputs = tensors_in(out)
     ref = inputs[0] if name in GEMM or name in ATTENTION else (outputs or inputs or [None])[0]
     precision = PRECISION.get(ref.dtype, "fp32") if ref is not None else "fp32"
     kind = kind_of(name, precision)

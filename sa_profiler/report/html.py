@@ -13,7 +13,6 @@ string from the data or the user is escaped (see `page`).
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -765,11 +764,7 @@ def write_report(results_csv: str | Path, out: str | Path | None = None, meta: d
 
 
 def write_html(frame: pd.DataFrame, out: str | Path, meta: dict, largest: pd.DataFrame | None = None) -> Path:
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render(prepare(frame), meta, largest), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return page.write(out, render(prepare(frame), meta, largest))
 
 
 class SweepResult:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import uuid
 from functools import lru_cache
 from pathlib import Path
 
+from .. import files
 from ..units import format_bytes
 
 MiB = 2**20
@@ -208,8 +208,4 @@ def bytes_text(n) -> str:
 
 def write(out: str | Path, text: str) -> Path:
     """Write a page to a temporary name beside `out`, then rename it: never a half page."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return files.write_text(out, text)
