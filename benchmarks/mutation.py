@@ -3,6 +3,8 @@
     pip install -e ".[mutation]"
     python benchmarks/mutation.py                 # every module below, in order (hours on 2 cores)
     python benchmarks/mutation.py engine --jobs 2 # one module
+    python benchmarks/mutation.py engine --files layouts,timing --jobs 2
+                                                  # some files of a module, merged into its score
 
 Each module runs in its own snapshot of the committed tree (`git archive HEAD`), with only the
 test files that exercise it, under `nice`. mutmut forks one process per mutant and runs the
@@ -34,12 +36,19 @@ MODULES = {
     "engine": (["sa_profiler/engine/"],
                ["tests/test_engine_mutants.py", "tests/test_oracles.py", "tests/test_rules.py",
                 "tests/test_rule_coverage.py", "tests/test_golden.py::test_engine_answers_are_pinned",
-                "tests/test_golden.py::test_rule_answers_are_pinned"]),
+                "tests/test_golden.py::test_rule_answers_are_pinned", "tests/test_mem_eff.py",
+                "tests/test_layouts_mutants.py", "tests/test_mem_eff_mutants.py", "tests/test_timing_mutants.py",
+                "tests/test_lazy_mutants.py", "tests/test_measure_mutants.py"]),
+    # test_engine.py left out of backends: 13 s a run, and its selection calls are the golden table's
     "backends": (["sa_profiler/attention/backends.py"],
-                 ["tests/test_attention.py", "tests/test_engine.py", "tests/test_golden.py::test_engine_answers_are_pinned"]),
+                 ["tests/test_backends_mutants.py", "tests/test_attention.py", "tests/test_backend_versions.py",
+                  "tests/test_golden.py::test_engine_answers_are_pinned"]),
     "recommend": (["sa_profiler/recommend.py"],
-                  ["tests/test_golden.py", "tests/test_cli.py", "tests/test_user_strings.py"]),
-    "html": (["sa_profiler/report/html.py"], ["tests/test_html_escaping.py", "tests/test_sweep.py"]),
+                  ["tests/test_recommend_mutants.py", "tests/test_golden.py", "tests/test_cli.py",
+                   "tests/test_user_strings.py", "tests/test_evidence.py"]),
+    "html": (["sa_profiler/report/html.py"],
+             ["tests/test_html_mutants.py", "tests/test_html_escaping.py", "tests/test_sweep.py",
+              "tests/test_reports.py"]),
 }
 # mutmut exit-code statuses that count as killed / not killed
 KILLED = {"killed", "timeout", "caught by type check"}
@@ -73,31 +82,46 @@ def _statuses(work: Path) -> dict[str, str]:
 PRIORITY = ["tracker", "allocator", "simulate", "step", "targets", "workload", "rules"]
 
 
-def _globs(paths: list[str]) -> list[str]:
-    """mutmut mutant-name patterns, one per file, most important first."""
+def _files(paths: list[str], only: list[str] | None = None) -> list[str]:
+    """The module's source files (relative paths), or those of them named in `only` (stems)."""
     files = []
     for p in paths:
         files += sorted(str(f.relative_to(ROOT)) for f in (ROOT / p).glob("*.py")) if p.endswith("/") else [p]
     files = [f for f in files if not f.endswith("__init__.py")]
+    if only is not None:
+        unknown = set(only) - {Path(f).stem for f in files}
+        if unknown:
+            raise ValueError(f"no file {sorted(unknown)[0]!r} in {', '.join(paths)}; "
+                             f"expected stems of {', '.join(Path(f).name for f in files)}")
+        files = [f for f in files if Path(f).stem in only]
+    return files
+
+
+def _globs(files: list[str]) -> list[str]:
+    """mutmut mutant-name patterns, one per file, most important first."""
+    files = list(files)
     files.sort(key=lambda f: (PRIORITY.index(Path(f).stem) if Path(f).stem in PRIORITY else len(PRIORITY), f))
     return [f[:-3].replace("/", ".") + ".*" for f in files]
 
 
-def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: Path | None = None) -> dict:
-    """Mutation-test one module, file by file; with `deadline_s`, stop then and score the mutants done."""
+def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: Path | None = None,
+               only: list[str] | None = None) -> dict:
+    """Mutation-test one module, file by file; with `deadline_s`, stop then and score the mutants done.
+    With `only` (file stems), mutate those files and merge their scores into the module's JSON."""
     paths, tests = MODULES[name]
+    files = _files(paths, only)
     tests = [t for t in tests if (ROOT / t.split("::")[0]).exists()]
     work = workdir or Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
     with open(work / "pyproject.toml", "a") as fh:
-        fh.write(_config(paths, tests))
+        fh.write(_config(paths if only is None else files, tests))
     (work / ".mutation-commit").write_text(subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                                           check=True, capture_output=True, text=True).stdout)
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     finished = True
-    for pattern in _globs(paths):
+    for pattern in _globs(files):
         left = None if deadline_s is None else deadline_s - (time.time() - start)
         if left is not None and left <= 0:
             finished = False
@@ -113,7 +137,7 @@ def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: P
                 proc.wait()
                 finished = False
                 break
-    return score(name, work, finished, round(time.time() - start))
+    return score(name, work, finished, round(time.time() - start), only)
 
 
 # the diff of each mutant named on stdin (mutmut's own `show`, in one process)
@@ -130,27 +154,54 @@ print(json.dumps(out))
 """
 
 
-def score(name: str, work: Path, finished: bool = True, seconds: int = 0) -> dict:
-    """Score the mutants a mutmut folder has results for; write reports/mutation/<name>.json."""
+def _file_of(mutant: str) -> str:
+    """sa_profiler.engine.timing.x_describe__mutmut_3 -> sa_profiler.engine.timing"""
+    return re.split(r"\.x[_\u01c1]", mutant)[0]
+
+
+def score(name: str, work: Path, finished: bool = True, seconds: int = 0, only: list[str] | None = None) -> dict:
+    """Score the mutants a mutmut folder has results for; write reports/mutation/<name>.json.
+    With `only` (file stems), the folder holds those files' mutants: they replace those files'
+    entries in the module's JSON, and the other files keep theirs (each file's commit is kept)."""
     paths, tests = MODULES[name]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stamp = work / ".mutation-commit"
     commit = stamp.read_text().strip() if stamp.exists() else "?"
-    statuses = {m: st for m, st in _statuses(work).items() if st != "not checked"}
-    untested = len(_statuses(work)) - len(statuses)
+    all_statuses = _statuses(work)
+    if only is not None:  # the files run, also where mutmut had none of their mutants to record
+        all_statuses = {m: st for m, st in all_statuses.items() if _file_of(m).rsplit(".", 1)[-1] in only}
+    statuses = {m: st for m, st in all_statuses.items() if st != "not checked"}
+    untested_by_file: dict[str, int] = {}
+    for mutant, status in all_statuses.items():
+        if status == "not checked":
+            untested_by_file[_file_of(mutant)] = untested_by_file.get(_file_of(mutant), 0) + 1
     alive = [m for m, st in statuses.items() if st not in KILLED]
     diffs = json.loads(subprocess.run([sys.executable, "-c", DIFFS], input=json.dumps(alive), cwd=work, env=env,
                                       capture_output=True, text=True, check=True).stdout or "{}")
     survivors = {m: {"status": statuses[m], "diff": diffs.get(m, "")} for m in alive}
     by_file: dict[str, dict[str, int]] = {}
     for mutant, status in statuses.items():
-        counts = by_file.setdefault(re.split(r"\.x[_\u01c1]", mutant)[0], {"total": 0, "killed": 0})
+        counts = by_file.setdefault(_file_of(mutant), {"total": 0, "killed": 0})
         counts["total"] += 1
         counts["killed"] += status in KILLED
-    total = len(statuses)
-    killed = sum(s in KILLED for s in statuses.values())
-    result = {"module": name, "paths": paths, "tests": tests, "commit": commit, "tool": _mutmut_version(),
-              "finished": finished, "untested": untested,
+    commit_by_file = {f: commit for f in set(by_file) | set(untested_by_file)}
+    if only is not None and (OUT / f"{name}.json").exists():
+        old = json.loads((OUT / f"{name}.json").read_text())
+        rerun = lambda f: f.rsplit(".", 1)[-1] in only
+        by_file.update({f: c for f, c in old["by_file"].items() if not rerun(f)})
+        survivors.update({m: s for m, s in old["survivors"].items() if not rerun(_file_of(m))})
+        # a JSON from before per-file counts: its unreached mutants are counted as in the files run again
+        untested_by_file.update({f: n for f, n in old.get("untested_by_file", {}).items() if not rerun(f)})
+        commit_by_file.update({f: c for f, c in old.get("commit_by_file", {}).items() if not rerun(f)})
+        commit_by_file.update({f: old["commit"] for f in old["by_file"] if not rerun(f) and f not in commit_by_file})
+        seconds += old.get("seconds", 0)
+    total = sum(c["total"] for c in by_file.values())
+    killed = sum(c["killed"] for c in by_file.values())
+    untested = sum(untested_by_file.values())
+    commits = sorted(set(commit_by_file.values()))
+    result = {"module": name, "paths": paths, "tests": tests, "commit": " + ".join(commits) or commit,
+              "commit_by_file": commit_by_file, "tool": _mutmut_version(),
+              "finished": finished and not untested, "untested": untested, "untested_by_file": untested_by_file,
               "total": total, "killed": killed, "score": killed / total if total else None,
               "seconds": seconds, "by_file": by_file, "survivors": survivors}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -216,6 +267,9 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     parser.add_argument("--deadline", type=float, metavar="SECONDS",
                         help="stop each module after this long and score the mutants done")
+    parser.add_argument("--files", metavar="STEMS",
+                        help="with one MODULE: mutate only these of its files (comma-separated, e.g. layouts,timing) "
+                             "and merge their scores into reports/mutation/MODULE.json")
     parser.add_argument("--summary", action="store_true", help="only rebuild reports/mutation/README.md")
     parser.add_argument("--score", metavar="FOLDER", help="only score the mutmut folder of an earlier run of MODULE")
     args = parser.parse_args(argv)
@@ -225,14 +279,22 @@ def main(argv=None) -> None:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         parser.error(f"unknown module {unknown[0]!r}; expected {', '.join(MODULES)}")
+    only = [f.strip() for f in args.files.split(",") if f.strip()] if args.files else None
+    if only is not None:
+        if len(args.modules) != 1:
+            parser.error("--files needs the one MODULE the files belong to")
+        try:  # names checked before any work
+            _files(MODULES[args.modules[0]][0], only)
+        except ValueError as err:
+            parser.error(str(err))
     if args.score:
         if len(args.modules) != 1:
             parser.error("--score FOLDER needs the one MODULE it ran")
-        r = score(args.modules[0], Path(args.score), finished=False)
+        r = score(args.modules[0], Path(args.score), finished=False, only=only)
         print(f"{r['module']}: {r['killed']}/{r['total']} killed ({(r['score'] or 0):.1%}); {r['untested']} not reached")
         return
     for name in args.modules or list(MODULES):
-        r = run_module(name, args.jobs, args.deadline)
+        r = run_module(name, args.jobs, args.deadline, only=only)
         print(f"{name}: {r['killed']}/{r['total']} killed ({(r['score'] or 0):.1%}) in {r['seconds']} s"
               + ("" if r["finished"] else f"; stopped at the deadline with {r['untested']} mutants untested"))
 
