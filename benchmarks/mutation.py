@@ -137,6 +137,8 @@ def run_module(name: str, jobs: int, deadline_s: float | None = None, workdir: P
                 proc.wait()
                 finished = False
                 break
+    if all(st == "not checked" for st in _statuses(work).values()):  # e.g. a test failed before any mutant ran
+        raise SystemExit(f"error: mutmut tested no mutant of {name}; nothing scored (see {work / 'mutmut.log'})")
     return score(name, work, finished, round(time.time() - start), only)
 
 

@@ -51,12 +51,29 @@ def _big(t: torch.Tensor):
     return tuple(s for s, n in zip(t.stride(), t.shape) if n > 1)
 
 
-SHAPES = [(2, 3, 4, 5), (2, 1, 4, 5), (1, 3, 4, 5), (2, 3, 1, 5), (2, 3, 4, 1), (2, 3, 1, 1), (1, 1, 4, 5),
-          (2, 3, 2, 3, 4), (2, 1, 2, 3, 4), (2, 3, 2, 1, 4)]
+SHAPES_2D = [(2, 3, 4, 5), (2, 1, 4, 5), (1, 3, 4, 5), (2, 3, 1, 5), (2, 3, 4, 1), (2, 3, 1, 1), (1, 1, 4, 5)]
+SHAPES_3D = [(2, 3, 2, 3, 4), (2, 1, 2, 3, 4), (2, 3, 2, 1, 4), (1, 3, 2, 3, 4), (2, 3, 1, 1, 1)]
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def _suggested(t: torch.Tensor):
+    """torch's own `suggest_memory_format()`: CPU max pooling gives its output that format."""
+    out = (F.max_pool2d if t.dim() == 4 else F.max_pool3d)(t, 1)
+    return CL[t.dim()] if out.stride() == torch.empty(t.shape, memory_format=CL[t.dim()]).stride() \
+        != torch.empty(t.shape).stride() else torch.contiguous_format
+
+
+@pytest.mark.parametrize("shape", SHAPES_2D + SHAPES_3D, ids=str)
+def test_suggests_channels_last_is_torchs(shape):
+    for name, x in _layouts(shape):
+        out = (F.max_pool2d if x.dim() == 4 else F.max_pool3d)(x, 1)
+        fmt = CL[x.dim()] if suggests_channels_last(x) else torch.contiguous_format
+        assert out.stride() == torch.empty(x.shape, memory_format=fmt).stride(), (name, x.stride())
+
+
+@pytest.mark.parametrize("shape", SHAPES_2D, ids=str)
 def test_convolution_output_layout_is_the_cpu_kernels(shape):
+    """On the CPU, 2-D convolutions (mkldnn and thnn alike) take channels-last when input or
+    weight suggests it, as cuDNN does."""
     rules = LayoutRules()
     for (name, x), (wname, w) in itertools.product(_layouts(shape), _weights(shape)):
         real = aten.convolution.default(*_args(x, w))
@@ -69,7 +86,22 @@ def test_convolution_output_layout_is_the_cpu_kernels(shape):
         assert real.stride() == torch.empty(real.shape, memory_format=conv_format(x, w)).stride(), (name, wname)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 3, 4, 5), (2, 3, 2, 3, 4)], ids=str)
+@pytest.mark.parametrize("shape", SHAPES_3D, ids=str)
+def test_3d_convolution_output_layout(shape):
+    """3-D: channels-last-3d when input or weight suggests it (torch's suggest_memory_format, read
+    from max pooling; the CPU's own 3-D convolution is not a reference: without mkldnn it
+    returns contiguous outputs)."""
+    rules = LayoutRules()
+    for (name, x), (wname, w) in itertools.product(_layouts(shape), _weights(shape)):
+        margs = _args(_meta(x), _meta(w))
+        meta_out = aten.convolution.default(*margs)
+        either = CL[5] in (_suggested(x), _suggested(w))
+        expected = torch.empty(meta_out.shape, memory_format=CL[5] if either else torch.contiguous_format)
+        assert _big(rules.restride(aten.convolution.default, margs, meta_out)) == _big(expected), (name, wname)
+        assert _big(torch.empty(meta_out.shape, memory_format=conv_format(x, w))) == _big(expected), (name, wname)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 3, 4, 5)], ids=str)
 def test_convolution_backward_layouts_are_the_cpu_kernels(shape):
     rules = LayoutRules()
     n = len(shape)
