@@ -75,10 +75,8 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
     guess = max(1, min(MAX_BATCH, (usable - one) // slope + 1))
     if fits(guess, likely or run):
         lo, hi = guess, guess + 1
-        while hi <= MAX_BATCH and fits(hi):
+        while hi <= MAX_BATCH and fits(hi):  # past MAX_BATCH counts as not fitting: bisection ends at it
             lo, hi = hi, min(hi * 2, MAX_BATCH + 1)
-        if hi > MAX_BATCH:
-            return lo, seen
     else:
         hi, lo = guess, max(1, guess // 2)
         while not fits(lo):

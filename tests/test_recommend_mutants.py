@@ -1,0 +1,395 @@
+"""The batch search, the candidate rows and the ranking, against answers worked out by hand.
+
+The batch search is held against a linear scan over a memory model the test defines; the
+candidates against torch's selection rules for the card (sdp_utils.cpp, as read in
+tests/test_backends_mutants.py); the ranking against rows whose times and bytes are given.
+"""
+
+import pytest
+
+from sa_profiler import evidence, gpus
+from sa_profiler import recommend as R
+from sa_profiler.attention import backends
+from sa_profiler.engine import Record, Workload, timing
+
+GiB, MiB = 2**30, 2**20
+
+
+# -- the batch search --------------------------------------------------------------------------
+def model(total, status=lambda b: "ok"):
+    """run(batch) -> Record with total bytes total(batch) (peak over a 1000-byte baseline)."""
+    calls = []
+
+    def run(b):
+        calls.append(b)
+        return Record(Workload("reference", b, 8, 4, 4), peak_bytes=total(b) - 1000, baseline_bytes=1000,
+                      status=status(b))
+    run.calls = calls
+    return run
+
+
+def scan(total, usable, status=lambda b: "ok", limit=20_000):
+    """The largest batch that fits, by trying every batch (the fits are monotone here)."""
+    best = 0
+    for b in range(1, limit):
+        if status(b) == "ok" and total(b) <= usable:
+            best = b
+    return best
+
+
+@pytest.mark.parametrize("usable", [1000 + 7 * 100, 1000 + 7 * 100 - 1, 1000 + 3333 * 100, 1000 + 100, 1099, 999])
+def test_affine_memory_is_found_in_four_runs(usable):
+    total = lambda b: 1000 + 100 * b
+    run = model(total)
+    best, seen = R.largest_batch(run, usable)
+    assert best == scan(total, usable)
+    if best >= 2:  # batch 1 and 2 give the slope; the guess is the answer, and the next batch fails
+        assert sorted(seen) == sorted({1, 2, best, best + 1}) and sorted(run.calls) == sorted(seen)
+    for b, rec in seen.items():
+        assert rec.workload.batch == b
+
+
+@pytest.mark.parametrize("total", [
+    lambda b: 1000 + 10 * b * b,  # convex: the guess is too high, then halving
+    lambda b: 1000 + 3000 * int(b ** 0.5),  # concave: the guess is too low, then doubling
+    lambda b: 1000 + 100 * b + (50_000 if b > 40 else 0),  # a step
+    lambda b: 1000 + 100 * b + (50_000 if b > 3 else 0),
+], ids=["convex", "concave", "step-40", "step-3"])
+@pytest.mark.parametrize("usable", [3000, 30_000, 300_000])
+def test_non_affine_memory(total, usable):
+    assert R.largest_batch(model(total), usable)[0] == scan(total, usable)
+
+
+def test_a_failing_status_does_not_fit():
+    total = lambda b: 1000 + 100 * b
+    status = lambda b: "oom" if b >= 37 else "ok"
+    assert R.largest_batch(model(total, status), 10**6)[0] == 36
+    best, seen = R.largest_batch(model(total, lambda b: "error"), 10**6)
+    assert best == 0 and list(seen) == [1]
+
+
+def test_batch_one_that_does_not_fit():
+    run = model(lambda b: 5000 * b)
+    assert R.largest_batch(run, 4999)[0] == 0 and run.calls == [1]
+    assert R.largest_batch(model(lambda b: 5000 * b), 5000)[0] == 1
+
+
+def test_the_search_stops_at_max_batch():
+    assert R.MAX_BATCH == 1 << 20
+    flat = lambda b: 1000  # memory that does not grow: every batch fits
+    assert R.largest_batch(model(flat), 10**12)[0] == R.MAX_BATCH
+    assert R.largest_batch(model(flat), 1010)[0] == R.MAX_BATCH  # the guess is small, doubling reaches the cap
+    slow = lambda b: 1000 + b
+    assert R.largest_batch(model(slow), 1000 + R.MAX_BATCH)[0] == R.MAX_BATCH
+    assert R.largest_batch(model(slow), 1000 + R.MAX_BATCH - 1)[0] == R.MAX_BATCH - 1
+    assert R.largest_batch(model(slow), 1000 + 2 * R.MAX_BATCH)[0] == R.MAX_BATCH
+
+
+def test_records_already_made_are_not_run_again_and_the_guess_runs_on_likely():
+    total = lambda b: 1000 + 100 * b
+    run, likely = model(total), model(total)
+    first = model(total)(1)
+    best, seen = R.largest_batch(run, 1000 + 100 * 50, {1: first}, likely=likely)
+    assert best == 50 and seen[1] is first
+    assert likely.calls == [50] and sorted(run.calls) == [2, 51]
+    two = model(total)(2)
+    run = model(total)
+    R.largest_batch(run, 1000 + 100 * 50, {1: first, 2: two})
+    assert sorted(run.calls) == [50, 51]
+
+
+def test_total_bytes():
+    w = Workload("reference", 1, 8, 4, 4)
+    assert R.total_bytes(Record(w, peak_bytes=5, baseline_bytes=7)) == 12
+    assert R.total_bytes(Record(w, peak_bytes=5)) == 5
+    assert R.total_bytes(Record(w, baseline_bytes=7)) == 7
+
+
+# -- targets ---------------------------------------------------------------------------------
+def test_targets():
+    t4 = gpus.lookup("t4")
+    t = R.make_target(t4)
+    assert R.DEFAULT_HEADROOM == 0.10
+    assert t.headroom == int(t4.total_memory * 0.1) == 1582825472
+    assert t.usable == 15828254720 - 536870912 - 1582825472
+    assert t.key == "t4"
+    assert R.make_target(t4, 0.25).headroom == int(15828254720 * 0.25)
+    assert R.make_target(t4, GiB).headroom == GiB
+    assert R.make_target(t4, 0).usable == 15828254720 - 536870912
+    assert R.make_target(gpus.host()).key == "cpu"
+
+
+# -- rows ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("impl,options,display,label,code", [
+    ("sdpa", {}, "sdpa (auto)", "sdpa", 'convert(model, "sdpa")'),
+    ("sdpa", {"backend": "flash"}, "sdpa", "sdpa[backend=flash]", "convert(model, \"sdpa\", backend='flash')"),
+    ("sdpa", {"layout": "auto"}, "sdpa (auto)", "sdpa[layout=auto]", "convert(model, \"sdpa\", layout='auto')"),
+    ("sdpa", {"backend": "efficient", "layout": "split"}, "sdpa split", "sdpa[backend=efficient,layout=split]",
+     "convert(model, \"sdpa\", backend='efficient', layout='split')"),
+    ("chunked", {}, "chunked/1024", "chunked", 'convert(model, "chunked")'),
+    ("chunked", {"chunk": 512, "checkpoint": True}, "chunked/512", "chunked[checkpoint=True,chunk=512]",
+     'convert(model, "chunked", chunk=512, checkpoint=True)'),
+    ("pooled", {}, "pooled 2x2", "pooled", 'convert(model, "pooled")'),
+    ("pooled", {"pool": 4}, "pooled 4x4", "pooled[pool=4]", 'convert(model, "pooled", pool=4)'),
+    ("reference", {}, "reference", "reference", 'convert(model, "reference")'),
+])
+def test_row_names(impl, options, display, label, code):
+    row = R.Row(impl, options, "float16", "train")
+    assert (row.display, row.label, row.code()) == (display, label, code)
+    assert row.exact is (impl != "pooled")
+
+
+def test_row_times():
+    w = Workload("reference", 1, 8, 4, 4)
+    row = R.Row("reference", {}, "float32", "forward")
+    assert row.time_source == "" and row.time_per_image is None
+    row.per_image = Record(w, time_s=None)
+    assert row.time_source == "" and row.time_per_image is None
+    row.per_image = Record(w, time_s=0.5)
+    assert row.time_source == "estimated" and row.time_per_image == 0.5
+    row.at_batch = Record(w.with_batch(8), time_s=2.0, source="measured")
+    assert row.time_source == "measured" and row.time_per_image == 0.25
+    row.at_batch = Record(w.with_batch(8), time_s=None)
+    assert row.time_source == "" and row.time_per_image is None
+
+
+@pytest.mark.parametrize("tokens,chunk", [(1, 1024), (16384, 1024), (16385, 1280), (65536, 4096), (65537, 4352),
+                                          (20000, 1280)])
+def test_chunk_for(tokens, chunk):
+    assert R.chunk_for(tokens) == chunk
+
+
+# -- candidates (torch 2.13's selection on each card) --------------------------------------------
+@pytest.mark.parametrize("card,dtype,mode,channels,impls,tokens,expected", [
+    # T4 (sm75): flash and cuDNN need sm80; efficient runs (8, 64) -> only the automatic SDPA row
+    ("t4", "float16", "train", 64, None, 1,
+     [("reference", {}), ("sdpa", {}), ("chunked", {"chunk": 1024, "checkpoint": True})]),
+    ("t4", "float16", "forward", 64, None, 65537, [("reference", {}), ("sdpa", {}), ("chunked", {"chunk": 4352})]),
+    # H100, torch 2.13 with its bundled cuDNN: cuDNN first and runs (8, 64); flash on the split (8, 8), efficient
+    ("h100", "float16", "train", 64, ["sdpa"], 1,
+     [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "efficient"})]),
+    # (32, 256): cuDNN refuses a value head of 256 (cuDNN 9.19 < 9.22); efficient is automatic; flash on (32, 32)
+    ("h100", "float16", "train", 256, ["sdpa"], 1, [("sdpa", {}), ("sdpa", {"backend": "flash"})]),
+    # A100 (sm80, cuDNN last): nothing fused runs (3, 24), so math is automatic; 24 % 3 == 0 splits it to (3, 3) for flash
+    ("a100", "float16", "forward", 24, ["sdpa"], 1, [("sdpa", {}), ("sdpa", {"backend": "flash"})]),
+    # 17 channels: (2, 17) does not split; nothing fused runs it
+    ("a100", "float16", "forward", 17, ["sdpa"], 1, [("sdpa", {})]),
+    # fp32 on an A100: efficient is automatic, flash and cuDNN refuse fp32
+    ("a100", "float32", "train", 64, ["sdpa"], 1, [("sdpa", {})]),
+    ("a100", "float16", "forward", 64, ["sdpa", "sdpa:cudnn", "pooled", "reference", "sdpa:flash", "sdpa"], 1,
+     [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "cudnn"}), ("pooled", {"pool": 2}),
+      ("reference", {})]),
+    ("a100", "float16", "forward", 4, ["sdpa"], 1, [("sdpa", {}), ("sdpa", {"backend": "flash"})]),
+])
+def test_candidates(card, dtype, mode, channels, impls, tokens, expected):
+    with backends.assume_torch("2.13.0"):
+        assert R.candidates(gpus.lookup(card), dtype, mode, channels, impls, tokens) == expected
+
+
+def test_candidates_auto_backend_is_not_listed_again():
+    with backends.assume_torch("2.13.0"):
+        caps = gpus.lookup("a100").caps()
+        assert backends.select(caps, backends.torch.float16, 8, 64, False) == "efficient"  # flash needs 8 == 64
+        got = R.candidates(gpus.lookup("a100"), "float16", "forward", 64, ["sdpa"])
+    assert got == [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "cudnn"})]
+
+
+# -- profile_row --------------------------------------------------------------------------
+def engine_of(per_image_bytes, base=1000, time_per=1e-3, status="ok", source="simulated", backend="flash"):
+    calls = []
+
+    def engine(w):
+        calls.append(w)
+        return Record(w, peak_bytes=per_image_bytes * w.batch, baseline_bytes=base, time_s=time_per * w.batch,
+                      status=status, source=source, backend=backend, message="why" if status != "ok" else "")
+    engine.calls = calls
+    return engine
+
+
+def test_profile_row_with_an_engine():
+    target = R.Target(gpus.lookup("t4"), 15828254720 - 536870912 - (1000 + 64 * MiB * 10))  # usable: 10 images
+    assert target.usable == 1000 + 10 * 64 * MiB
+    eng = engine_of(64 * MiB)
+    row = R.profile_row(target, "sdpa", {}, "float16", "forward", 64, 8, 8, None, eng)
+    assert (row.status, row.max_batch, row.batch, row.fits, row.backend, row.source) == \
+        ("ok", 10, 10, True, "flash", "simulated")
+    assert row.per_image.workload.batch == 1 and row.at_batch.workload.batch == 10
+    assert (row.evidence, row.caveat) == (evidence.SOURCE, "")
+    w = eng.calls[0]
+    assert (w.impl, w.channels, w.height, w.width, w.dtype, w.mode, w.target) == \
+        ("sdpa", 64, 8, 8, "float16", "forward", "t4")
+    asked = R.profile_row(target, "sdpa", {}, "float16", "forward", 64, 8, 8, 4, eng)
+    assert (asked.max_batch, asked.batch, asked.fits, asked.at_batch.workload.batch) == (10, 4, True, 4)
+    over = R.profile_row(target, "sdpa", {}, "float16", "forward", 64, 8, 8, 11, eng)
+    assert (over.max_batch, over.batch, over.fits, over.at_batch.workload.batch) == (10, 11, False, 11)
+    big = R.profile_row(target, "sdpa", {}, "float16", "forward", 64, 8, 8, None, engine_of(11 * 64 * MiB))
+    assert (big.max_batch, big.batch, big.fits, big.at_batch.workload.batch) == (0, 0, False, 1)
+
+
+def test_profile_row_that_cannot_run():
+    target = R.make_target(gpus.lookup("t4"))
+    row = R.profile_row(target, "sdpa", {"backend": "flash"}, "float16", "forward", 64, 8, 8, None,
+                        engine_of(MiB, status="unsupported"))
+    assert (row.status, row.message, row.max_batch, row.batch, row.fits, row.at_batch) == \
+        ("unsupported", "why", 0, 0, False, None)
+
+
+def test_profile_row_evidence_of_cudnn_off_sm90():
+    target = R.make_target(gpus.lookup("a100"))
+    row = R.profile_row(target, "sdpa", {"backend": "cudnn"}, "float16", "train", 64, 8, 8, None,
+                        engine_of(MiB, backend="cudnn"))
+    assert row.evidence == evidence.ASSUMPTION and "sm80 backward" in row.caveat
+    measured = R.profile_row(target, "sdpa", {}, "float16", "train", 64, 8, 8, None,
+                             engine_of(MiB, backend="cudnn", source="measured"))
+    assert (measured.evidence, measured.source) == (evidence.MEASURED, "measured")
+
+
+def test_profile_row_on_the_simulator_times_the_batch_it_answers():
+    target = R.make_target(gpus.custom(GiB))
+    row = R.profile_row(target, "reference", {}, "float32", "forward", 64, 8, 8, None)
+    usable = GiB - 536870912 - int(GiB * 0.1)
+    assert target.usable == usable
+    per, step = row.per_image, row.at_batch
+    assert row.fits and row.batch == row.max_batch > 1 and step.workload.batch == row.batch
+    assert R.total_bytes(step) <= usable
+    after = R.simulate(step.workload.with_batch(row.batch + 1), timing=False, cap=usable)
+    assert after.status != "ok" or R.total_bytes(after) > usable
+    assert per.time_s is not None and step.time_s is not None and step.time_s > per.time_s
+    asked = R.profile_row(target, "reference", {}, "float32", "forward", 64, 8, 8, 3)
+    assert asked.batch == 3 and asked.at_batch.workload.batch == 3 and asked.at_batch.time_s is not None
+    assert asked.at_batch.time_s == pytest.approx(R.simulate(asked.at_batch.workload).time_s)
+
+
+# -- the ranking ---------------------------------------------------------------------------------
+def row(impl="sdpa", dtype="float16", mode="train", t=None, peak=100, at_peak=None, max_batch=8, status="ok",
+        fits=True, options=None, source="simulated", ev="source", caveat="", backend="flash"):
+    r = R.Row(impl, dict(options or {}), dtype, mode, status=status, backend=backend, fits=fits, max_batch=max_batch,
+              batch=max_batch, evidence=ev, caveat=caveat)
+    w = Workload(impl, 1, 8, 4, 4, dtype, mode)
+    r.per_image = Record(w, peak_bytes=peak, baseline_bytes=0, time_s=t, source=source)
+    r.at_batch = Record(w.with_batch(max_batch), peak_bytes=at_peak if at_peak is not None else peak * max_batch,
+                        baseline_bytes=0, time_s=None if t is None else t * max_batch, source=source)
+    return r
+
+
+def test_nothing_fits():
+    for rows in ([], [row(fits=False)], [row(status="unsupported")], [row(mode="forward")], [row(impl="pooled")]):
+        rec = R.recommend(rows, "train", None)
+        assert (rec.row, rec.mode, rec.reason, rec.alternative) == \
+            (None, "train", "no exact implementation fits even one image", None)
+
+
+def test_the_filters_leave_out_a_faster_row():
+    good = row(t=1.0)
+    for bad in (row(t=0.1, fits=False), row(t=0.1, status="error"), row(t=0.1, mode="forward"),
+                row(impl="pooled", t=0.1)):
+        assert R.recommend([bad, good], "train", None).row is good
+
+
+def test_without_times_the_largest_batch_wins_then_the_wider_dtype():
+    a, b = row(max_batch=8, dtype="float16"), row(max_batch=9, dtype="float16")
+    rec = R.recommend([a, b], "train", None)
+    assert rec.row is b and rec.reason == "fits with the headroom (no time known) and takes the largest batch"
+    f32, bf16, f16, f64 = (row(max_batch=8, dtype=d) for d in ("float32", "bfloat16", "float16", "float64"))
+    assert R.recommend([f64, f16, bf16, f32], "train", None).row is f32
+    assert R.recommend([f64, f16, bf16], "train", None).row is bf16
+    assert R.recommend([f64, f16], "train", None).row is f16
+
+
+def test_the_fastest_measured_row_wins_alone():
+    fast, slow = row(t=1.0, peak=500, source="measured"), row(t=1.01, peak=100, source="measured")
+    rec = R.recommend([slow, fast], "train", None)
+    assert rec.row is fast
+    assert rec.reason == "fits with the headroom and is the fastest per image among those that fit (measured)"
+
+
+def test_estimates_within_the_typical_error_tie_and_the_smaller_memory_wins():
+    factor = timing.typical_factor()
+    assert factor > 1.05
+    fast = row(t=1.0, peak=500)
+    near = row(impl="chunked", t=factor * 0.999, peak=100, options={"chunk": 256})
+    far = row(impl="reference", t=factor * 1.001, peak=50, backend="")
+    rec = R.recommend([fast, far, near], "train", None)
+    assert rec.row is near
+    assert rec.reason == (f"fits with the headroom; its estimated time per image is within the estimate's typical "
+                          f"error (x{factor:.2f}) of the fastest, as is that of sdpa (auto) float16, and it needs the "
+                          f"least memory of these")
+    alone = R.recommend([fast, far], "train", None)
+    assert alone.row is fast and alone.reason.endswith("among those that fit (estimated)")
+    edge = row(t=factor, peak=100)  # exactly the fastest x the factor: tied
+    assert R.recommend([fast, edge], "train", None).row is edge
+
+
+def test_memory_compared_at_the_asked_batch_or_one_image():
+    a = row(t=1.0, peak=100, at_peak=900)
+    b = row(t=1.0, peak=200, at_peak=800)
+    assert R.recommend([a, b], "train", None).row is a  # one image
+    assert R.recommend([a, b], "train", 8).row is b  # at the batch
+    b.at_batch = None
+    b.per_image.time_s = 1.0
+    assert R.recommend([a, b], "train", 8).row is b  # no record at the batch: its one image (200 < 900)
+
+
+def test_ties_in_memory_go_to_the_larger_batch_then_dtype_then_time():
+    a, b = row(t=1.0, peak=100, max_batch=8), row(t=1.1, peak=100, max_batch=9, at_peak=800)
+    assert R.recommend([a, b], "train", None).row is b
+    c, d = row(t=1.0, peak=100, dtype="float16"), row(t=1.1, peak=100, dtype="bfloat16")
+    assert R.recommend([c, d], "train", None).row is d
+    e, f = row(t=1.1, peak=100), row(t=1.0, peak=100)
+    assert R.recommend([e, f], "train", None).row is f
+
+
+def test_a_forced_backend_on_an_assumption_is_named_not_recommended():
+    caveat = "cuDNN attention is closed source: assumed"
+    forced = row(t=0.5, options={"backend": "cudnn"}, ev=evidence.ASSUMPTION, caveat=caveat, backend="cudnn")
+    auto = row(t=2.0, backend="efficient")
+    rec = R.recommend([forced, auto], "train", None)
+    assert rec.row is auto and rec.alternative is forced
+    assert rec.reason == ("fits with the headroom and is the fastest per image among those that fit (estimated); "
+                          f"sdpa (cudnn) would rank first, but is not forced here: {caveat}")
+    sure = row(t=0.5, options={"backend": "cudnn"}, ev=evidence.MEASURED, backend="cudnn")
+    rec = R.recommend([sure, auto], "train", None)
+    assert rec.row is sure and rec.alternative is None
+    unforced = row(t=0.5, ev=evidence.ASSUMPTION, backend="cudnn")
+    assert R.recommend([unforced, auto], "train", None).row is unforced
+    slow_forced = row(t=9.0, options={"backend": "cudnn"}, ev=evidence.ASSUMPTION, backend="cudnn")
+    rec = R.recommend([slow_forced, auto], "train", None)
+    assert rec.row is auto and rec.alternative is None and "would rank first" not in rec.reason
+    only = R.recommend([forced], "train", None)
+    assert only.row is None and only.alternative is forced
+
+
+# -- alternatives ------------------------------------------------------------------------------
+def test_alternatives():
+    target = R.make_target(gpus.lookup("t4"))
+    eng = engine_of(MiB)
+    alts = R.alternatives(target, 64, 16, 16, "float16", "train", eng)
+    assert [a.what for a in alts] == [
+        "attention at 1/2 resolution (8 x 8): pool before the layer, upsample after",
+        "attention at 1/4 resolution (4 x 4): pool before the layer, upsample after",
+        "keys/values max-pooled 2x2 (as in BigGAN)", "keys/values max-pooled 4x4 (as in BigGAN)"]
+    assert [a.code for a in alts] == [
+        "F.interpolate(attn(F.avg_pool2d(x, 2))[0], scale_factor=2)",
+        "F.interpolate(attn(F.avg_pool2d(x, 4))[0], scale_factor=4)",
+        'convert(model, "pooled", pool=2)', 'convert(model, "pooled", pool=4)']
+    assert [(a.row.impl, a.row.options, a.row.per_image.workload.height, a.row.per_image.workload.width)
+            for a in alts] == [("sdpa", {}, 8, 8), ("sdpa", {}, 4, 4), ("pooled", {"pool": 2}, 16, 16),
+                               ("pooled", {"pool": 4}, 16, 16)]
+    assert all(a.row.mode == "train" and a.row.dtype == "float16" and a.row.batch == a.row.max_batch > 0
+               for a in alts)
+    odd = R.alternatives(target, 64, 6, 10, "float16", "train", eng)  # 2 divides both, 4 neither
+    assert [a.what for a in odd] == ["attention at 1/2 resolution (3 x 5): pool before the layer, upsample after",
+                                     "keys/values max-pooled 2x2 (as in BigGAN)"]
+    assert R.alternatives(target, 64, 8, 6, "float16", "train", eng)[1].what == \
+        "keys/values max-pooled 2x2 (as in BigGAN)"
+    assert len(R.alternatives(target, 64, 5, 8, "float16", "train", eng)) == 0
+
+
+def test_one_image_that_does_not_fit_is_a_row_that_ran():
+    """Batch 1 runs without the memory cap: its peak is the answer even when it exceeds the card."""
+    target = R.make_target(gpus.custom(600 * MiB))
+    assert target.usable == 600 * MiB - 536870912 - int(600 * MiB * 0.1)
+    row = R.profile_row(target, "reference", {}, "float32", "forward", 64, 128, 128, None)
+    assert (row.status, row.max_batch, row.batch, row.fits) == ("ok", 0, 0, False)
+    assert R.total_bytes(row.per_image) >= 2 * (128 * 128) ** 2 * 4 > target.usable  # energy and softmax: 2 x N^2 x 4 B
+    assert row.at_batch is row.per_image and row.per_image.time_s is not None
