@@ -82,6 +82,8 @@ def test_convolution_output_layout_is_the_cpu_kernels(shape):
         fixed = rules.restride(aten.convolution.default, margs, meta_out)
         assert fixed.device.type == "meta" and fixed.shape == real.shape
         assert _big(fixed) == _big(real), (name, wname, x.stride())
+        if meta_out.is_contiguous(memory_format=conv_format(x, w)):
+            assert fixed is meta_out  # already in the kernel's layout: left alone
         # conv_format names the same layout, to the strides of size-1 dimensions
         assert real.stride() == torch.empty(real.shape, memory_format=conv_format(x, w)).stride(), (name, wname)
 
@@ -112,17 +114,54 @@ def test_convolution_backward_layouts_are_the_cpu_kernels(shape):
         args = _args(x, w)
         g = torch.randn(aten.convolution.default(*args).shape)
         for gname, grad in [("grad contiguous", g), ("grad channels-last", g.contiguous(memory_format=CL[n]))]:
-            for mask in ([True, True, True], [False, True, False]):
+            for mask in ([True, True, True], [False, True, False], [True, False, False]):
                 bw = (grad, x, w, [4], *args[3:], mask)
                 real = aten.convolution_backward.default(*bw)
                 mbw = (_meta(grad), _meta(x), _meta(w), [4], *args[3:], mask)
-                fixed = rules.restride(aten.convolution_backward.default, mbw, aten.convolution_backward.default(*mbw))
-                for i in range(3):
-                    if real[i] is None:
-                        assert fixed[i] is None
-                    else:
-                        assert _big(fixed[i]) == _big(real[i]), (i, name, wname, gname, mask)
-                        assert fixed[i].device.type == "meta"
+                # this torch's meta kernel, and a contiguous one (as older torch's meta kernels give)
+                ours = aten.convolution_backward.default(*mbw)
+                plain = tuple(None if t is None else torch.empty(t.shape, device="meta") for t in ours)
+                for meta_out in (ours, plain):
+                    fixed = rules.restride(aten.convolution_backward.default, mbw, meta_out)
+                    for i in range(3):
+                        if real[i] is None:
+                            assert fixed[i] is None
+                        else:
+                            assert _big(fixed[i]) == _big(real[i]), (i, name, wname, gname, mask)
+                            assert fixed[i].device.type == "meta" and fixed[i].shape == real[i].shape
+                    assert fixed[2] is meta_out[2]  # grad_bias has no layout
+
+
+def test_restrided_outputs_keep_their_dtype():
+    rules = LayoutRules()
+    x = _meta(torch.empty(2, 3, 4, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    w = _meta(torch.empty(4, 3, 1, 1, dtype=torch.bfloat16))
+    margs = _args(x, w)
+    fixed = rules.restride(aten.convolution.default, margs, aten.convolution.default(*margs))
+    assert fixed.dtype == torch.bfloat16 and fixed.is_contiguous(memory_format=torch.channels_last)
+    g = torch.empty(2, 4, 4, 5, dtype=torch.bfloat16, device="meta")
+    outs = (torch.empty(2, 3, 4, 5, dtype=torch.bfloat16, device="meta"),
+            torch.empty(4, 3, 1, 1, dtype=torch.bfloat16, device="meta"), None)
+    gi, gw, gb = rules.restride(aten.convolution_backward.default, (g, x, w, [4], *margs[3:], [True, True, False]),
+                                outs)
+    assert gi.dtype == gw.dtype == torch.bfloat16 and gb is None
+    assert gi.is_contiguous(memory_format=torch.channels_last) and not gi.is_contiguous()
+
+
+@pytest.mark.parametrize("dims", [4, 5])
+def test_overlapping_strides_suggest_as_torch_says(dims):
+    """Every stride tuple from {0, 1, 2, 3, 4, 6} (4-D) or {0, 1, 2, 4} (5-D) over a tensor with
+    every dimension of size 2 (views of one buffer, overlapping): suggests_channels_last agrees
+    with torch's suggest_memory_format, read from CPU max pooling."""
+    base = torch.randn(64)
+    shape = (2,) * dims
+    values = (0, 1, 2, 3, 4, 6) if dims == 4 else (0, 1, 2, 4)
+    said = []
+    for strides in itertools.product(values, repeat=dims):
+        t = base.as_strided(shape, strides)
+        said.append(suggests_channels_last(t))
+        assert (_suggested(t) is CL[dims]) == said[-1], strides
+    assert 0 < sum(said) < len(said) / 2
 
 
 def test_float64_and_1d_convolutions_stay_contiguous():
