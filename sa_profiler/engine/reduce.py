@@ -1,0 +1,204 @@
+"""Scratch memory a CUDA reduction takes from the caching allocator.
+
+`gpu_reduce_kernel` (aten/src/ATen/native/cuda/Reduce.cuh) launches one kernel per reduction.
+When `setReduceConfig` splits each output over several thread blocks (`ctas_per_output > 1`,
+`should_global_reduce()`), the blocks meet in global memory: the launcher allocates a staging
+`buffer` of `config.global_memory_size()` bytes and `semaphores` of `config.semaphore_size()`
+bytes through the CUDA caching allocator, both alive for the launch. Bias gradients
+(`grad.sum(0)` over a batch of tokens) make tens of MiB of it.
+
+This module ports the heuristic: `TensorIterator`'s dimension order and coalescing
+(aten/src/ATen/TensorIterator.cpp `reorder_dimensions`, `coalesce_dimensions`), then
+`setReduceConfig`, `get_output_vec_size` and `ReduceConfig`'s sizes. It depends on the card
+(SM count, threads per SM, warp size 32) and, through the output vectorisation, on the input's
+address: the caching allocator hands out 512-byte aligned blocks, so only `storage_offset`
+can misalign it. Checked to the byte against tests/test_reduce.py's H100 measurements
+(reports/validation/reductions-h100-2.11.0.csv, benchmarks/probe_reductions.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+WARP = 32  # at::cuda::warp_size() on NVIDIA cards
+MAX_THREADS = 512  # mnt_wrapper<T>::MAX_NUM_THREADS (256 for complex<double>)
+MIN_VALUES_PER_THREAD = 16  # setReduceConfig (128 on ROCm)
+MAX_VALUES_PER_THREAD = 256
+INT = 4  # sizeof(int), one semaphore per output block column
+
+# maxThreadsPerMultiProcessor: CUDA C++ Programming Guide, "Technical Specifications per
+# Compute Capability" (maximum number of resident threads per SM).
+MAX_THREADS_PER_SM = {
+    (6, 0): 2048, (6, 1): 2048, (7, 0): 2048, (7, 2): 2048, (7, 5): 1024, (8, 0): 2048,
+    (8, 6): 1536, (8, 7): 2048, (8, 9): 1536, (9, 0): 2048, (10, 0): 2048, (12, 0): 1536,
+}
+
+
+def _last_pow2(n: int) -> int:
+    """Reduce.cuh `last_pow2`: the largest power of two <= n, at least 1."""
+    return max(1, 1 << (n.bit_length() - 1)) if n > 0 else 1
+
+
+def _div_up(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def iterator_layout(shape, strides, reduced_dims, in_size: int):
+    """(shape, input byte strides, output strides) of the reduction's TensorIterator.
+
+    `TensorIterator::reduce_op(viewed_result, self)`: the output has stride 0 in the reduced
+    dims (ReduceOpsUtils.h `review_reduce_result`) and is contiguous in the kept ones
+    (`resize_reduction` allocates it with no strides). `reorder_dimensions` sorts dims
+    fastest first, reduced dims to the front; `coalesce_dimensions` merges neighbours that
+    are size 1 or contiguous for every operand.
+    """
+    ndim = len(shape)
+    reduced = set(range(ndim)) if not reduced_dims else {d % ndim for d in reduced_dims}
+    out, step = [0] * ndim, 1
+    for d in reversed(range(ndim)):
+        if d not in reduced:
+            out[d], step = step, step * shape[d]
+    ins = [s * in_size for s in strides]  # compute_strides: the input is not broadcast
+    ops = [out, ins]
+
+    def should_swap(d0, d1):  # 1: d0 after d1, -1: before, 0: ambiguous
+        for i, st in enumerate(ops):
+            s0, s1 = st[d0], st[d1]
+            if i == 0 and (s0 == 0) != (s1 == 0):
+                return 1 if s1 == 0 else -1  # reduced dims to the front
+            if s0 == 0 or s1 == 0:
+                continue
+            if s0 != s1:
+                return -1 if s0 < s1 else 1
+            if shape[d0] > shape[d1]:
+                return 1
+        return 0
+
+    perm = list(reversed(range(ndim)))
+    if ndim > 1:
+        for i in range(1, ndim):
+            d1 = i
+            for d0 in range(i - 1, -1, -1):
+                c = should_swap(perm[d0], perm[d1])
+                if c > 0:
+                    perm[d0], perm[d1] = perm[d1], perm[d0]
+                    d1 = d0
+                elif c < 0:
+                    break
+    sh = [shape[p] for p in perm]
+    ops = [[st[p] for p in perm] for st in ops]
+    if ndim > 1:
+        prev = 0
+        for d in range(1, ndim):
+            if sh[prev] == 1 or sh[d] == 1 or all(sh[prev] * st[prev] == st[d] for st in ops):
+                if sh[prev] == 1:
+                    for st in ops:
+                        st[prev] = st[d]
+                sh[prev] *= sh[d]
+            else:
+                prev += 1
+                if prev != d:
+                    for st in ops:
+                        st[prev] = st[d]
+                    sh[prev] = sh[d]
+        sh = sh[:prev + 1]
+        ops = [st[:prev + 1] for st in ops]
+    return sh, ops[1], ops[0]
+
+
+def _output_vec_size(shape, in_strides, num_reduce_dims, in_size, address):
+    """Reduce.cuh `get_output_vec_size`: 4, halved until it divides the input's address (in
+    elements), the first kept dim, and every other dim's input stride (in elements)."""
+    vec = 4
+    for n in [address // in_size, shape[num_reduce_dims]] + [
+            s // in_size for j, s in enumerate(in_strides) if j != num_reduce_dims]:
+        while n % vec:
+            vec //= 2
+    return vec
+
+
+def reduce_config(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype: torch.dtype,
+                  gpu, storage_offset: int = 0, input_vec_size: int | None = None) -> dict:
+    """Reduce.cuh `setReduceConfig<arg_t, scalar_t, vt0, input_vec_size>` for this input.
+
+    `acc_dtype` is the kernel's `arg_t` (float for half/bfloat16/float sums and means,
+    `scalar_t` itself for amax/amin). `input_vec_size` is the launcher's template argument
+    (8 for 16-bit sums and means, else vt0 = 4); it only narrows blocks that are too short to
+    split across blocks, so it never changes the scratch (tests/test_reduce.py checks 4 and 8).
+    """
+    in_size = torch.empty((), dtype=in_dtype).element_size()
+    esize = torch.empty((), dtype=acc_dtype).element_size()
+    ivs = input_vec_size or (8 if in_size == 2 else 4)
+    if math.prod(shape) == 0:
+        return {"global_reduce": False}
+    sh, ins, out = iterator_layout(list(shape), list(strides), reduced_dims, in_size)
+    ndim = len(sh)
+    nred = sum(1 for s in out if s == 0)
+    num_outputs = math.prod(s for s, o in zip(sh, out) if o != 0)
+    inputs_per_output = math.prod(sh) // num_outputs
+    if ndim > 0:
+        fastest = nred == ndim or ins[0] < ins[nred]
+        dim0, dim1 = (inputs_per_output, num_outputs) if fastest else (num_outputs, inputs_per_output)
+        fastest_stride = ins[0] if fastest else ins[nred]
+    else:
+        fastest, fastest_stride, dim0, dim1 = True, in_size, 1, 1
+    # "vectorize along input" (Case 1) or "along output" (Case 2)
+    output_vec = 1
+    if fastest_stride == in_size:
+        if fastest and dim0 >= 128 and nred == 1:
+            dim0 //= ivs
+        elif not fastest:
+            output_vec = _output_vec_size(sh, ins, nred, in_size, storage_offset * in_size)
+            dim0 //= output_vec
+    # ReduceConfig::set_block_dimension<scalar_t>
+    max_threads = MAX_THREADS // output_vec
+    dim0_pow2 = _last_pow2(dim0) if dim0 < max_threads else max_threads
+    dim1_pow2 = _last_pow2(dim1) if dim1 < max_threads else max_threads
+    width = min(dim0_pow2, WARP)
+    height = min(dim1_pow2, max_threads // width)
+    width = min(dim0_pow2, max_threads // height)
+    threads = width * height
+    step_input = step_output = 1
+    block_x_reduce = fastest
+    if fastest:
+        step_input *= width  # input_mult[0] = split_input(block_width)
+    else:
+        step_output *= width  # output_mult[0] = split_output(block_width)
+    values_per_thread = _div_up(inputs_per_output, step_input)
+    split_across_warps = values_per_thread >= min(height * 16, MAX_VALUES_PER_THREAD)
+    if split_across_warps:
+        step_input *= height  # input_mult[1] = split_input(block_height)
+    else:
+        step_output *= height
+    blocks_per_sm = MAX_THREADS_PER_SM[gpu.capability] // threads
+    target_grid = gpu.sms * blocks_per_sm
+    grid_x = _div_up(num_outputs // output_vec, step_output)
+    values_per_thread = _div_up(inputs_per_output, step_input)
+    ctas = 1
+    if split_across_warps and values_per_thread >= MAX_VALUES_PER_THREAD and grid_x <= target_grid:
+        ctas = max(min(_div_up(target_grid, grid_x), _div_up(values_per_thread, MIN_VALUES_PER_THREAD)),
+                   _div_up(values_per_thread, MAX_VALUES_PER_THREAD))
+    config = {"block": (width, height), "grid": (grid_x, ctas), "output_vec_size": output_vec,
+              "block_x_reduce": block_x_reduce, "global_reduce": ctas > 1, "num_outputs": num_outputs,
+              "inputs_per_output": inputs_per_output}
+    if ctas > 1:
+        # ReduceConfig::global_memory_size() and semaphore_size()
+        size = esize * num_outputs * ctas
+        if not block_x_reduce:
+            size *= width * output_vec
+        config["buffer"] = size
+        config["semaphores"] = INT * grid_x
+    return config
+
+
+def reduction_scratch(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype: torch.dtype, gpu,
+                      storage_offset: int = 0) -> list[int]:
+    """Bytes `gpu_reduce_kernel` asks the caching allocator for (buffer, semaphores), before
+    its 512-byte rounding; [] when each output is reduced inside one block.
+
+    `reduced_dims` empty or None reduces every dim; `strides` in elements.
+    """
+    config = reduce_config(shape, strides, reduced_dims, in_dtype, acc_dtype, gpu, storage_offset)
+    return [config["buffer"], config["semaphores"]] if config["global_reduce"] else []
