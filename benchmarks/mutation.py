@@ -46,9 +46,14 @@ MODULES = {
     "recommend": (["sa_profiler/recommend.py"],
                   ["tests/test_recommend_mutants.py", "tests/test_golden.py", "tests/test_cli.py",
                    "tests/test_user_strings.py", "tests/test_evidence.py"]),
+    # the sweep tests that write a report; resume, SIGKILL and measured CPU runs (60 s) left out
     "html": (["sa_profiler/report/html.py"],
-             ["tests/test_html_mutants.py", "tests/test_html_escaping.py", "tests/test_sweep.py",
-              "tests/test_reports.py"]),
+             ["tests/test_html_mutants.py", "tests/test_html_escaping.py"]
+             + [f"tests/test_sweep.py::test_{t}" for t in (
+                 "sweep_writes_rows_and_report", "simulated_oom_continues_and_skips_larger_batches",
+                 "hostile_strings_are_escaped", "report_command", "atlas_report_has_a_column_per_device",
+                 "duplicate_rows_last_wins_and_are_reported")]
+             + ["tests/test_reports.py::test_largest_batch_is_the_engines_not_the_grids"]),
 }
 # mutmut exit-code statuses that count as killed / not killed
 KILLED = {"killed", "timeout", "caught by type check"}
