@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+from sa_profiler.engine import lazy
+
 CHECKS = r'''
 import sys, types
 import torch, torch._refs
@@ -121,6 +123,13 @@ print("ok")
 
 
 def test_lazy_wrappers_seeding_and_scope():
+    # in this process too, so that a tool that maps tests to the functions they call (mutmut)
+    # sees this test reach each of them; here torch._dynamo may already be imported
+    assert lazy.wrapped_fn(lambda: None) is None and lazy.wrapped_fns(None) == []
+    assert lazy._module_fns() is lazy._module_fns()
+    lazy._seed([])
+    with lazy.outside_compile():
+        pass
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     run = subprocess.run([sys.executable, "-c", CHECKS], env=env, capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
