@@ -380,9 +380,15 @@ def test_alternatives():
     odd = R.alternatives(target, 64, 6, 10, "float16", "train", eng)  # 2 divides both, 4 neither
     assert [a.what for a in odd] == ["attention at 1/2 resolution (3 x 5): pool before the layer, upsample after",
                                      "keys/values max-pooled 2x2 (as in BigGAN)"]
-    assert R.alternatives(target, 64, 8, 6, "float16", "train", eng)[1].what == \
-        "keys/values max-pooled 2x2 (as in BigGAN)"
+    assert [(w.impl, w.batch, w.height, w.width, w.options) for w in eng.calls if w.batch == 1] == [
+        ("sdpa", 1, 8, 8, ()), ("sdpa", 1, 4, 4, ()), ("pooled", 1, 16, 16, (("pool", 2),)),
+        ("pooled", 1, 16, 16, (("pool", 4),)), ("sdpa", 1, 3, 5, ()), ("pooled", 1, 6, 10, (("pool", 2),))]
+    for h, w in ((8, 6), (6, 8)):  # 4 divides one side only: neither the 1/4 map nor 4x4 pooling
+        assert [a.what for a in R.alternatives(target, 64, h, w, "float16", "train", eng)] == [
+            f"attention at 1/2 resolution ({h // 2} x {w // 2}): pool before the layer, upsample after",
+            "keys/values max-pooled 2x2 (as in BigGAN)"]
     assert len(R.alternatives(target, 64, 5, 8, "float16", "train", eng)) == 0
+    assert len(R.alternatives(target, 64, 9, 9, "float16", "train", eng)) == 0
 
 
 def test_one_image_that_does_not_fit_is_a_row_that_ran():
