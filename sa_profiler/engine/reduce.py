@@ -22,11 +22,14 @@ import math
 
 import torch
 
+from .allocator import round_size
+
 WARP = 32  # at::cuda::warp_size() on NVIDIA cards
 MAX_THREADS = 512  # mnt_wrapper<T>::MAX_NUM_THREADS (256 for complex<double>)
 MIN_VALUES_PER_THREAD = 16  # setReduceConfig (128 on ROCm)
 MAX_VALUES_PER_THREAD = 256
 INT = 4  # sizeof(int), one semaphore per output block column
+INT32_MAX = 2**31 - 1
 
 # maxThreadsPerMultiProcessor: CUDA C++ Programming Guide, "Technical Specifications per
 # Compute Capability" (maximum number of resident threads per SM).
@@ -34,6 +37,12 @@ MAX_THREADS_PER_SM = {
     (6, 0): 2048, (6, 1): 2048, (7, 0): 2048, (7, 2): 2048, (7, 5): 1024, (8, 0): 2048,
     (8, 6): 1536, (8, 7): 2048, (8, 9): 1536, (9, 0): 2048, (10, 0): 2048, (12, 0): 1536,
 }
+
+
+def max_threads_per_sm(capability: tuple[int, int]) -> int:
+    """The table's figure, or that of the nearest older listed capability for a card not in it."""
+    known = [c for c in MAX_THREADS_PER_SM if c <= tuple(capability)]
+    return MAX_THREADS_PER_SM[max(known)] if known else 2048
 
 
 def _last_pow2(n: int) -> int:
@@ -45,8 +54,8 @@ def _div_up(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def iterator_layout(shape, strides, reduced_dims, in_size: int):
-    """(shape, input byte strides, output strides) of the reduction's TensorIterator.
+def iterator_layout(shape, strides, reduced_dims, in_size: int, out_size: int):
+    """(shape, input byte strides, output byte strides) of the reduction's TensorIterator.
 
     `TensorIterator::reduce_op(viewed_result, self)`: the output has stride 0 in the reduced
     dims (ReduceOpsUtils.h `review_reduce_result`) and is contiguous in the kept ones
@@ -56,7 +65,7 @@ def iterator_layout(shape, strides, reduced_dims, in_size: int):
     """
     ndim = len(shape)
     reduced = set(range(ndim)) if not reduced_dims else {d % ndim for d in reduced_dims}
-    out, step = [0] * ndim, 1
+    out, step = [0] * ndim, out_size
     for d in reversed(range(ndim)):
         if d not in reduced:
             out[d], step = step, step * shape[d]
@@ -77,16 +86,15 @@ def iterator_layout(shape, strides, reduced_dims, in_size: int):
         return 0
 
     perm = list(reversed(range(ndim)))
-    if ndim > 1:
-        for i in range(1, ndim):
-            d1 = i
-            for d0 in range(i - 1, -1, -1):
-                c = should_swap(perm[d0], perm[d1])
-                if c > 0:
-                    perm[d0], perm[d1] = perm[d1], perm[d0]
-                    d1 = d0
-                elif c < 0:
-                    break
+    for i in range(1, ndim):
+        d1 = i
+        for d0 in range(i - 1, -1, -1):
+            c = should_swap(perm[d0], perm[d1])
+            if c > 0:
+                perm[d0], perm[d1] = perm[d1], perm[d0]
+                d1 = d0
+            elif c < 0:
+                break
     sh = [shape[p] for p in perm]
     ops = [[st[p] for p in perm] for st in ops]
     if ndim > 1:
@@ -108,6 +116,37 @@ def iterator_layout(shape, strides, reduced_dims, in_size: int):
     return sh, ops[1], ops[0]
 
 
+def _fits_32bit(sh, ins, out) -> bool:
+    """TensorIteratorBase::can_use_32bit_indexing: numel and every operand's last byte offset
+    within INT32_MAX."""
+    if math.prod(sh) > INT32_MAX:
+        return False
+    return all(1 + sum((n - 1) * s for n, s in zip(sh, st)) <= INT32_MAX for st in (out, ins))
+
+
+def split_32bit(sh, ins, out, address: int):
+    """The sub-iterators `iter.with_32bit_indexing()` launches one by one (SplitUntil32Bit:
+    `get_dim_to_split` takes the dim of largest byte extent, the last on ties among later
+    operands, and `split` halves it; `narrow` moves the input's address). Yields
+    (shape, input strides, output strides, input address)."""
+    stack = [(list(sh), ins, out, address)]
+    while stack:
+        sh, ins, out, address = stack.pop()
+        if _fits_32bit(sh, ins, out):
+            yield sh, ins, out, address
+            continue
+        best, dim = -1, -1
+        for d in reversed(range(len(sh))):
+            for st in (out, ins):
+                if (sh[d] - 1) * abs(st[d]) > best:
+                    best, dim = (sh[d] - 1) * abs(st[d]), d
+        half = sh[dim] // 2
+        first, second = list(sh), list(sh)
+        first[dim], second[dim] = half, sh[dim] - half
+        stack.append((second, ins, out, address + ins[dim] * half))
+        stack.append((first, ins, out, address))
+
+
 def _output_vec_size(shape, in_strides, num_reduce_dims, in_size, address):
     """Reduce.cuh `get_output_vec_size`: 4, halved until it divides the input's address (in
     elements), the first kept dim, and every other dim's input stride (in elements)."""
@@ -119,27 +158,19 @@ def _output_vec_size(shape, in_strides, num_reduce_dims, in_size, address):
     return vec
 
 
-def reduce_config(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype: torch.dtype,
-                  gpu, storage_offset: int = 0, input_vec_size: int | None = None) -> dict:
-    """Reduce.cuh `setReduceConfig<arg_t, scalar_t, vt0, input_vec_size>` for this input.
+def _size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
-    `acc_dtype` is the kernel's `arg_t` (float for half/bfloat16/float sums and means,
-    `scalar_t` itself for amax/amin). `input_vec_size` is the launcher's template argument
-    (8 for 16-bit sums and means, else vt0 = 4); it only narrows blocks that are too short to
-    split across blocks, so it never changes the scratch (tests/test_reduce.py checks 4 and 8).
-    """
-    in_size = torch.empty((), dtype=in_dtype).element_size()
-    esize = torch.empty((), dtype=acc_dtype).element_size()
-    ivs = input_vec_size or (8 if in_size == 2 else 4)
-    if math.prod(shape) == 0:
-        return {"global_reduce": False}
-    sh, ins, out = iterator_layout(list(shape), list(strides), reduced_dims, in_size)
+
+def launch_config(sh, ins, out, address: int, in_size: int, acc_size: int, input_vec_size: int, gpu) -> dict:
+    """Reduce.cuh `setReduceConfig<arg_t, scalar_t, vt0, input_vec_size>` for one iterator that
+    fits 32-bit indexing, and the scratch it allocates (`buffer`, `semaphores`) if any."""
     ndim = len(sh)
-    nred = sum(1 for s in out if s == 0)
-    num_outputs = math.prod(s for s, o in zip(sh, out) if o != 0)
+    nred = sum(1 for s in out if s == 0)  # num_reduce_dims: the reduced dims are in front
+    num_outputs = math.prod(n for n, o in zip(sh, out) if o != 0)
     inputs_per_output = math.prod(sh) // num_outputs
     if ndim > 0:
-        fastest = nred == ndim or ins[0] < ins[nred]
+        fastest = nred == ndim or ins[0] < ins[nred]  # reduction_on_fastest_striding_dimension
         dim0, dim1 = (inputs_per_output, num_outputs) if fastest else (num_outputs, inputs_per_output)
         fastest_stride = ins[0] if fastest else ins[nred]
     else:
@@ -148,9 +179,9 @@ def reduce_config(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype
     output_vec = 1
     if fastest_stride == in_size:
         if fastest and dim0 >= 128 and nred == 1:
-            dim0 //= ivs
+            dim0 //= input_vec_size
         elif not fastest:
-            output_vec = _output_vec_size(sh, ins, nred, in_size, storage_offset * in_size)
+            output_vec = _output_vec_size(sh, ins, nred, in_size, address)
             dim0 //= output_vec
     # ReduceConfig::set_block_dimension<scalar_t>
     max_threads = MAX_THREADS // output_vec
@@ -159,21 +190,17 @@ def reduce_config(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype
     width = min(dim0_pow2, WARP)
     height = min(dim1_pow2, max_threads // width)
     width = min(dim0_pow2, max_threads // height)
-    threads = width * height
     step_input = step_output = 1
-    block_x_reduce = fastest
     if fastest:
         step_input *= width  # input_mult[0] = split_input(block_width)
     else:
         step_output *= width  # output_mult[0] = split_output(block_width)
-    values_per_thread = _div_up(inputs_per_output, step_input)
-    split_across_warps = values_per_thread >= min(height * 16, MAX_VALUES_PER_THREAD)
+    split_across_warps = _div_up(inputs_per_output, step_input) >= min(height * 16, MAX_VALUES_PER_THREAD)
     if split_across_warps:
         step_input *= height  # input_mult[1] = split_input(block_height)
     else:
-        step_output *= height
-    blocks_per_sm = MAX_THREADS_PER_SM[gpu.capability] // threads
-    target_grid = gpu.sms * blocks_per_sm
+        step_output *= height  # output_mult[1] = split_output(block_height)
+    target_grid = gpu.sms * (max_threads_per_sm(gpu.capability) // (width * height))
     grid_x = _div_up(num_outputs // output_vec, step_output)
     values_per_thread = _div_up(inputs_per_output, step_input)
     ctas = 1
@@ -181,24 +208,61 @@ def reduce_config(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype
         ctas = max(min(_div_up(target_grid, grid_x), _div_up(values_per_thread, MIN_VALUES_PER_THREAD)),
                    _div_up(values_per_thread, MAX_VALUES_PER_THREAD))
     config = {"block": (width, height), "grid": (grid_x, ctas), "output_vec_size": output_vec,
-              "block_x_reduce": block_x_reduce, "global_reduce": ctas > 1, "num_outputs": num_outputs,
-              "inputs_per_output": inputs_per_output}
-    if ctas > 1:
-        # ReduceConfig::global_memory_size() and semaphore_size()
-        size = esize * num_outputs * ctas
-        if not block_x_reduce:
+              "global_reduce": ctas > 1, "scratch": []}
+    if ctas > 1:  # should_global_reduce(): ReduceConfig::global_memory_size() and semaphore_size()
+        size = acc_size * num_outputs * ctas
+        if not fastest:  # no block_x_reduce: one partial per lane and output
             size *= width * output_vec
-        config["buffer"] = size
-        config["semaphores"] = INT * grid_x
+        config["scratch"] = [size, INT * grid_x]
     return config
 
 
-def reduction_scratch(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype: torch.dtype, gpu,
-                      storage_offset: int = 0) -> list[int]:
-    """Bytes `gpu_reduce_kernel` asks the caching allocator for (buffer, semaphores), before
-    its 512-byte rounding; [] when each output is reduced inside one block.
+def _vec_size(in_dtype: torch.dtype, input_vec_size: int | None) -> int:
+    # ReduceSumProdKernel.cu / ReduceMomentKernel.cu: 16-bit sums and means launch with
+    # input_vec_size 8, others with vt0 = 4. It only narrows blocks too short to split across
+    # blocks, so it never changes the scratch (tests/test_reduce.py checks 4 and 8).
+    return input_vec_size or (8 if _size(in_dtype) == 2 else 4)
 
-    `reduced_dims` empty or None reduces every dim; `strides` in elements.
+
+def reduce_config(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype: torch.dtype, gpu,
+                  storage_offset: int = 0, input_vec_size: int | None = None) -> dict:
+    """`launch_config` of a reduction whose iterator fits 32-bit indexing (the usual case)."""
+    in_size = _size(in_dtype)
+    if math.prod(shape) == 0:
+        return {"global_reduce": False, "scratch": []}
+    sh, ins, out = iterator_layout(list(shape), list(strides), reduced_dims, in_size, in_size)
+    return launch_config(sh, ins, out, storage_offset * in_size, in_size, _size(acc_dtype),
+                         _vec_size(in_dtype, input_vec_size), gpu)
+
+
+def reduction_scratch(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_dtype: torch.dtype, gpu,
+                      storage_offset: int = 0, out_dtype: torch.dtype | None = None) -> list[int]:
+    """Bytes `gpu_reduce_kernel` holds from the caching allocator at its peak, before the
+    512-byte rounding: the launch's `buffer` and `semaphores` when outputs are split across
+    blocks, else nothing.
+
+    `strides` in elements; `reduced_dims` empty or None reduces every dim; `acc_dtype` is the
+    kernel's `arg_t` (float for half, bfloat16 and float sums and means; the input type for
+    amax/amin); `out_dtype` defaults to `in_dtype`. An iterator beyond 32-bit indexing is
+    launched in pieces (`with_32bit_indexing`), each freeing its scratch before the next, so
+    the largest piece counts; a 16-bit output summed in float then also keeps an
+    `AccumulationBuffer` of the output's extent in `arg_t` across all pieces.
     """
-    config = reduce_config(shape, strides, reduced_dims, in_dtype, acc_dtype, gpu, storage_offset)
-    return [config["buffer"], config["semaphores"]] if config["global_reduce"] else []
+    if math.prod(shape) == 0:
+        return []
+    in_size, acc_size = _size(in_dtype), _size(acc_dtype)
+    out_size = _size(out_dtype or in_dtype)
+    sh, ins, out = iterator_layout(list(shape), list(strides), reduced_dims, in_size, out_size)
+    ivs = _vec_size(in_dtype, None)
+    pieces = [launch_config(*piece, in_size, acc_size, ivs, gpu)["scratch"]
+              for piece in split_32bit(sh, ins, out, storage_offset * in_size)]
+    largest = max(pieces, key=lambda sizes: sum(round_size(b) for b in sizes))
+    if len(pieces) == 1:
+        return largest
+    # can_accumulate_in_output is false for half->half and bfloat16->bfloat16, and the buffer is
+    # only allocated when out_t is narrower than arg_t
+    acc = []
+    if (out_dtype or in_dtype) == in_dtype and in_dtype in (torch.float16, torch.bfloat16) and out_size < acc_size:
+        extent = max([out_size] + [n * s for n, s in zip(sh, out)]) // out_size
+        acc = [extent * acc_size]
+    return acc + largest
