@@ -12,16 +12,19 @@ Reduce.cuh that torch 2.13 ships in its headers; the 2.11 measurements match it 
 """
 
 import ast
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sa_profiler import gpus
 from sa_profiler.engine.allocator import round_size
-from sa_profiler.engine.reduce import MAX_THREADS_PER_SM, max_threads_per_sm, reduce_config, reduction_scratch
+from sa_profiler.engine.reduce import (MAX_THREADS_PER_SM, max_threads_per_sm, reduce_config, reduction_scratch,
+                                       temps_for)
 
 VALIDATION = Path(__file__).parent.parent / "reports" / "validation"
 H100 = gpus.CATALOGUE["h100"]
@@ -206,3 +209,56 @@ def test_only_capability_and_sm_count_are_read():
     min(336 / 12 -> 28, 99) = 28: 4 x 1536 x 28 x 128."""
     card = SimpleNamespace(capability=(8, 6), sms=28)
     assert reduction_scratch((6304, 1536), (1536, 1), (0,), F32, F32, card) == [22020096, 48]
+
+
+class _Calls(TorchDispatchMode):
+    """The aten calls a dispatch mode sees, with their outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.calls.append((func.overloadpacket.__name__, args, out if isinstance(out, tuple) else (out,)))
+        return out
+
+
+def _meta_input(shape, dtype, layout):
+    if layout == "t":
+        return torch.empty(shape[::-1], dtype=dtype, device="meta").t()
+    if layout == "cl":
+        return torch.empty(shape, dtype=dtype, device="meta").contiguous(memory_format=torch.channels_last)
+    if layout.startswith("off"):
+        k = int(layout[3:])
+        return torch.empty(math.prod(shape) + k, dtype=dtype, device="meta")[k:].view(shape)
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def _dispatched_temps(f):
+    with _Calls() as mode:
+        f()
+    (name, args, outputs), = [c for c in mode.calls if c[0] in ("sum", "mean", "amax", "amin")]
+    return temps_for(name)(args, outputs, H100)
+
+
+def test_rule_from_dispatched_calls():
+    """`temps_for` reads what a dispatch mode sees (aten.sum.dim_IntList, sum.default, mean.dim,
+    amax.default ... on meta tensors) and gives every row of the layout probe."""
+    rows = pd.read_csv(VALIDATION / "reduction-layouts-h100-2.11.0.csv", dtype={"dims": str, "strides": str})
+    for r in rows.itertuples(index=False):
+        x = _meta_input(_shape(r.shape), getattr(torch, r.dtype), r.layout)
+        kw = {"dtype": getattr(torch, r.out_dtype)} if isinstance(r.out_dtype, str) else {}
+        f = getattr(torch, r.op)
+        temps = _dispatched_temps(lambda: f(x, **kw) if _dims(r.dims) is None else f(x, _dims(r.dims), **kw))
+        assert sum(round_size(t[0]) for t in temps) == r.transient, r
+
+
+def test_rule_counts_the_int64_copy_of_an_integer_sum():
+    """sum of a bool mask reduces `self.to(kLong)` (make_reduction, out dtype int64): the copy,
+    6304 x 1536 x 8 B, is alive during the kernel, which accumulates in int64 (sum_functor<int64_t>):
+    the bias-gradient configuration with 8-byte partials, 8 x 1536 x 99 x 128 (derived, not measured)."""
+    x = torch.empty(6304, 1536, dtype=torch.bool, device="meta")
+    temps = _dispatched_temps(lambda: x.sum(0))
+    assert [t[0] for t in temps] == [6304 * 1536 * 8, 8 * 1536 * 99 * 128, 48]
+    assert _dispatched_temps(lambda: torch.empty(6304, 1536, device="meta").sum(1)) == []

@@ -30,6 +30,7 @@ MIN_VALUES_PER_THREAD = 16  # setReduceConfig (128 on ROCm)
 MAX_VALUES_PER_THREAD = 256
 INT = 4  # sizeof(int), one semaphore per output block column
 INT32_MAX = 2**31 - 1
+LOW = (torch.float16, torch.bfloat16)
 
 # maxThreadsPerMultiProcessor: CUDA C++ Programming Guide, "Technical Specifications per
 # Compute Capability" (maximum number of resident threads per SM).
@@ -246,8 +247,12 @@ def reduction_scratch(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_d
     amax/amin); `out_dtype` defaults to `in_dtype`. An iterator beyond 32-bit indexing is
     launched in pieces (`with_32bit_indexing`), each freeing its scratch before the next, so
     the largest piece counts; a 16-bit output summed in float then also keeps an
-    `AccumulationBuffer` of the output's extent in `arg_t` across all pieces.
+    `AccumulationBuffer` of the output's extent in `arg_t` across all pieces (first in the list).
     """
+    return [n for n, _ in _scratch(shape, strides, reduced_dims, in_dtype, acc_dtype, gpu, storage_offset, out_dtype)]
+
+
+def _scratch(shape, strides, reduced_dims, in_dtype, acc_dtype, gpu, storage_offset=0, out_dtype=None):
     if math.prod(shape) == 0:
         return []
     in_size, acc_size = _size(in_dtype), _size(acc_dtype)
@@ -256,13 +261,57 @@ def reduction_scratch(shape, strides, reduced_dims, in_dtype: torch.dtype, acc_d
     ivs = _vec_size(in_dtype, None)
     pieces = [launch_config(*piece, in_size, acc_size, ivs, gpu)["scratch"]
               for piece in split_32bit(sh, ins, out, storage_offset * in_size)]
-    largest = max(pieces, key=lambda sizes: sum(round_size(b) for b in sizes))
+    largest = list(zip(max(pieces, key=lambda sizes: sum(round_size(b) for b in sizes)), ("staging buffer", "semaphores")))
     if len(pieces) == 1:
         return largest
     # can_accumulate_in_output is false for half->half and bfloat16->bfloat16, and the buffer is
     # only allocated when out_t is narrower than arg_t
-    acc = []
-    if (out_dtype or in_dtype) == in_dtype and in_dtype in (torch.float16, torch.bfloat16) and out_size < acc_size:
+    if (out_dtype or in_dtype) == in_dtype and in_dtype in LOW and out_size < acc_size:
         extent = max([out_size] + [n * s for n, s in zip(sh, out)]) // out_size
-        acc = [extent * acc_size]
-    return acc + largest
+        return [(extent * acc_size, "accumulation buffer")] + largest
+    return largest
+
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """c10 `is_non_overlapping_and_dense`, by sorting strides."""
+    expected = 1
+    for stride, size in sorted((st, n) for n, st in zip(t.shape, t.stride()) if n != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def temps_for(op: str):
+    """A rules.py `Rule.temps` for `sum`, `mean` (float accumulation of 16-bit inputs, else the
+    input type: ReduceSumProdKernel.cu `sum_kernel_cuda`, ReduceMomentKernel.cu
+    `mean_kernel_cuda`) or `amax`/`amin` (the input type: `max_values_kernel_cuda_impl`).
+
+    `make_reduction` reduces `self.to(in_dtype)`, where in_dtype is the output's dtype except
+    for a 16-bit input summed into float32 (ReduceOpsUtils.h); for sum of integers or bools
+    (int64 output) that copy is also hidden scratch, alive during the kernel.
+    """
+    def temps(args, outputs, gpu):
+        x, out = args[0], outputs[0]
+        dims = args[1] if len(args) > 1 else None
+        dims = [dims] if isinstance(dims, int) else dims
+        if op in ("amax", "amin") or (x.dtype in LOW and out.dtype == torch.float32):
+            in_dtype = x.dtype
+        else:
+            in_dtype = out.dtype
+        if in_dtype.is_complex:
+            return []  # complex accumulation types are not modelled
+        found = []
+        shape, strides, offset = tuple(x.shape), x.stride(), x.storage_offset()
+        if in_dtype != x.dtype:
+            nbytes = x.numel() * _size(in_dtype)
+            found.append((nbytes, shape, str(in_dtype)[6:], f"{op}: input converted to {str(in_dtype)[6:]}"))
+            # empty_like(preserve_format): the same strides if dense, else contiguous
+            strides = strides if _dense(x) else torch.empty(shape, device="meta").stride()
+            offset = 0
+        acc = x.dtype if op in ("amax", "amin") else torch.float32 if in_dtype in LOW else in_dtype
+        found += [(n, (n,), "uint8", f"{op}: {what} of gpu_reduce_kernel (Reduce.cuh)")
+                  for n, what in _scratch(shape, strides, dims, in_dtype, acc, gpu, offset, out.dtype)]
+        return found
+    return temps
