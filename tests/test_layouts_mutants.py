@@ -35,9 +35,9 @@ def _layouts(shape):
     yield "C expanded", torch.randn((shape[0], 1) + shape[2:], generator=g).expand(shape)
 
 
-def _weights(shape):
+def _weights(shape, k=1):
     n = len(shape)
-    w = torch.randn((4, shape[1]) + (1,) * (n - 2))
+    w = torch.randn((4, shape[1]) + (k,) * (n - 2))
     return [("weight contiguous", w), ("weight channels-last", w.contiguous(memory_format=CL[n]))]
 
 
@@ -110,9 +110,10 @@ def test_convolution_backward_layouts_are_the_cpu_kernels(shape):
     keep = {"(0, 1, 2, 3)", "(0, 2, 3, 1)", "(0, 2, 3, 1)-every-other", "(1, 0, 2, 3)", "(0, 1, 3, 2)-every-other",
             "(3, 2, 1, 0)", "(0, 1, 2, 3, 4)", "(0, 2, 3, 4, 1)", "(0, 2, 3, 4, 1)-every-other", "C expanded"}
     layouts = [(name, x) for name, x in _layouts(shape) if name in keep]  # the backward is slow on the CPU
-    for (name, x), (wname, w) in itertools.product(layouts, _weights(shape)):
+    for (name, x), (wname, w) in itertools.product(layouts, _weights(shape, 2)):  # 2x2: a weight layout shows
         args = _args(x, w)
         g = torch.randn(aten.convolution.default(*args).shape)
+        fmt = conv_format(x, w)
         for gname, grad in [("grad contiguous", g), ("grad channels-last", g.contiguous(memory_format=CL[n]))]:
             for mask in ([True, True, True], [False, True, False], [True, False, False]):
                 bw = (grad, x, w, [4], *args[3:], mask)
@@ -129,6 +130,8 @@ def test_convolution_backward_layouts_are_the_cpu_kernels(shape):
                         else:
                             assert _big(fixed[i]) == _big(real[i]), (i, name, wname, gname, mask)
                             assert fixed[i].device.type == "meta" and fixed[i].shape == real[i].shape
+                            if meta_out[i].is_contiguous(memory_format=fmt):
+                                assert fixed[i] is meta_out[i]  # already in the kernel's layout: left alone
                     assert fixed[2] is meta_out[2]  # grad_bias has no layout
 
 

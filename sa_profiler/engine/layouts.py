@@ -78,7 +78,9 @@ class LayoutRules:
             fmt = conv_format(args[0], args[1])
             if fmt is not torch.contiguous_format and not out.is_contiguous(memory_format=fmt):
                 return _like(out, fmt)
-        if func is aten.convolution_backward.default and out[0] is not None and out[0].device.type == "meta":
+        # grad_input or grad_weight on meta (either may not be asked for: a first layer has no grad_input)
+        if func is aten.convolution_backward.default and any(
+                t is not None and t.device.type == "meta" for t in out[:2]):
             fmt = conv_format(args[1], args[2])
             if fmt is not torch.contiguous_format:
                 grad_input, grad_weight, grad_bias = out
