@@ -54,6 +54,7 @@ class Probe(TorchDispatchMode):
         super().__init__()
         self.rows = []
         self._seen = weakref.WeakSet()
+        self.step = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -71,10 +72,10 @@ class Probe(TorchDispatchMode):
                 visible += round_size(t.untyped_storage().nbytes()) if t.untyped_storage().nbytes() else 0
         ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         self.rows.append({
-            "op": func.overloadpacket.__name__,
+            "step": self.step, "op": func.overloadpacket.__name__,
             "inputs": ";".join(f"{tuple(t.shape)}:{str(t.dtype)[6:]}:{t.stride()}:{'c' if t.is_contiguous() else 'nc'}:{t.device.type}" for t in ins),
             "outputs": ";".join(f"{tuple(t.shape)}:{str(t.dtype)[6:]}:{t.stride()}:{t.device.type}" for t in outs),
-            "visible": visible, "delta": after - before, "hidden_kept": after - before - visible,
+            "visible": visible, "delta": after - before, "allocated": after, "hidden_kept": after - before - visible,
             "hidden_transient": peak - after,
         })
         return out

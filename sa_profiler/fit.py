@@ -41,11 +41,13 @@ from .attention.routing import AttentionRouting, active_modes
 from .engine.allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .engine.layouts import ChainedRules, LayoutRules
 from .engine.rules import CudaRules
+from .engine import workspaces
 from .engine.tracker import MemoryTracker, tensors_in
 from .engine.workload import TensorInfo
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
-CATEGORIES = ("parameters", "input", "gradients", "optimizer state", "activations", "temporary")
+CATEGORIES = ("parameters", "input", "gradients", "optimizer state", "activations", "temporary",
+              "library workspaces")
 CONVERSIONS = (("sdpa", {}), ("chunked", {"chunk": 1024, "checkpoint": True}))
 ENGINES = ("simulate", "measure")
 
@@ -377,6 +379,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
         tracker = MemoryTracker(ExactAllocator(), (device, "cpu"), rules=LayoutRules(cuda=False) if device == "meta" else None)
         caps = backends.CPU
     tracker.keep_peak_live = True
+    if cuda:  # a fresh process: each thread's cuBLAS/cuBLASLt workspace at its first product (workspaces.py)
+        tracker.workspace_bytes = workspaces.sizes(gpu.cublas_workspace)
     if timeline:
         tracker.timeline = []
     tracker.phase = "baseline"
@@ -384,10 +388,6 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     try:
         tracker.add_baseline([*model.parameters(), *model.buffers()], "parameters")
         tracker.add_baseline([*args, *kwargs.values()], "input")
-        if cuda:  # library workspaces held for the process once the first matmul ran (CublasHandlePool.cpp)
-            tracker.reserve(gpu.cublas_workspace, "cuBLAS workspace")
-            if any(isinstance(m, nn.Linear) and m.bias is not None for m in model.modules()):
-                tracker.reserve(1024 * 1024, "cuBLASLt workspace")
     except SimulatedOOM as err:
         result.status, result.message = "oom", f"out of memory (simulated): {err}"
         return result
@@ -454,7 +454,9 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     breakdown = dict.fromkeys(CATEGORIES, 0)
     modules: dict[str, int] = {}
     for key, info in tracker.peak_live:
-        if info.phase == "baseline":
+        if info.op == "workspace":
+            cat = "library workspaces"
+        elif info.phase == "baseline":
             cat = "input" if info.op == "input" else "parameters"
         elif key in grads:
             cat = "gradients"
@@ -465,7 +467,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
         else:
             cat = "temporary"
         breakdown[cat] += info.bytes
-        path = info.module.split("/") if info.module else []
+        path = info.module.split("/") if info.module and info.op != "workspace" else []
         if info.phase == "forward" and path and path[0] != "attention":
             modules[path[0]] = modules.get(path[0], 0) + info.bytes
         if "attention" in path:

@@ -103,7 +103,7 @@ def fit_check(path: str | Path) -> pd.DataFrame:
     rows = []
     for r in pd.read_csv(path).itertuples(index=False):
         gpu = gpus.lookup(r.gpu)
-        shape = tuple(int(d) for d in str(r.input).split("x"))
+        shape = str(r.input).split(";")  # one input, or NAME=SHAPE[:DTYPE] specs joined by ';'
         amp = r.amp if isinstance(r.amp, str) and r.amp else None
         sim = run_step(load(r.model, ast.literal_eval(r.args)), shape, int(r.batch), gpu, optimizer=r.optimizer, amp=amp)
         rows.append({"gpu": r.gpu, "model": f"{r.model.split(':')[1]} {r.args}", "input": r.input, "batch": int(r.batch),

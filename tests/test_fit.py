@@ -102,7 +102,8 @@ def test_json_and_max_batch():
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["fits"] and data["max_batch"] >= 2 and data["attention_layers"] == 2
-    assert set(data["breakdown"]) == {"parameters", "input", "gradients", "optimizer state", "activations", "temporary"}
+    assert set(data["breakdown"]) == {"parameters", "input", "gradients", "optimizer state", "activations", "temporary",
+                                      "library workspaces"}
     factory = load("examples/sagan.py:Generator", {"ch": 8, "image_size": 32})
     from sa_profiler import gpus
     from sa_profiler.recommend import make_target

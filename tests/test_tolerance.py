@@ -27,12 +27,16 @@ ALL_RULES = [
     "_scaled_dot_product_flash_attention_backward",
     "_scaled_dot_product_cudnn_attention",
     "_scaled_dot_product_cudnn_attention_backward",
+    "native_layer_norm",
+    "native_layer_norm_backward",
 ]
 # Rules whose bytes are transient inside an op that is never at the step's peak on the committed
 # grids (the efficient forward's fp32 output accumulator, value heads > 128 in fp16/bf16: the
 # step peaks later, at the residual add; cuDNN forward's 512-byte scratch): the whole-step data
-# cannot see them, the per-op probes do.
-PER_OP_ONLY = {"_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"}
+# cannot see them, the per-op probes do. Layer norm is in no layer grid: the whole-model probes
+# (probe-fit-h100.csv) hold its copies of a strided input.
+PER_OP_ONLY = {"_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+               "native_layer_norm", "native_layer_norm_backward"}
 
 
 @pytest.fixture(scope="module")

@@ -38,11 +38,13 @@ FIT = sorted(FOLDER.glob("fit-*.csv"))
 
 @pytest.mark.parametrize("path", FIT, ids=lambda p: p.name)
 def test_whole_model_steps_against_the_card(path):
-    """Today's simulation of each measured training step: never above the card, and at most
-    25 % below (what cuDNN convolution workspaces take, unmodelled; README)."""
+    """Today's simulation of each measured training step (each model in a fresh process, library
+    workspaces included): at most 7 % below the card (cuDNN convolution workspaces, unmodelled;
+    README) and at most 10 % above (the fp16 AMP steps of the SAGAN models, one N x N half tensor
+    fewer at the card's peak than at bf16's; README)."""
     from sa_profiler.validation import fit_check
 
     result = fit_check(path)
     assert len(result) >= 5
-    assert (result.rel_error <= 0.01).all(), result.to_string()
-    assert (result.rel_error >= -0.25).all(), result.to_string()
+    assert (result.rel_error <= 0.10).all(), result.to_string()
+    assert (result.rel_error >= -0.07).all(), result.to_string()

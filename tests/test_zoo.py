@@ -181,6 +181,20 @@ def test_backend_per_card(model, card, amp):
     assert masks == ({(case.batch, 1, 1, 32)} if model == "bert" else {None})
 
 
+def test_cudnn_dropout_gate_follows_the_torch_version():
+    # check_cudnn_dropout (dropout a multiple of 1/16) is not in torch 2.11: an H100 with 2.11 ran
+    # BERT's dropout 0.1 on cuDNN (reports/validation/fit-zoo-h100-2.11.0.csv, the dispatcher's
+    # own choice); asked as 2.13, the same call goes to the memory-efficient kernel
+    from sa_profiler.attention import backends
+
+    case = BY_ID["bert"]
+    for version, expected in (("2.11", "cudnn"), ("2.13", "efficient")):
+        with backends.assume_torch(version):
+            step = fit(load(case.model, case.args), list(case.inputs), case.batch, "h100", amp="fp16",
+                       conversions=(), timeline=False).step
+        assert step.backends == {expected: case.sdpa_calls}, version
+
+
 @pytest.mark.parametrize("amp", [None, "fp16"])
 @pytest.mark.parametrize("card", CARDS)
 def test_explicit_attention_calls_no_sdpa(card, amp):

@@ -205,14 +205,29 @@ def _cudnn_forward(args, outputs, gpu):
 
 
 def _cudnn_backward(args, outputs, gpu):
-    # cudnn/MHA.cpp run_cudnn_SDP_bprop: grad_out made contiguous, and the cuDNN workspace
-    # (through the caching allocator): fp32 dQ accumulation B x H x Sq x Dqk, B x H x Sq floats
-    # and 512 bytes (measured on an H100; the engine that sizes it is closed source).
-    grad_out, q = args[0], args[1]
+    # cudnn/MHA.cpp run_cudnn_SDP_bprop: grad_out copied into the output's layout when its strides
+    # differ from the output's (`same_strides(o, dO)`: a BSHD grad_out beside a BSHD output, as
+    # timm's and diffusers' blocks give it, is used as is; measured on an H100 in both cases),
+    # and the cuDNN workspace (through the caching allocator, measured; the engine is closed
+    # source): fp32 dQ accumulation B x H x Sq x Dqk, and B x H x Sq floats plus a few bytes
+    # (1 to 256: a SAGAN map of 4096 tokens and a UNet's 1024 take one more 512-byte block,
+    # ViT-S's 197 tokens none); 256 is taken, the safe end
+    grad_out, q, out = args[0], args[1], args[4]
     b, h, sq, d = q.shape
-    temps = _copy_if_strided(grad_out, "grad_out", "cuDNN attention backward", not grad_out.is_contiguous())
-    work = b * h * sq * d * F32 + b * h * sq * F32 + 512
-    temps.append((work, (work,), "uint8", "cuDNN attention backward workspace"))
+    temps = _copy_if_strided(grad_out, "grad_out", "cuDNN attention backward", grad_out.stride() != out.stride())
+    for work, what in ((b * h * sq * d * F32, "dQ accumulator"), (b * h * sq * F32 + 256, "row statistics")):
+        temps.append((work, (work,), "uint8", f"cuDNN attention backward workspace ({what})"))
+    return temps
+
+
+def _layer_norm(index):
+    # native/cuda/layer_norm_kernel.cu layer_norm_cuda / layer_norm_backward_cuda:
+    # `auto X = input.expect_contiguous()`: a strided input (a transposed conv feature map before
+    # nn.MultiheadAttention) is copied for the kernel. Measured on an H100: 4,194,304 B for a
+    # 16 x 1024 x 64 float32 input of stride (65536, 1, 1024), forward and backward alike.
+    def temps(args, outputs, gpu):
+        x = args[index]
+        return _copy_if_strided(x, "the input", "layer norm", not x.is_contiguous())
     return temps
 
 
@@ -225,6 +240,8 @@ RULES: dict[str, Rule] = {r.op: r for r in [
     Rule("_scaled_dot_product_flash_attention_backward", "transformers/cuda/flash_attn/flash_api.cpp mha_bwd", _flash_backward),
     Rule("_scaled_dot_product_cudnn_attention", "native/cudnn/MHA.cpp", _cudnn_forward),
     Rule("_scaled_dot_product_cudnn_attention_backward", "native/cudnn/MHA.cpp", _cudnn_backward),
+    Rule("native_layer_norm", "native/cuda/layer_norm_kernel.cu layer_norm_cuda", _layer_norm(0)),
+    Rule("native_layer_norm_backward", "native/cuda/layer_norm_kernel.cu layer_norm_backward_cuda", _layer_norm(1)),
 ]}
 
 

@@ -6,7 +6,7 @@ import time
 
 from ..attention import backends
 from ..attention.sdpa import BackendUnavailable
-from . import step, targets
+from . import step, targets, workspaces
 from .allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .layouts import ChainedRules, LayoutRules
 from .rules import CudaRules
@@ -53,10 +53,11 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
         return rec
     rec.peak_bytes = tracker.peak_over_baseline
     rec.baseline_bytes = tracker.baseline
-    if gpu is not None and tracker.uses_matmul:
-        # allocated at the first matmul and held for the process (CublasHandlePool.cpp), so after
-        # a warm-up step it is part of the baseline, not of the peak over it
-        rec.baseline_bytes += gpu.cublas_workspace
+    if gpu is not None:
+        # allocated at a thread's first matrix product and held for the process (workspaces.py):
+        # after a warm-up step part of the baseline, not of the peak over it; a training step's
+        # backward multiplies on the autograd thread, which holds a second one
+        rec.baseline_bytes += tracker.held_workspaces(workspaces.sizes(gpu.cublas_workspace))
     rec.backend = tracker.backend
     rec.top_tensors = tracker.peak_tensors
     if gpu is not None and timing:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import lazy
+from . import lazy, workspaces
 from .allocator import block_bytes
 from .workload import TensorInfo
 
@@ -28,7 +28,6 @@ BACKEND_OPS = {
     "_scaled_dot_product_cudnn_attention": "cudnn",
     "_safe_softmax": "math",
 }
-MATMUL_OPS = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul"}
 
 
 def tensors_in(obj) -> list[torch.Tensor]:
@@ -75,6 +74,10 @@ class MemoryTracker(TorchDispatchMode):
         self.peak_live: list[tuple[int, TensorInfo]] = []
         self.key_of = weakref.WeakKeyDictionary()  # storage -> allocation key
         self._scopes: list = []  # lazy.outside_compile scopes entered with the mode
+        # (library, thread) pairs whose workspace exists (workspaces.py); with `workspace_bytes`
+        # (library -> bytes) each is allocated at its first use and held, as a fresh process does
+        self.blas_handles: set[tuple[str, str]] = set()
+        self.workspace_bytes: dict[str, int] | None = None
 
     def __enter__(self):
         # the step never compiles: keep torch._dynamo (a second to import) out of it (lazy.py)
@@ -118,9 +121,9 @@ class MemoryTracker(TorchDispatchMode):
         found = [b for op, b in BACKEND_OPS.items() if op in self.ops]
         return found[0] if found else ""
 
-    @property
-    def uses_matmul(self) -> bool:
-        return any(op in MATMUL_OPS for op in self.ops)
+    def held_workspaces(self, workspace_bytes: dict[str, int]) -> int:
+        """Bytes of the library workspaces the step's matrix products hold once it has run."""
+        return sum(workspace_bytes[lib] for lib, _ in self.blas_handles)
 
     # -- dispatch -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -136,6 +139,8 @@ class MemoryTracker(TorchDispatchMode):
         for i, t in enumerate(outputs):
             if i not in skip:
                 self._track(t, name)
+        for lib in workspaces.handles(name, args):
+            self._first_use(lib)
         hidden = 0
         high = self.allocator.allocated
         if self.rules:
@@ -157,6 +162,17 @@ class MemoryTracker(TorchDispatchMode):
         return out
 
     # -- internals ------------------------------------------------------------------
+    def _first_use(self, lib: str) -> None:
+        key = (lib, workspaces.thread())
+        if key in self.blas_handles:
+            return
+        self.blas_handles.add(key)
+        if self.workspace_bytes is not None:
+            nbytes = self.workspace_bytes[lib]
+            self._hold(self.allocator.malloc(nbytes), TensorInfo(
+                (nbytes,), "uint8", 0, "workspace", f"{lib} workspace ({key[1]} thread)", self.phase, self.module))
+            self._note_peak()
+
     def _track(self, t: torch.Tensor, op: str) -> None:
         if t.device.type not in self.device_types:
             return

@@ -118,7 +118,8 @@ SYNTHETIC = [
         ((2, 1, 1024, 16), dt, _contig((2, 1, 1024, 16))), ((2, 1, 1024, dv), dt, _contig((2, 1, 1024, dv)))])
       for dt in ("float16", "float32") for dv in (64, 160, 512) for stride in (_contig, _bshd)],
     *[("_scaled_dot_product_cudnn_attention_backward",
-       [((1, 2, 2048, 64), "float16", stride((1, 2, 2048, 64)))] + [((1, 2, 2048, 64), "float16", _contig((1, 2, 2048, 64)))] * 3)
+       [((1, 2, 2048, 64), "float16", stride((1, 2, 2048, 64)))] + [((1, 2, 2048, 64), "float16", _contig((1, 2, 2048, 64)))] * 3
+       + [((1, 2, 2048, 64), "float16", _bshd((1, 2, 2048, 64)))])  # grad_out, q, k, v, out (BSHD, as CUDA makes it)
       for stride in (_contig, _bshd)],
     ("_safe_softmax", [((3, 5, 7), "float32", _contig((3, 5, 7)))]),
     ("_softmax_backward_data", [((2, 64, 64), "float16", (4096, 1, 64)), ((2, 64, 64), "float16", (4096, 1, 64))]),
