@@ -78,17 +78,38 @@ def test_layouts_offsets_and_amax_measured_on_h100():
         assert got == r.transient, r
 
 
-def test_sums_inside_measured_training_steps():
-    data = pd.read_csv(VALIDATION / "h100-probe-ops.csv")
-    rows = data[data.op == "sum"].drop_duplicates(["inputs", "outputs"])
+def _reduced(shape, out_shape):
+    """The reduced dims of a recorded call, from its input and output shapes (keepdim or not)."""
+    if out_shape == ():
+        return None
+    if len(out_shape) == len(shape):
+        return [d for d, (a, b) in enumerate(zip(shape, out_shape)) if a != b]
+    dims, kept = [], list(out_shape)
+    for d, n in enumerate(shape):
+        if kept and kept[0] == n:
+            kept.pop(0)
+        else:
+            dims.append(d)
+    return dims
+
+
+@pytest.mark.parametrize("probe", ["h100-probe-ops.csv", "probe-fit-h100.csv"])
+def test_reductions_inside_measured_training_steps(probe):
+    """Every sum and mean the whole-step probes recorded (bias gradients of ViT, BERT and UNet
+    blocks, losses, weight norms), through `temps_for` as the tracker calls it."""
+    data = pd.read_csv(VALIDATION / probe)
+    rows = data[data.op.isin(["sum", "mean"])].drop_duplicates(["op", "inputs", "outputs"])
     assert len(rows) >= 20 and rows.hidden_transient.max() > 0
     for r in rows.itertuples(index=False):
-        shape, dtype, stride, _, _ = r.inputs.rsplit(":", 4)
+        shape, dtype, stride, _, _ = r.inputs.split(";")[0].rsplit(":", 4)
         shape, stride = ast.literal_eval(shape), ast.literal_eval(stride)
-        out_shape = ast.literal_eval(r.outputs.split(":")[0])
-        dims = None if out_shape == () else tuple(d for d, (a, b) in enumerate(zip(shape, out_shape)) if a != b)
-        got = _blocks(reduction_scratch(shape, stride, dims, getattr(torch, dtype), F32, H100))
-        assert got == r.hidden_transient + r.hidden_kept, r
+        x = torch.empty_strided(shape, stride, dtype=getattr(torch, dtype), device="meta")
+        out_shape, out_dtype, out_stride, _ = r.outputs.split(";")[0].rsplit(":", 3)
+        out = torch.empty_strided(ast.literal_eval(out_shape), ast.literal_eval(out_stride),
+                                  dtype=getattr(torch, out_dtype), device="meta")
+        dims = _reduced(shape, tuple(out.shape))
+        temps = temps_for(r.op)((x,) if dims is None else (x, dims), [out], H100)
+        assert sum(round_size(t[0]) for t in temps) == r.hidden_transient + max(r.hidden_kept, 0), r
 
 
 def test_bias_gradient_of_a_vit_mlp():
