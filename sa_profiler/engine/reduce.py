@@ -12,8 +12,12 @@ This module ports the heuristic: `TensorIterator`'s dimension order and coalesci
 `setReduceConfig`, `get_output_vec_size` and `ReduceConfig`'s sizes. It depends on the card
 (SM count, threads per SM, warp size 32) and, through the output vectorisation, on the input's
 address: the caching allocator hands out 512-byte aligned blocks, so only `storage_offset`
-can misalign it. Checked to the byte against tests/test_reduce.py's H100 measurements
-(reports/validation/reductions-h100-2.11.0.csv, benchmarks/probe_reductions.py).
+can misalign it. An input beyond 32-bit indexing is reduced in pieces (`with_32bit_indexing`).
+`temps_for` is the per-op rule (sum, mean, amax, amin) as a dispatch mode sees the call.
+
+Ported from the Reduce.cuh of torch 2.13 (its installed headers); the H100 measurements of
+torch 2.11 (reports/validation/reductions-h100-2.11.0.csv, reduction-layouts-h100-2.11.0.csv
+and the sum/mean rows of the whole-step probes) match it to the byte (tests/test_reduce.py).
 """
 
 from __future__ import annotations
@@ -261,7 +265,8 @@ def _scratch(shape, strides, reduced_dims, in_dtype, acc_dtype, gpu, storage_off
     ivs = _vec_size(in_dtype, None)
     pieces = [launch_config(*piece, in_size, acc_size, ivs, gpu)["scratch"]
               for piece in split_32bit(sh, ins, out, storage_offset * in_size)]
-    largest = list(zip(max(pieces, key=lambda sizes: sum(round_size(b) for b in sizes)), ("staging buffer", "semaphores")))
+    largest = max(pieces, key=lambda sizes: sum(round_size(b) for b in sizes))
+    largest = list(zip(largest, ("staging buffer", "semaphores")))
     if len(pieces) == 1:
         return largest
     # can_accumulate_in_output is false for half->half and bfloat16->bfloat16, and the buffer is
@@ -270,7 +275,6 @@ def _scratch(shape, strides, reduced_dims, in_dtype, acc_dtype, gpu, storage_off
         extent = max([out_size] + [n * s for n, s in zip(sh, out)]) // out_size
         return [(extent * acc_size, "accumulation buffer")] + largest
     return largest
-
 
 
 def _dense(t: torch.Tensor) -> bool:
