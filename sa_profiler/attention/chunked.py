@@ -3,7 +3,9 @@
 Forward memory drops from B x N x N to B x chunk x N (twice: energy and softmax). In
 training, autograd keeps every chunk's softmax for the backward (B x N x N in total again)
 unless `checkpoint=True`, which recomputes each chunk in the backward
-(`torch.utils.checkpoint`, non-reentrant) so only one chunk's block is alive at a time.
+(`torch.utils.checkpoint`, non-reentrant) so only one chunk's block is alive at a time. On
+meta tensors (a simulated step) the same checkpoint runs without importing torch._dynamo
+(`recompute.py`: the same ops and memory, byte for byte).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from . import recompute as _recompute
 from .base import SelfAttention2d
 
 
@@ -42,7 +45,9 @@ class ChunkedSelfAttention(SelfAttention2d):
         parts = []
         for start in range(0, n, self.chunk):
             q_chunk = q[:, start : start + self.chunk]
-            if recompute:
+            if recompute and _recompute.usable(q_chunk, k, v):
+                parts.append(_recompute.checkpoint(_chunk_attention, q_chunk, k, v))
+            elif recompute:
                 parts.append(_checkpoint(_chunk_attention, q_chunk, k, v, use_reentrant=False))
             else:
                 parts.append(_chunk_attention(q_chunk, k, v))
