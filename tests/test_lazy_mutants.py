@@ -73,7 +73,7 @@ known = lazy._module_fns()
 assert add in known and len({id(f) for f in known}) == len(known)
 assert lazy._module_fns() is known
 lazy._known, saved = None, lazy.MODULES
-lazy.MODULES = ("torch._refs", "no_such_module_here")
+lazy.MODULES = ("no_such_module_here", "torch._refs")
 assert add in lazy._module_fns() and len(lazy._module_fns()) <= len(known)
 lazy._known, lazy.MODULES = known, saved
 
@@ -81,7 +81,7 @@ lazy._known, lazy.MODULES = known, saved
 has = lambda: None
 setattr(has, A, "someone's")
 fresh = lambda: None
-lazy._seed([has, fresh, len])
+lazy._seed([len, has, fresh])  # len takes no attribute: skipped, and the rest still seeded
 assert getattr(has, A) == "someone's" and getattr(fresh, A) is fresh and lazy._seeded == [fresh]
 delattr(fresh, A)
 lazy._seeded.clear()

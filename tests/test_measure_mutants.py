@@ -208,7 +208,7 @@ def test_cuda_measurement_of_an_emulated_card(fake_cuda):
         "clear", "sync", "gc", "empty_cache", "reset", "allocated", "run", "sync", "max",
         *_timed(3),
         "gc", "sync", "empty_cache", ("fraction", 1.0)]
-    assert (rec.status, rec.message, rec.source) == ("ok", "", "measured")
+    assert (rec.status, rec.message, rec.source) == ("ok", "", "measured") and rec.workload == w
     assert rec.device_name == "NVIDIA A10G capped to Tesla T4"
     assert (rec.peak_bytes, rec.baseline_bytes) == (STEP_PEAK, BASE)
     assert rec.backend == "math"
