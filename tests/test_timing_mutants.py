@@ -148,10 +148,12 @@ def test_a_view_costs_its_launch_whatever_its_size():
 
 
 def test_flop_share_for_kinds_without_a_fitted_efficiency():
-    c = _constants()
+    c = _constants(efficiency={"gemm fp16": 0.5, "flash forward half": 0.25, "flash backward half": 0.2,
+                               "efficient forward half": 0.1})
     assert c.flop_share("gemm fp16") == 0.5
-    assert c.flop_share("flash forward fp32") == 0.2  # the lowest of its family (flash)
-    assert c.flop_share("cudnn forward half") == 0.2  # no cudnn at all: the lowest of every kind
+    assert c.flop_share("flash forward fp32") == 0.2  # the lowest of its family (flash), not of all (0.1)
+    assert c.flop_share("gemm bf16") == 0.5
+    assert c.flop_share("cudnn forward half") == 0.1  # no cudnn at all: the lowest of every kind
     assert _constants(efficiency={}).flop_share("gemm fp16") == 1.0
     assert c.bandwidth_share("softmax") == 1.0 and c.bandwidth_share("gemm fp16") == 0.5
 
