@@ -9,6 +9,7 @@ wrapper sets the eval-frame callback to None, which is what it already is. So wh
 `torch._dynamo` is not imported (then nothing can be compiling), `outside_compile()` caches
 `fn` itself for those functions, and takes exactly those entries back on exit: a torch.compile
 later in the process gets torch's own wrapper. On a torch whose wrapper differs, it does nothing.
+The same scope keeps sympy out of the step's shape checks (plain_shapes.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import contextlib
 import importlib
 import sys
 import threading
+
+from .plain_shapes import plain_shapes
 
 # modules whose functions a step may reach through torch's lazy wrapper
 MODULES = ("torch._refs", "torch._refs.nn.functional", "torch._refs.special", "torch._refs.linalg",
@@ -94,7 +97,8 @@ def outside_compile(*extra):
             _seed(fn for obj in extra for fn in wrapped_fns(obj))
             _depth += 1
     try:
-        yield
+        with plain_shapes():  # and sympy out of its shape checks
+            yield
     finally:
         if active:
             with _lock:
