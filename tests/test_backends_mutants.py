@@ -475,3 +475,93 @@ def test_alignment():
 
 def test_dtype_names():
     assert B._name(torch.bfloat16) == "bfloat16"
+
+
+# -- boundaries the first round of mutation testing found unpinned ---------------------------------
+def test_a_head_size_of_zero_is_not_a_zero_length_sequence():
+    """Only the sequence lengths must be nonzero (check_nonzero_sequence_lengths_dense); torch's CPU
+    flash kernel runs a head size of 0 (checked on this torch: sdpa_kernel(FLASH_ATTENTION) returns
+    a (2, 4, 16, 0) output)."""
+    assert B.refusal("flash", CPU, call(F32, q=(2, 4, 16, 0))) is None
+
+
+@pytest.mark.parametrize("backend,caps,why", [
+    ("flash", SM80, "flash attention needs 4-D query/key/value"),
+    ("efficient", SM80, "memory-efficient attention needs 4-D query/key/value"),
+    ("cudnn", SM90, "cuDNN attention needs 4-D query/key/value"),
+])
+@pytest.mark.parametrize("which", ["q", "k", "v"])
+def test_any_one_of_query_key_value_not_4d(backend, caps, which, why):
+    shapes = {"q": (2, 4, 16, 64), "k": (2, 4, 16, 64), "v": (2, 4, 16, 64)}
+    shapes[which] = (8, 16, 64)
+    assert B.refusal(backend, caps, call(**shapes)) == why
+
+
+@pytest.mark.parametrize("backend,caps", [("flash", SM80), ("efficient", SM80)])
+def test_gqa_needs_key_and_value_heads_equal_on_flash_and_efficient(backend, caps):
+    """check_batch_size_and_num_heads_dense<supports_gqa, requires_same_num_heads=true>; cuDNN's
+    template argument is false (key and value heads may differ, tested above)."""
+    c = call(q=(2, 4, 16, 64), k=(2, 2, 16, 64), v=(2, 4, 16, 64), enable_gqa=True)
+    assert B.refusal(backend, caps, c) == "grouped-query attention needs key and value with the same number of heads"
+
+
+def test_efficient_does_not_ignore_a_singleton_head_dim():
+    """check_last_dim_stride_equals_1_dense<false> for the memory-efficient kernel (flash and cuDNN
+    pass true); fp32 on sm75 aligns head sizes to 1, so a head size of 1 gets to the stride check."""
+    c = call(F32, q=(2, 4, 16, 1), v=(2, 4, 16, 8), last_strides=(2, 1, 1))
+    assert B.refusal("efficient", SM75, c) == "fused kernels need stride 1 in the head dim (got 2, 1, 1)"
+    assert B.refusal("flash", SM80, call(q=(2, 4, 16, 1), last_strides=(2, 1, 1))) is None
+
+
+def test_efficient_runs_a_head_size_of_one_where_the_alignment_is_one():
+    assert B.refusal("efficient", SM60, call(q=(2, 4, 16, 1), v=(2, 4, 16, 1))) is None
+
+
+@pytest.mark.parametrize("d,ok", [(192, True), (193, False), (224, False), (225, True), (256, True)])
+def test_flash_backward_on_sm86_at_the_edges(d, ok):
+    """(192, 224] refused with grad on sm86-sm89: 193 and 224 refused, 192 and 225 run."""
+    why = B.refusal("flash", SM86, call(q=(2, 4, 16, d), requires_grad=True))
+    assert (why is None) is ok, why
+
+
+def test_cudnn_runs_dropout_one_and_only_sixteenths():
+    caps = cuda((9, 0), "2.12.0")
+    assert B.refusal("cudnn", caps, call(dropout=1.0)) is None  # 16 x 1.0 is whole
+    assert B.refusal("cudnn", caps, call(dropout=0.9375)) is None
+    assert B.refusal("cudnn", caps, call(dropout=0.95)) == \
+        "cuDNN attention needs a dropout probability that is a multiple of 1/16"
+
+
+def test_cudnn_d256_from_9_22_1():
+    """`cudnn_version > 92200` (9.22.00): 9.22.01 has the d=256 kernels, 9.22.00 does not."""
+    assert B.cudnn_head_dim_refusal(cuda((9, 0), "2.13.0", 92201), 256, 256, False) is None
+    assert B.cudnn_head_dim_refusal(cuda((9, 0), "2.13.0", 92200), 256, 256, False) == \
+        "cuDNN attention on sm90 with torch 2.13 needs query/key head size <= 128 and divisible by 8, not 256"
+
+
+def test_cudnn_backward_refusal_names_the_head_sizes_just_above_128():
+    assert B.cudnn_head_dim_refusal(cuda((9, 0), "2.13.0", 92300), 129, 64, True) == \
+        ("cuDNN attention's backward on sm90 with torch 2.13 runs head sizes (<=128, <=128), (192, 128) or "
+         "(256, 256), not (129, 64)")
+
+
+def test_a_torch_without_cudnn_attention(monkeypatch):
+    monkeypatch.setattr(torch.nn.attention, "SDPBackend", type("SDPBackend", (), {}))
+    assert B.refusal("cudnn", SM90, call()) == "this torch has no cuDNN attention backend"
+
+
+def test_defaults_are_a_forward_call():
+    """Without requires_grad the call is a forward one: on sm86 flash runs head size 200 forward
+    only, so the backward picks memory-efficient attention."""
+    assert B.select(SM86, F16, 200, 200) == "flash"
+    assert B.select(SM86, F16, 200, 200, True) == "efficient"
+    assert B.unsupported_reason("flash", SM86, F16, 200, 200) is None
+    assert Call.heads(F16, 8, 8).requires_grad is False
+    q = torch.empty(1, 2, 3, 8)
+    assert Call.of(q, q, q) == Call(F32, (1, 2, 3, 8), (1, 2, 3, 8), (1, 2, 3, 8))
+
+
+def test_the_mask_stride_is_its_last_dims():
+    mask = torch.zeros(2, 3, 5, 1).expand(2, 3, 5, 7)  # strides (15, 5, 1, 0)
+    q = torch.empty(2, 3, 5, 8)
+    assert Call.of(q, q, q, mask).mask_last_stride == 0
