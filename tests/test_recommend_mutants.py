@@ -399,3 +399,21 @@ def test_one_image_that_does_not_fit_is_a_row_that_ran():
     assert (row.status, row.max_batch, row.batch, row.fits) == ("ok", 0, 0, False)
     assert R.total_bytes(row.per_image) >= 2 * (128 * 128) ** 2 * 4 > target.usable  # energy and softmax: 2 x N^2 x 4 B
     assert row.at_batch is row.per_image and row.per_image.time_s is not None
+
+
+def test_the_recommendation_says_its_mode():
+    rec = R.recommend([row(max_batch=3)], "train", None)  # no time known
+    assert (rec.row.max_batch, rec.mode) == (3, "train")
+    assert R.recommend([row(t=1.0)], "train", None).mode == "train"
+    assert R.recommend([row(t=1.0, mode="forward")], "forward", 4).mode == "forward"
+
+
+def test_the_forced_alternative_is_ranked_at_the_asked_batch():
+    """Tied in time, the forced cuDNN row needs less memory at batch 8 and more for one image: at
+    batch 8 it would rank first (so it is named), for one image it would not."""
+    forced = row(t=1.0, peak=300, at_peak=800, options={"backend": "cudnn"}, ev=evidence.ASSUMPTION, backend="cudnn")
+    auto = row(t=1.0, peak=200, at_peak=900, backend="efficient")
+    at8 = R.recommend([forced, auto], "train", 8)
+    assert at8.row is auto and at8.alternative is forced
+    one = R.recommend([forced, auto], "train", None)
+    assert one.row is auto and one.alternative is None
