@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import lazy, workspaces
+from . import lazy, meta_memo, workspaces
 from .allocator import block_bytes
 from .workload import TensorInfo
 
@@ -128,7 +128,7 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = meta_memo.call(func, args, kwargs)  # the kernel, or its output's layout from a repeat
         if self.rules:
             out = self.rules.restride(func, args, out)
         name = func.overloadpacket.__name__

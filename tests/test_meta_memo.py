@@ -1,0 +1,120 @@
+"""Meta kernels memoised by input layout (sa_profiler/engine/meta_memo.py): a step with the memo,
+cold and warm, is the step without it, op by op and byte for byte; and what it must not keep."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from sa_profiler.engine import Workload, meta_memo, simulate
+from sa_profiler.engine import tracker as tracking
+from sa_profiler.fit import fit
+
+
+@pytest.fixture
+def trackers(monkeypatch):
+    made = []
+    init = tracking.MemoryTracker.__init__
+
+    def logged(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.timeline, self.op_log = [], []
+        made.append(self)
+
+    monkeypatch.setattr(tracking.MemoryTracker, "__init__", logged)
+    return made
+
+
+def _step(w: Workload, made: list, cap=None) -> tuple:
+    rec = simulate(w, cap=cap)
+    if not made or rec.status == "unsupported":
+        return rec.status, rec.message
+    t = made[-1]
+    ops = [(o.kind, o.precision, o.flops, o.bytes, o.backward) for o in t.timer.ops] if t.timer else None
+    return (rec.status, rec.message, rec.peak_bytes, rec.baseline_bytes, rec.backend, rec.time_s,
+            [tuple(sorted(x.__dict__.items())) for x in rec.top_tensors], t.timeline, t.op_log, ops, dict(t.ops),
+            t.peak_index)
+
+
+IMPLS = [("reference", {}), ("sdpa", {}), ("sdpa", {"backend": "math"}), ("sdpa", {"backend": "efficient"}),
+         ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "cudnn"}), ("chunked", {"chunk": 100, "checkpoint": True}),
+         ("chunked", {"chunk": 256}), ("pooled", {"pool": 2})]
+CASES = [Workload(impl, b, c, h, w, dtype, mode, target, opts)
+         for impl, opts in IMPLS for dtype in ("float32", "float16", "bfloat16") for mode in ("forward", "train")
+         for target, (b, c, h, w) in [("t4", (2, 64, 16, 16)), ("h100", (3, 128, 12, 20)), ("a100-80gb", (1, 256, 8, 8)),
+                                      ("cpu", (2, 16, 8, 8))]]
+
+
+@pytest.mark.parametrize("w", CASES, ids=lambda w: f"{w.label}-{w.dtype}-{w.mode}-{w.target}")
+def test_a_step_is_the_same_with_the_memo_cold_and_warm(w, trackers):
+    with meta_memo.disabled():
+        kernels = _step(w, trackers)
+    meta_memo._memo.clear()
+    cold = _step(w, trackers)
+    assert meta_memo._memo or kernels[0] != "ok"
+    warm = _step(w, trackers)
+    assert kernels == cold == warm
+
+
+def test_the_memo_is_used_and_an_out_of_memory_step_is_the_same(trackers):
+    w = Workload("chunked", 4, 64, 32, 32, "float16", "train", "t4", {"chunk": 256, "checkpoint": True})
+    cap = simulate(Workload("chunked", 1, 64, 32, 32, "float16", "train", "t4", {"chunk": 256, "checkpoint": True})).peak_bytes * 3
+    with meta_memo.disabled():
+        kernels = _step(w, trackers, cap)
+    meta_memo._memo.clear()
+    assert _step(w, trackers, cap) == kernels and kernels[0] == "oom"
+    assert meta_memo._memo  # kept up to the op that ran out
+
+
+@pytest.mark.parametrize("model, inputs, batch, target, amp", [
+    ("examples/sagan.py:Generator", 128, 2, "t4", None),
+    ("examples/sagan.py:Generator", 128, 2, "t4", "fp16"),
+    ("examples/classifier.py:resnet_attn", "3x64x64", 2, "h100", "bf16"),
+    ("examples/classifier.py:forum_cnn", "128x32x32", 2, "t4", None),
+])
+def test_a_whole_model_is_the_same(model, inputs, batch, target, amp):
+    def answer():
+        r = fit(model, inputs, batch, target, amp=amp)
+        return {"step": dataclasses.asdict(r.step), **{k: dataclasses.asdict(c) for k, c in r.conversions.items()}}
+
+    with meta_memo.disabled():
+        kernels = answer()
+    meta_memo._memo.clear()
+    assert answer() == kernels
+    assert answer() == kernels
+
+
+def _keep(func, *args, **kwargs):
+    meta_memo._memo.clear()
+    meta_memo.call(func, args, kwargs)
+    return len(meta_memo._memo)
+
+
+def test_what_is_not_kept():
+    aten = torch.ops.aten
+    m = torch.empty(4, 6, device="meta")
+    assert _keep(aten.add.Tensor, m, m) == 1  # a fresh dense output: kept
+    assert _keep(aten.add_.Tensor, m, m) == 0  # mutates its input
+    assert _keep(aten.transpose.int, m, 0, 1) == 0  # a view
+    assert _keep(aten.detach.default, m) == 0  # an alias
+    assert _keep(aten.add.Tensor, torch.ones(2), torch.ones(2)) == 0  # real tensors run their kernel
+    assert _keep(aten.mul.Scalar, m, 1 + 2j) == 0  # an argument it does not key (a complex scalar)
+    with meta_memo.disabled():
+        assert _keep(aten.add.Tensor, m, m) == 0
+
+
+def test_a_repeat_gives_fresh_tensors_of_the_same_layout():
+    aten = torch.ops.aten
+    a = torch.empty(3, 5, device="meta").t()
+    meta_memo._memo.clear()
+    first = meta_memo.call(aten.mul.Tensor, (a, 2), {})
+    again = meta_memo.call(aten.mul.Tensor, (a, 2), {})
+    other = meta_memo.call(aten.mul.Tensor, (a, 2.0), {})  # a float scalar is another key
+    assert len(meta_memo._memo) == 2
+    assert again.untyped_storage() is not first.untyped_storage()
+    assert (again.shape, again.stride(), again.dtype) == (first.shape, first.stride(), first.dtype)
+    assert again.untyped_storage().nbytes() == first.untyped_storage().nbytes()
+    i = torch.empty(3, 5, device="meta", dtype=torch.int64)
+    assert meta_memo.call(aten.mul.Tensor, (i, 2), {}).dtype == torch.int64
+    assert meta_memo.call(aten.mul.Tensor, (i, 2.0), {}).dtype == torch.float32
+    assert other.dtype == torch.float32
