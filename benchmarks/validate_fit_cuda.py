@@ -146,7 +146,7 @@ def versions() -> dict:
     return {"driver": driver, "cuda": torch.version.cuda or "", "cudnn": torch.backends.cudnn.version() or ""}
 
 
-def child(which: str, index: int, probe: bool) -> None:
+def child(which: str, index: int, probe: bool, full: bool = False) -> None:
     """One case, in a process of its own (library workspaces start unallocated, as in a user's
     run): prints one JSON line: the peak and the dispatcher's SDPA choices, or with `probe` the
     ops that allocated bytes no output holds (the first use of a workspace shows as kept bytes)."""
@@ -162,7 +162,8 @@ def child(which: str, index: int, probe: bool) -> None:
 
     p = Probe()
     measured_step(factory, specs, batch, amp, p)
-    rows = [{"index": i, **r} for i, r in enumerate(p.rows) if r["hidden_transient"] + max(r["hidden_kept"], 0) > 0]
+    rows = [{"index": i, **r} for i, r in enumerate(p.rows)
+            if full or r["hidden_transient"] + max(r["hidden_kept"], 0) > 0]
     # every allocation happens inside an op, so the step's peak is the highest op peak
     peak = max((r["allocated"] + r["hidden_transient"] for r in p.rows), default=0)
     print(json.dumps({"peak": peak, "rows": rows}))
@@ -172,11 +173,12 @@ def cases(which: str) -> list:
     return CASES if which == "examples" else [(*z, amp) for z in ZOO for amp in (None, "fp16", "bf16")]
 
 
-def in_child(which: str, index: int, probe: bool = False) -> dict:
+def in_child(which: str, index: int, probe: bool = False, full: bool = False) -> dict:
     import json
     import subprocess
 
-    cmd = [sys.executable, __file__, "--child", which, str(index)] + (["--probe"] if probe else [])
+    cmd = [sys.executable, __file__, "--child", which, str(index)] + (["--probe"] if probe else []) + (
+        ["--timeline", "-"] if full else [])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode:
         raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1])
@@ -191,10 +193,26 @@ def main(argv=None):
     ap.add_argument("--zoo", action="store_true", help="also the zoo (fit-zoo-<gpu>-<torch>.csv)")
     ap.add_argument("--probe", action="store_true", help="also the library workspaces op by op (probe-fit-<gpu>.csv)")
     ap.add_argument("--jobs", type=int, default=6, help="cases measured at once, each in its own process")
+    ap.add_argument("--timeline", metavar="SET:INDEX,...",
+                    help="only write every op of these cases (allocated bytes after each, hidden bytes) to "
+                         "timeline-SET-INDEX.csv, e.g. zoo:13,examples:3")
     ap.add_argument("--child", nargs=2, metavar=("SET", "INDEX"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return child(args.child[0], int(args.child[1]), args.probe)
+        return child(args.child[0], int(args.child[1]), args.probe, full=args.timeline == "-")
+    if args.timeline:
+        os.makedirs(args.out, exist_ok=True)
+        for item in args.timeline.split(","):
+            which, index = item.split(":")
+            rows = in_child(which, int(index), probe=True, full=True)["rows"]
+            path = os.path.join(args.out, f"timeline-{which}-{index}.csv")
+            with open(path + ".tmp", "w", newline="") as fh:
+                writer = csv.DictWriter(fh, list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(path + ".tmp", path)
+            print("wrote", path, len(rows), "ops", flush=True)
+        return None
     gpu = gpus.local()
     tv = torch.__version__.split("+")[0]
     os.makedirs(args.out, exist_ok=True)

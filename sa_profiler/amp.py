@@ -39,6 +39,10 @@ FP32 = {
     torch.Tensor.exp, torch.Tensor.log, torch.Tensor.pow, torch.logsumexp, torch.cumsum, torch.cumprod, torch.rsqrt,
     torch.reciprocal, torch.expm1, torch.log1p, torch.log2, torch.log10, torch.cdist, torch.prod, torch.Tensor.rsqrt,
 }
+# softmax and log_softmax of a float16 input: `_softmax` / `_log_softmax` with half_to_float
+HALF_TO_FLOAT = {F.softmax: torch._softmax, torch.softmax: torch._softmax, torch.Tensor.softmax: torch._softmax,
+                 F.log_softmax: torch._log_softmax, torch.log_softmax: torch._log_softmax,
+                 torch.Tensor.log_softmax: torch._log_softmax}
 # the `promote` list: floating arguments cast to the widest floating dtype among them
 PROMOTE = {
     torch.dot, torch.Tensor.dot, torch.vdot, torch.addcdiv, torch.addcmul, torch.Tensor.addcdiv, torch.Tensor.addcmul,
@@ -84,6 +88,24 @@ class AutocastEmulation:
                 hit = self.cache[id(t)] = (t, t.to(dtype))
             return hit[1]
         return t.to(dtype)
+
+    def half_to_float(self, func, args, kwargs):
+        """The result of a softmax / log_softmax of a float16 tensor under fp16 autocast, as CUDA
+        computes it, or None for every other call. Autocast gives them `dtype=float` without
+        casting the input (autocast_mode.cpp `fp32_set_opt_dtype`), and SoftMax.cpp's `softmax` /
+        `log_softmax` then run `_softmax(input, dim, half_to_float=True)` for a CUDA Half input:
+        no float32 copy of the input, and the backward's gradient comes out in float16
+        (`_softmax_backward_data(..., input_dtype=Half)`). Measured on an H100: a SAGAN layer's
+        16 x 256 x 256 map has no cast before `_softmax` in fp16, one in bf16. A meta tensor is
+        not CUDA, so its softmax would take the cast: the emulation calls `_softmax` itself."""
+        if func not in HALF_TO_FLOAT or not self.active() or self.dtype != torch.float16:
+            return None
+        x = args[0] if args else kwargs.get("input")
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if (not isinstance(x, torch.Tensor) or x.dtype != torch.float16 or not isinstance(dim, int)
+                or kwargs.get("dtype") is not None or len(args) > 2):
+            return None
+        return HALF_TO_FLOAT[func](x, dim, True)
 
     def cast(self, func, args, kwargs):
         """The arguments `func` gets under autocast now."""

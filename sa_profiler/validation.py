@@ -98,6 +98,7 @@ def fit_check(path: str | Path) -> pd.DataFrame:
     import ast
 
     from . import gpus
+    from .attention import backends
     from .fit import load, run_step
 
     rows = []
@@ -105,10 +106,16 @@ def fit_check(path: str | Path) -> pd.DataFrame:
         gpu = gpus.lookup(r.gpu)
         shape = str(r.input).split(";")  # one input, or NAME=SHAPE[:DTYPE] specs joined by ';'
         amp = r.amp if isinstance(r.amp, str) and r.amp else None
-        sim = run_step(load(r.model, ast.literal_eval(r.args)), shape, int(r.batch), gpu, optimizer=r.optimizer, amp=amp)
+        with backends.assume_torch(str(r.torch).split("+")[0]):  # SDPA chosen as the measured torch chose
+            sim = run_step(load(r.model, ast.literal_eval(r.args)), shape, int(r.batch), gpu, optimizer=r.optimizer,
+                           amp=amp)
+        measured_backends = getattr(r, "backends_measured", "")
+        simulated = " ".join(f"{k}:{v}" for k, v in sorted(sim.backends.items()))
         rows.append({"gpu": r.gpu, "model": f"{r.model.split(':')[1]} {r.args}", "input": r.input, "batch": int(r.batch),
                      "amp": amp or "-", "measured": int(r.measured_peak), "simulated": sim.peak_total,
-                     "rel_error": sim.peak_total / int(r.measured_peak) - 1})
+                     "rel_error": sim.peak_total / int(r.measured_peak) - 1,
+                     "backends_measured": measured_backends if isinstance(measured_backends, str) else "",
+                     "backends_simulated": simulated})
     return pd.DataFrame(rows)
 
 

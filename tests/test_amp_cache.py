@@ -49,3 +49,47 @@ def test_a_weight_used_three_times_costs_one_cast():
     # the same casts; what grows is tiny activations and one float16 sum of a weight's three
     # gradients (16 MiB)
     assert thrice.peak_total - once.peak_total <= 17 * MiB, (thrice.peak_total, once.peak_total)
+
+
+def _softmax_ops(dtype):
+    """The aten ops, with dtypes, of a softmax forward and backward under the emulated autocast."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sa_profiler.attention.routing import AttentionRouting
+    from sa_profiler.attention import backends
+
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            seen.append((func.overloadpacket.__name__, out.dtype if isinstance(out, torch.Tensor) else None))
+            return out
+
+    x = torch.empty(2, 16, 16, device="meta", dtype=dtype, requires_grad=True)
+    emulation = AutocastEmulation(dtype)
+    routing = AttentionRouting(backends.CPU)
+    routing.autocast = emulation
+    with Log():
+        with routing, emulation.region():
+            y = torch.nn.functional.softmax(x, dim=-1)
+        y.sum().backward()
+    return seen, y, x.grad
+
+
+def test_fp16_softmax_runs_half_to_float_as_cuda_does():
+    # SoftMax.cpp: a CUDA Half input with dtype=float (autocast's fp32_set_opt_dtype) runs
+    # _softmax(x, dim, half_to_float=True): no float32 copy of the input, a float16 gradient
+    # (reports/validation/timeline-zoo-13.csv, an H100 step of the SAGAN generator in fp16)
+    ops, y, grad = _softmax_ops(torch.float16)
+    assert y.dtype == torch.float32 and grad.dtype == torch.float16
+    assert ops[0] == ("_softmax", torch.float32)
+    assert ("_softmax_backward_data", torch.float16) in ops
+
+
+def test_bf16_softmax_casts_first():
+    # bfloat16 has no half_to_float kernel: the input is cast, the gradient comes out in float32
+    # before the cast's backward (timeline-zoo-14.csv, the same step in bf16)
+    ops, y, grad = _softmax_ops(torch.bfloat16)
+    assert ops[0] == ("_to_copy", torch.float32) and ops[1] == ("_softmax", torch.float32)
+    assert ("_softmax_backward_data", torch.float32) in ops and grad.dtype == torch.bfloat16

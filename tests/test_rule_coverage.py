@@ -20,10 +20,6 @@ UNMODELLED = {
     # outside the attention peak (README: "cuDNN convolution workspaces are not modelled").
     "convolution": "cuDNN convolution workspace (unmodelled; covered by the headroom)",
     "convolution_backward": "cuDNN convolution backward workspace (unmodelled; covered by the headroom)",
-    # Reduce.cuh's global-reduction buffer: up to 78 MB for a bias gradient (grad.sum(0) over
-    # a ViT's 6304 tokens x 1536), a few KiB for the loss
-    "sum": "reduction staging buffer and semaphores (Reduce.cuh gpu_reduce_kernel)",
-    "mean": "reduction staging buffer and semaphores (Reduce.cuh gpu_reduce_kernel)",
     # embedding_backward_cuda_kernel's sort of the ids and its segment buffers (4.8 MB for
     # 4096 ids of BERT), the last op of the backward, when the activations are freed
     "embedding_dense_backward": "the sort and segment buffers of the embedding backward, at the backward's end",
@@ -53,6 +49,8 @@ MODELLED = {
     "_scaled_dot_product_cudnn_attention_backward",
     "native_layer_norm",
     "native_layer_norm_backward",
+    "sum",
+    "mean",
 }
 # The matrix products: their hidden bytes are the cuBLAS/cuBLASLt workspaces a thread allocates at
 # its first product, modelled by engine/workspaces.py (not a per-op rule)

@@ -29,6 +29,8 @@ ALL_RULES = [
     "_scaled_dot_product_cudnn_attention_backward",
     "native_layer_norm",
     "native_layer_norm_backward",
+    "sum",
+    "mean",
 ]
 # Rules whose bytes are transient inside an op that is never at the step's peak on the committed
 # grids (the efficient forward's fp32 output accumulator, value heads > 128 in fp16/bf16: the
@@ -36,7 +38,7 @@ ALL_RULES = [
 # cannot see them, the per-op probes do. Layer norm is in no layer grid: the whole-model probes
 # (probe-fit-h100.csv) hold its copies of a strided input.
 PER_OP_ONLY = {"_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
-               "native_layer_norm", "native_layer_norm_backward"}
+               "native_layer_norm", "native_layer_norm_backward", "sum", "mean"}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,16 @@ def _probe_explained(op: str) -> int:
                 args.append(torch.empty_strided(ast.literal_eval(shape), ast.literal_eval(stride),
                                                 dtype=getattr(torch, dtype), device="meta")
                             if device == "cuda" else torch.empty((), dtype=torch.int64))
-            temps = cuda.transients(SimpleNamespace(overloadpacket=SimpleNamespace(__name__=op)), args, {}, [])
+            outs = []
+            if op in ("sum", "mean"):  # the reduced dims are not logged: read them off the output's shape
+                from test_reduce import _reduced
+
+                out_shape, out_dtype, out_stride, _ = r.outputs.split(";")[0].rsplit(":", 3)
+                outs = [torch.empty_strided(ast.literal_eval(out_shape), ast.literal_eval(out_stride),
+                                            dtype=getattr(torch, out_dtype), device="meta")]
+                dims = _reduced(tuple(args[0].shape), tuple(outs[0].shape))
+                args = args[:1] + ([dims] if dims is not None else [])
+            temps = cuda.transients(SimpleNamespace(overloadpacket=SimpleNamespace(__name__=op)), args, {}, outs)
             explained += sum(round_size(b) for b, *_ in temps) == measured
     return explained
 

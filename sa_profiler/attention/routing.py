@@ -123,6 +123,9 @@ class AttentionRouting(_ModeBase):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if self.autocast is not None:
+            out = self.autocast.half_to_float(func, args, kwargs)
+            if out is not None:
+                return out
             args, kwargs = self.autocast.cast(func, args, kwargs)
         if func is F.group_norm and self.caps.kind == "cpu" and args and args[0].device.type == "meta":
             return _cpu_group_norm(*args, **kwargs)

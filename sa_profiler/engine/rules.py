@@ -27,10 +27,11 @@ from typing import Callable
 
 import torch
 
-from . import mem_eff
+from . import mem_eff, reduce
 from .allocator import round_size
 
 F32 = 4
+
 LOW = (torch.float16, torch.bfloat16)
 
 
@@ -241,6 +242,8 @@ RULES: dict[str, Rule] = {r.op: r for r in [
     Rule("_scaled_dot_product_cudnn_attention", "native/cudnn/MHA.cpp", _cudnn_forward),
     Rule("_scaled_dot_product_cudnn_attention_backward", "native/cudnn/MHA.cpp", _cudnn_backward),
     Rule("native_layer_norm", "native/cuda/layer_norm_kernel.cu layer_norm_cuda", _layer_norm(0)),
+    Rule("sum", "native/cuda/Reduce.cuh gpu_reduce_kernel (engine/reduce.py)", reduce.temps_for("sum")),
+    Rule("mean", "native/cuda/Reduce.cuh gpu_reduce_kernel (engine/reduce.py)", reduce.temps_for("mean")),
     Rule("native_layer_norm_backward", "native/cuda/layer_norm_kernel.cu layer_norm_backward_cuda", _layer_norm(1)),
 ]}
 

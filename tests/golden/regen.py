@@ -146,7 +146,7 @@ def rule_answers() -> dict:
     for path in sorted((ROOT / "reports" / "validation").glob("*probe*.csv")):
         data = pd.read_csv(path)
         for op, inputs in sorted(set(zip(data.op, data.inputs))):
-            if op not in RULES:
+            if op not in RULES or op in ("sum", "mean"):  # reductions: pinned by tests/test_reduce.py (dims not logged)
                 continue
             specs = []
             for spec in inputs.split(";"):
