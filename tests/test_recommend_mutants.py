@@ -180,6 +180,8 @@ def test_chunk_for(tokens, chunk):
      [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "cudnn"}), ("pooled", {"pool": 2}),
       ("reference", {})]),
     ("a100", "float16", "forward", 4, ["sdpa"], 1, [("sdpa", {}), ("sdpa", {"backend": "flash"})]),
+    # 9 channels: query/key heads of 9 // 8 = 1, which divides 9: flash on (1, 1)
+    ("a100", "float16", "forward", 9, ["sdpa"], 1, [("sdpa", {}), ("sdpa", {"backend": "flash"})]),
 ])
 def test_candidates(card, dtype, mode, channels, impls, tokens, expected):
     with backends.assume_torch("2.13.0"):
@@ -417,3 +419,40 @@ def test_the_forced_alternative_is_ranked_at_the_asked_batch():
     assert at8.row is auto and at8.alternative is forced
     one = R.recommend([forced, auto], "train", None)
     assert one.row is auto and one.alternative is None
+
+
+def test_the_search_at_its_edges():
+    slow = lambda b: 1000 + b  # one byte per image: the guess is still the answer
+    run = model(slow)
+    assert R.largest_batch(run, 1000 + R.MAX_BATCH - 1)[0] == R.MAX_BATCH - 1
+    assert sorted(run.calls) == [1, 2, R.MAX_BATCH - 1, R.MAX_BATCH]
+    # the guess lands one below MAX_BATCH and MAX_BATCH itself fits: it is tried, and is the answer
+    flat_after_two = lambda b: 1000 + min(b, 2)
+    assert R.largest_batch(model(flat_after_two), 1000 + R.MAX_BATCH - 1)[0] == R.MAX_BATCH
+    # batch 2 fails for another reason than its bytes: the search halves down to 1
+    only_one = model(lambda b: 1000 + b, status=lambda b: "ok" if b == 1 else "error")
+    assert R.largest_batch(only_one, 10**6)[0] == 1
+
+
+def test_profile_row_keeps_an_engines_missing_time():
+    """Only the simulator's time is filled in for the answered batch; another engine's record
+    stands as it came."""
+    def engine(w):
+        return Record(w, peak_bytes=MiB * w.batch, baseline_bytes=0, time_s=1e-3 if w.batch == 1 else None)
+    row = R.profile_row(R.make_target(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 4, engine)
+    assert row.at_batch.workload.batch == 4 and row.at_batch.time_s is None and row.per_image.time_s == 1e-3
+
+
+def test_a_batch_of_zero_does_not_fit():
+    row = R.profile_row(R.make_target(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 0,
+                        engine_of(MiB))
+    assert (row.batch, row.fits, row.max_batch > 0) == (0, False, True)
+
+
+def test_the_reason_names_every_other_tied_row():
+    a = row(t=1.0, peak=100)
+    b = row(impl="chunked", t=1.01, peak=200, options={"chunk": 256})
+    c = row(impl="reference", t=1.02, peak=300, dtype="float32", backend="")
+    rec = R.recommend([c, b, a], "train", None)
+    assert rec.row is a
+    assert "as is that of reference float32, chunked/256 float16, and it needs" in rec.reason
