@@ -1,12 +1,13 @@
-"""Meta kernels memoised by input layout (sa_profiler/engine/meta_memo.py): a step with the memo,
-cold and warm, is the step without it, op by op and byte for byte; and what it must not keep."""
+"""Meta kernels memoised by input layout (sa_profiler/engine/meta_memo.py), and the time model's
+op descriptions with them (timing.py): a step with the memos, cold and warm, is the step without
+them, op by op and byte for byte; and what they must not keep."""
 
 import dataclasses
 
 import pytest
 import torch
 
-from sa_profiler.engine import Workload, meta_memo, simulate
+from sa_profiler.engine import Workload, meta_memo, simulate, timing
 from sa_profiler.engine import tracker as tracking
 from sa_profiler.fit import fit
 
@@ -49,9 +50,10 @@ CASES = [Workload(impl, b, c, h, w, dtype, mode, target, opts)
 def test_a_step_is_the_same_with_the_memo_cold_and_warm(w, trackers):
     with meta_memo.disabled():
         kernels = _step(w, trackers)
-    meta_memo._memo.clear()
+    _clear()
     cold = _step(w, trackers)
     assert meta_memo._memo or kernels[0] != "ok"
+    assert timing._descriptions or kernels[0] != "ok" or w.target == "cpu"
     warm = _step(w, trackers)
     assert kernels == cold == warm
 
@@ -61,7 +63,7 @@ def test_the_memo_is_used_and_an_out_of_memory_step_is_the_same(trackers):
     cap = simulate(Workload("chunked", 1, 64, 32, 32, "float16", "train", "t4", {"chunk": 256, "checkpoint": True})).peak_bytes * 3
     with meta_memo.disabled():
         kernels = _step(w, trackers, cap)
-    meta_memo._memo.clear()
+    _clear()
     assert _step(w, trackers, cap) == kernels and kernels[0] == "oom"
     assert meta_memo._memo  # kept up to the op that ran out
 
@@ -79,9 +81,14 @@ def test_a_whole_model_is_the_same(model, inputs, batch, target, amp):
 
     with meta_memo.disabled():
         kernels = answer()
+    _clear()
+    assert answer() == kernels
+    assert answer() == kernels
+
+
+def _clear():
     meta_memo._memo.clear()
-    assert answer() == kernels
-    assert answer() == kernels
+    timing._descriptions.clear()
 
 
 def _keep(func, *args, **kwargs):
@@ -118,3 +125,16 @@ def test_a_repeat_gives_fresh_tensors_of_the_same_layout():
     assert meta_memo.call(aten.mul.Tensor, (i, 2), {}).dtype == torch.int64
     assert meta_memo.call(aten.mul.Tensor, (i, 2.0), {}).dtype == torch.float32
     assert other.dtype == torch.float32
+
+
+def test_a_kept_description_is_describes():
+    aten = torch.ops.aten
+    a, b = torch.empty(2, 8, 16, device="meta"), torch.empty(2, 16, 4, device="meta")
+    out = aten.bmm.default(a, b)
+    _clear()
+    kept = timing._described(aten.bmm.default, (a, b), {}, out)
+    assert timing._described(aten.bmm.default, (a, b), {}, out) is kept and len(timing._descriptions) == 1
+    assert kept == timing.describe(aten.bmm.default, (a, b), {}, out) and kept.flops == 2 * 2 * 8 * 16 * 4
+    real = torch.ones(2, 3)
+    timing._described(aten.add.Tensor, (real, real), {}, real + real)  # real tensors: described, not kept
+    assert len(timing._descriptions) == 1

@@ -5,7 +5,8 @@ On meta tensors an op's output depends only on the op, its non-tensor arguments 
 tensor's size, stride, offset and dtype (and the default dtype); most of torch's meta kernels are
 Python (`torch._meta_registrations`, `torch._refs`, decompositions) and cost far more than the
 op's bookkeeping. A chunked layer's sixteen chunks, or a batch search's steps, repeat the same
-ops on the same layouts. So `call` keeps, per op and input layout, the layout of each output
+ops on the same layouts (the time model's description of an op is kept by the same key:
+timing.py). So `call` keeps, per op and input layout, the layout of each output
 (size, stride, dtype) where every output is a new, dense, unshared storage of its own (no view, no
 alias of an input, offset 0, the storage `empty_strided` makes), and on a repeat makes fresh meta
 tensors of those layouts with `empty_strided` instead of running the kernel. Anything else (a
@@ -51,6 +52,18 @@ def _key(a):
     if type(a) in _SCALARS:
         return (type(a), a)
     raise _Uncacheable
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def layout_key(obj):
+    """A hashable key of `obj`'s meta tensors' layouts and its other values, or None."""
+    try:
+        return _key(obj)
+    except (_Uncacheable, TypeError):
+        return None
 
 
 def _layouts(out, args) -> tuple | None:

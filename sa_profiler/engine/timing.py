@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import meta_memo
 from . import timing_constants as fitted
 from .tracker import tensors_in
 
@@ -176,10 +177,28 @@ class StepTimer:
     ops: list[Op] = field(default_factory=list)
 
     def add(self, func, args, kwargs, out) -> None:
-        self.ops.append(describe(func, args, kwargs, out))
+        self.ops.append(_described(func, args, kwargs, out))
 
     def seconds(self, w, c: Constants | None = None) -> float:
         return step_seconds(self.ops, w, self.gpu, c)
+
+
+_descriptions: dict = {}
+
+
+def _described(func, args, kwargs, out) -> Op:
+    """`describe`, kept per op, input and output layouts and direction on meta tensors (a
+    description reads only those; meta_memo.py makes the key)."""
+    key = (func, meta_memo.layout_key((args, tuple(sorted(kwargs.items())), out)), _in_backward()) \
+        if meta_memo.enabled() else None
+    if key is None or key[1] is None:
+        return describe(func, args, kwargs, out)
+    op = _descriptions.get(key)
+    if op is None:
+        if len(_descriptions) >= meta_memo.LIMIT:
+            _descriptions.clear()
+        op = _descriptions[key] = describe(func, args, kwargs, out)
+    return op
 
 
 def method(gpu) -> str:
