@@ -456,3 +456,24 @@ def test_the_reason_names_every_other_tied_row():
     rec = R.recommend([c, b, a], "train", None)
     assert rec.row is a
     assert "as is that of reference float32, chunked/256 float16, and it needs" in rec.reason
+
+
+def test_candidates_follow_the_mode():
+    """On sm100 with torch 2.11, cuDNN runs a value head of 256 forward only (TORCH_RULES): the
+    automatic backend and the rows offered differ between inference and training."""
+    import dataclasses
+
+    sm100 = dataclasses.replace(gpus.lookup("h100"), key="sm100-card", capability=(10, 0))
+    with backends.assume_torch("2.11.0"):
+        assert R.candidates(sm100, "float16", "forward", 256, ["sdpa"]) == \
+            [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "efficient"})]
+        assert R.candidates(sm100, "float16", "train", 256, ["sdpa"]) == \
+            [("sdpa", {}), ("sdpa", {"backend": "flash"})]
+
+
+def test_headroom_in_bytes_may_be_a_float():
+    """A fraction below 1, else bytes (1.0 is one byte, not the whole card)."""
+    t4 = gpus.lookup("t4")
+    assert R.make_target(t4, 1.0).headroom == 1
+    assert R.make_target(t4, float(GiB)).headroom == GiB
+    assert R.make_target(t4, 0.999).headroom == int(t4.total_memory * 0.999)
