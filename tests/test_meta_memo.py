@@ -138,3 +138,15 @@ def test_a_kept_description_is_describes():
     real = torch.ones(2, 3)
     timing._described(aten.add.Tensor, (real, real), {}, real + real)  # real tensors: described, not kept
     assert len(timing._descriptions) == 1
+
+
+@pytest.mark.parametrize("impl, opts", [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("reference", {}),
+                                        ("chunked", {"chunk": 128, "checkpoint": True})])
+def test_a_batch_search_is_the_same(impl, opts, trackers):
+    """Steps of one workload at several batches, in the order a search runs them: a layout kept
+    at one batch must never answer for another (kernel temporaries included)."""
+    batches = (1, 6, 3, 4, 5, 2)
+    with meta_memo.disabled():
+        kernels = [_step(Workload(impl, b, 128, 24, 32, "float32", "train", "h100", opts), trackers) for b in batches]
+    _clear()
+    assert [_step(Workload(impl, b, 128, 24, 32, "float32", "train", "h100", opts), trackers) for b in batches] == kernels

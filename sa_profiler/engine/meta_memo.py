@@ -25,6 +25,7 @@ _memo: dict = {}
 _enabled = True
 _SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)
 _empty_strided = torch.ops.aten.empty_strided.default
+_STRIDED = torch.strided
 
 
 class _Uncacheable(Exception):
@@ -44,14 +45,25 @@ def disabled():
 
 def _key(a):
     if isinstance(a, torch.Tensor):
-        if a.device.type != "meta" or a.layout != torch.strided or a.is_conj() or a.is_neg():
+        if not a.is_meta or a.layout is not _STRIDED or a.is_conj() or a.is_neg():
             raise _Uncacheable
-        return (tuple(a.shape), a.stride(), a.storage_offset(), a.dtype)
-    if isinstance(a, (list, tuple)):
-        return (type(a), tuple(_key(x) for x in a))
-    if type(a) in _SCALARS:
-        return (type(a), a)
+        return (a.shape, a.stride(), a.storage_offset(), a.dtype)
+    t = type(a)
+    if t is int:  # the commonest argument keys as itself; other scalars with their type
+        return a
+    if t is tuple or t is list:
+        return (t, *[_key(x) for x in a])
+    if t in _SCALARS:
+        return (t, a)
     raise _Uncacheable
+
+
+def inputs_key(args, kwargs):
+    """The key of an op's inputs (with the default dtype), or None where one cannot be keyed."""
+    try:
+        return (torch.get_default_dtype(), _key(args), _key(tuple(sorted(kwargs.items()))) if kwargs else ())
+    except (_Uncacheable, TypeError):
+        return None
 
 
 def enabled() -> bool:
@@ -110,14 +122,16 @@ def _make(layouts):
     return outs[0] if kind == "tensor" else kind(outs)
 
 
-def call(func, args, kwargs):
-    """`func(*args, **kwargs)`, or fresh tensors of the layouts it gave before for these inputs."""
+def call(func, args, kwargs, key=None):
+    """`func(*args, **kwargs)`, or fresh tensors of the layouts it gave before for these inputs
+    (`key`: their `inputs_key`, made here if not given)."""
     if not _enabled or func._schema.is_mutable:
         return func(*args, **kwargs)
-    try:
-        key = (func, torch.get_default_dtype(), _key(args), _key(tuple(sorted(kwargs.items()))))
-    except (_Uncacheable, TypeError):
-        return func(*args, **kwargs)
+    if key is None:
+        key = inputs_key(args, kwargs)
+        if key is None:
+            return func(*args, **kwargs)
+    key = (func, key)
     hit = _memo.get(key)
     if hit is not None:
         return _make(hit)

@@ -176,8 +176,9 @@ class StepTimer:
     gpu: object
     ops: list[Op] = field(default_factory=list)
 
-    def add(self, func, args, kwargs, out) -> None:
-        self.ops.append(_described(func, args, kwargs, out))
+    def add(self, func, args, kwargs, out, key=None) -> None:
+        """`key`: the inputs' `meta_memo.inputs_key`, if the caller has it."""
+        self.ops.append(_described(func, args, kwargs, out, key))
 
     def seconds(self, w, c: Constants | None = None) -> float:
         return step_seconds(self.ops, w, self.gpu, c)
@@ -186,13 +187,16 @@ class StepTimer:
 _descriptions: dict = {}
 
 
-def _described(func, args, kwargs, out) -> Op:
+def _described(func, args, kwargs, out, key=None) -> Op:
     """`describe`, kept per op, input and output layouts and direction on meta tensors (a
     description reads only those; meta_memo.py makes the key)."""
-    key = (func, meta_memo.layout_key((args, tuple(sorted(kwargs.items())), out)), _in_backward()) \
-        if meta_memo.enabled() else None
-    if key is None or key[1] is None:
+    if not meta_memo.enabled() or func._schema.is_mutable:  # a mutated input's layout is read after the op
         return describe(func, args, kwargs, out)
+    key = key if key is not None else meta_memo.inputs_key(args, kwargs)
+    out_key = meta_memo.layout_key(out) if key is not None else None
+    if out_key is None:
+        return describe(func, args, kwargs, out)
+    key = (func, key, out_key, _in_backward())
     op = _descriptions.get(key)
     if op is None:
         if len(_descriptions) >= meta_memo.LIMIT:

@@ -128,7 +128,8 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = meta_memo.call(func, args, kwargs)  # the kernel, or its output's layout from a repeat
+        layouts = meta_memo.inputs_key(args, kwargs) if meta_memo.enabled() else None
+        out = meta_memo.call(func, args, kwargs, layouts)  # the kernel, or its output's layout from a repeat
         if self.rules:
             out = self.rules.restride(func, args, out)
         name = func.overloadpacket.__name__
@@ -158,7 +159,7 @@ class MemoryTracker(TorchDispatchMode):
         if self.op_log is not None:
             self.op_log.append((name, self.allocator.allocated - before, hidden))
         if self.timer is not None:
-            self.timer.add(func, args, kwargs, out)
+            self.timer.add(func, args, kwargs, out, layouts)
         return out
 
     # -- internals ------------------------------------------------------------------
