@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 COMMANDS = {
     "default": ["--gpu-mem", "12G", "--shape", "128x256x256"],
     "--json": ["--gpu-mem", "12G", "--shape", "128x256x256", "--json"],
-    # inference only: no checkpointed training step, whose torch.utils.checkpoint imports torch._dynamo
+    # inference only: no training step (no checkpointed chunks, no backward)
     "forward": ["--gpu-mem", "12G", "--shape", "128x256x256", "--mode", "forward"],
     "t4 train fp16": ["--gpu", "t4", "--shape", "128x256x256", "--mode", "train", "--dtype", "fp16"],
 }
