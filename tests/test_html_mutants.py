@@ -154,6 +154,7 @@ def test_rows_of_the_search(tmp_path):
         (0, False, None, "oom", None, "ok")
     assert (d.max_batch, d.fits, d.at_batch) == (0, False, None)
     assert b.per_image.workload.height == 16 and b.per_image.workload.target == "t4"
+    assert (b.max_batch, b.fits) == (1, True)
 
 
 def test_recommendations_per_target_and_mode(tmp_path):
@@ -593,3 +594,65 @@ def test_largest_batch_plot_is_by_resolution(tmp_path):
     fig = H.batch_figure(atlas, lg, USABLE)
     assert sorted(t["line"]["dash"] for t in traces(fig)) == ["dash", "solid"]
     assert {t["name"] for t in fig["data"] if t.get("showlegend")} == {"reference", "Tesla T4", "h100"}
+
+
+# -- edges the first mutation run left open ------------------------------------------------------
+def test_load_keeps_text_that_looks_missing(tmp_path):
+    rows = [dict(ROWS[0], message="NA", device_name="N/A", backend="None")]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    f = H.load(tmp_path / "results.csv")
+    assert (f.message.tolist(), f.device_name.tolist(), f.backend.tolist()) == (["NA"], ["N/A"], ["None"])
+
+
+def test_a_largest_batch_of_one_fits(tmp_path):
+    rows = H._rows_of(largest(tmp_path, [largest_row(res=16, max_batch=1)]))
+    assert rows[0].fits is True and rows[0].max_batch == 1
+    rec = H.recommendations(largest(tmp_path, [largest_row(res=16, max_batch=1)]))[0]["shapes"][-1][2]
+    assert rec.row is not None and rec.row.max_batch == 1
+
+
+def test_derivation_needs_both_context_and_headroom():
+    meta = {"target": {"key": "t4", "total_memory": 4 * 2**30, "context_bytes": 2**29}}
+    assert H._derivation(meta, "t4", 3 * 2**30) == \
+        "usable memory = 4.00 GiB (the card) − 1.00 GiB (CUDA context and headroom) = <b>3.00 GiB</b>"
+
+
+def test_render_takes_results_as_read():
+    page_ = H.render(pd.DataFrame(ROWS), {})
+    assert "8 workloads (7 ok, 1 oom)" in page_
+
+
+def test_a_sweep_folder_without_meta_or_largest(tmp_path):
+    pd.DataFrame([result(usable=10**9)]).to_csv(tmp_path / "results.csv", index=False)
+    path = H.write_report(tmp_path / "results.csv", on_note=lambda n: None)
+    text = path.read_text()
+    assert "Self-attention on Tesla T4" in text and "<div class='answer'>" in text  # largest.csv searched
+    (tmp_path / "largest.csv").unlink()
+    sweep = H.open_sweep(tmp_path)
+    assert sweep.meta == {"results": str(tmp_path / "results.csv")}
+    assert sweep.largest is not None and len(sweep.largest) == 1
+
+
+def test_the_notebook_view(tmp_path):
+    pd.DataFrame(ROWS + [ROWS[0]]).to_csv(tmp_path / "results.csv", index=False)
+    pd.DataFrame(LARGEST).to_csv(tmp_path / "largest.csv", index=False)
+    frag = H.open_sweep(tmp_path)._repr_html_()
+    assert "function saSort" in frag and "function saFilter" in frag
+    assert "batch <b>12</b>" in frag and "1 duplicate row" in frag
+    ids = [s.split('"')[0] for s in frag.split('<div id="')[1:]]
+    drawn = [s.split("'")[0] for s in frag.split("Plotly.newPlot('")[1:]]
+    assert len(ids) == 3 and ids == drawn and ids[0].startswith("sa")
+
+
+def test_the_page_draws_every_plot_and_sorts_its_table():
+    text = H.render(H.prepare(pd.DataFrame(ROWS)), {})
+    assert "function saSort" in text and "function saFilter" in text
+    ids = [s.split('"')[0] for s in text.split('<div id="')[1:]]
+    drawn = [s.split("'")[0] for s in text.split("Plotly.newPlot('")[1:]]
+    assert ids == drawn == ["fig0", "fig1"]
+
+
+def test_a_prepared_atlas_is_not_prepared_twice():
+    atlas = H.prepare(pd.DataFrame([result(), result(target="h100", device="H100")]))
+    text = H.render(atlas, {})
+    assert "reference float16 train @ Tesla T4 · C=16 · 8x8" in text and "@ Tesla T4 @" not in text
