@@ -656,3 +656,27 @@ def test_a_prepared_atlas_is_not_prepared_twice():
     atlas = H.prepare(pd.DataFrame([result(), result(target="h100", device="H100")]))
     text = H.render(atlas, {})
     assert "reference float16 train @ Tesla T4 · C=16 · 8x8" in text and "@ Tesla T4 @" not in text
+
+
+def test_fits_map_cards_per_device_with_their_largest_batch(tmp_path):
+    atlas = frame([result(), result(target="h100", device="H100", peak=3000)])
+    lg = largest(tmp_path, [largest_row(max_batch=5), largest_row(target="h100", device="H100", max_batch=50,
+                                                                  total=9000)])
+    got = H.fits_map_html(atlas, lg)
+    assert "<h4>reference · float16 · Tesla T4</h4>" in got and "<h4>reference · float16 · H100</h4>" in got
+    assert "</table></div><div class='map'><h4>" in got
+    assert "<b>5</b>" in got and "<b>50</b>" in got
+
+
+def test_body_lists_the_grid_and_every_note(tmp_path):
+    rows = ROWS + [result(dtype="float32", channels=32)]
+    got = H.body(frame(rows), {}, largest(tmp_path), "p", 0, ["one", "two"])
+    assert "dtypes float16, float32; channels 16, 32;" in got
+    assert "<div class='note'>one</div><div class='note'>two</div>" in got
+    assert "<td title='largest batch that fits (engine search): 6; peak there 9.28 KiB'><b>6</b></td>" in got
+    assert "largest batch (engine search) 24)" in got
+    assert "<pre></pre>\n\n<pre>{}</pre>" in got
+
+
+def test_title_of_targets_without_names():
+    assert H._title(frame(), {"targets": [{"key": "a"}]}) == "Self-attention on Tesla T4: what fits and what to use"
