@@ -150,3 +150,20 @@ def test_a_batch_search_is_the_same(impl, opts, trackers):
         kernels = [_step(Workload(impl, b, 128, 24, 32, "float32", "train", "h100", opts), trackers) for b in batches]
     _clear()
     assert [_step(Workload(impl, b, 128, 24, 32, "float32", "train", "h100", opts), trackers) for b in batches] == kernels
+
+
+def test_an_op_without_a_readable_schema_runs_its_kernel():
+    """The guard on the op's (private) schema: where it is missing, nothing is kept."""
+    class Bare:
+        def __init__(self, op):
+            self.op, self.overloadpacket = op, op.overloadpacket
+
+        def __call__(self, *args, **kwargs):
+            return self.op(*args, **kwargs)
+
+    m = torch.empty(4, 6, device="meta")
+    assert meta_memo.mutates(Bare(torch.ops.aten.add.Tensor)) and not meta_memo.mutates(torch.ops.aten.add.Tensor)
+    assert _keep(Bare(torch.ops.aten.add.Tensor), m, m) == 0
+    _clear()
+    timing._described(Bare(torch.ops.aten.add.Tensor), (m, m), {}, torch.ops.aten.add.Tensor(m, m))
+    assert not timing._descriptions

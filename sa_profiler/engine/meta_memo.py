@@ -66,6 +66,12 @@ def inputs_key(args, kwargs):
         return None
 
 
+def mutates(func) -> bool:
+    """Whether the op may write to an argument (its schema says so; True where it cannot be read)."""
+    schema = getattr(func, "_schema", None)
+    return getattr(schema, "is_mutable", True)
+
+
 def enabled() -> bool:
     return _enabled
 
@@ -125,7 +131,7 @@ def _make(layouts):
 def call(func, args, kwargs, key=None):
     """`func(*args, **kwargs)`, or fresh tensors of the layouts it gave before for these inputs
     (`key`: their `inputs_key`, made here if not given)."""
-    if not _enabled or func._schema.is_mutable:
+    if not _enabled or mutates(func):
         return func(*args, **kwargs)
     if key is None:
         key = inputs_key(args, kwargs)

@@ -190,7 +190,7 @@ _descriptions: dict = {}
 def _described(func, args, kwargs, out, key=None) -> Op:
     """`describe`, kept per op, input and output layouts and direction on meta tensors (a
     description reads only those; meta_memo.py makes the key)."""
-    if not meta_memo.enabled() or func._schema.is_mutable:  # a mutated input's layout is read after the op
+    if not meta_memo.enabled() or meta_memo.mutates(func):  # a mutated input's layout is read after the op
         return describe(func, args, kwargs, out)
     key = key if key is not None else meta_memo.inputs_key(args, kwargs)
     out_key = meta_memo.layout_key(out) if key is not None else None
