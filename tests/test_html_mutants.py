@@ -680,3 +680,49 @@ def test_body_lists_the_grid_and_every_note(tmp_path):
 
 def test_title_of_targets_without_names():
     assert H._title(frame(), {"targets": [{"key": "a"}]}) == "Self-attention on Tesla T4: what fits and what to use"
+
+
+class _Structure(__import__("html.parser").parser.HTMLParser):
+    """Text sitting directly in a table, a table section or a row (outside every cell)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.stray = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop() != tag:
+            pass
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] in ("table", "thead", "tbody", "tr") and data.strip():
+            self.stray.append(data.strip())
+
+
+def test_tables_hold_text_only_in_their_cells(tmp_path):
+    atlas = [result(), result(target="h100", device="H100"), result(res=16, target="h100", device="H100")]
+    for f, lg in ((frame(), largest(tmp_path)), (frame(atlas), None)):
+        parser = _Structure()
+        parser.feed(H.body(f, {}, lg, "p", 0))
+        assert parser.stray == []
+
+
+def test_atlas_cell_of_a_workload_a_device_did_not_run():
+    f = frame([result(), result(target="h100", device="H100"), result(res=16, target="h100", device="H100")])
+    got = H.atlas_table(f)
+    assert ('<td class="s">16</td><td class="s">16</td><td class="s">1</td><td>1000 B / 4.000 ms</td><td>-</td></tr>'
+            in got)
+
+
+def test_the_readers_guides():
+    got = H.fits_map_html(frame(ROWS + [result(mode="forward")]), None)
+    assert ("<p class='sub'>Each cell is one workload of the grid: its peak (baseline included) as a share of the "
+            "usable memory. <b>OOM</b>: out of memory on the target; · : skipped after an OOM at a smaller batch; "
+            "<b>max</b>: the largest batch that fits, from the engine's search (not limited to the grid). Hover a "
+            "cell for the bytes.</p>") in got
+    assert "</table></div></div><h3>Inference (forward, no_grad)</h3>" in got
+    table = H.rows_table(frame())
+    assert (" rows shown · click a column to sort within each configuration, a configuration to fold it</div>"
+            "<table id='rows'>") in table
