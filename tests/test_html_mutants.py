@@ -726,3 +726,24 @@ def test_the_readers_guides():
     table = H.rows_table(frame())
     assert (" rows shown · click a column to sort within each configuration, a configuration to fold it</div>"
             "<table id='rows'>") in table
+
+
+def test_comparison_figure_layout():
+    sim = [result(batch=b, res=8, peak=p) for b, p in ((1, 1100), (4, 4000))]
+    meas = [result(batch=b, res=8, peak=p, source="measured") for b, p in ((1, 1000), (4, 5000))]
+    only_sim_source = frame(sim)
+    assert H.comparison_figure(only_sim_source.drop(columns=["source"])) is None
+    fig = H.comparison_figure(frame(sim + meas))
+    points, line = fig["data"]
+    assert {k: points[k] for k in ("type", "mode", "name")} == {"type": "scatter", "mode": "markers",
+                                                               "name": "workloads"}
+    assert line == {"type": "scatter", "mode": "lines", "x": [1000, 5000], "y": [1000, 5000],
+                    "name": "simulated = measured", "line": {"dash": "dash", "color": "gray"}}
+    lay = fig["layout"]
+    axis = page.bytes_axis(1000, 5000)
+    assert lay["xaxis"] == {**axis, "title": {"text": "measured"}}
+    assert lay["yaxis"] == {**axis, "title": {"text": "simulated"}}
+    assert (lay["title"]["x"], lay["title"]["xanchor"]) == (0, "left")
+    assert lay["margin"] == {"l": 80, "r": 30, "t": 90, "b": 60}
+    mixed = frame(sim + meas + [result(batch=2, res=8, peak=7000)])  # simulated only: not compared
+    assert H.comparison_figure(mixed)["data"][0]["x"] == [1000, 5000]
