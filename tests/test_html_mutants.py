@@ -747,3 +747,33 @@ def test_comparison_figure_layout():
     assert lay["margin"] == {"l": 80, "r": 30, "t": 90, "b": 60}
     mixed = frame(sim + meas + [result(batch=2, res=8, peak=7000)])  # simulated only: not compared
     assert H.comparison_figure(mixed)["data"][0]["x"] == [1000, 5000]
+
+
+def test_answer_with_several_smaller_maps_and_modes(tmp_path):
+    rows = [largest_row(res=r, max_batch=m, per=p, total=9000, backend="") for r, m, p in ((4, 90, 100), (8, 40, 200),
+                                                                                       (16, 3, 2000))]
+    rows += [largest_row(res=16, mode="forward", max_batch=7, total=9000)]
+    meta = {"targets": [{"key": "h100", "total_memory": 8 * 2**30}, {"key": "t4", "total_memory": 16 * 2**30}]}
+    got = H.answer_html(H.recommendations(largest(tmp_path, rows)), meta)
+    assert ("<tbody><tr><td class='s'>16x4x4</td><td class='s'>reference (bmm) float16</td><td>90</td>"
+            "<td class='s'><code>convert(model, &quot;reference&quot;)</code></td></tr><tr><td class='s'>16x8x8</td>"
+            "<td class='s'>reference (bmm) float16</td><td>40</td>") in got
+    assert "The classic layer" not in got  # the answer is the classic layer itself
+    assert "usable memory = 16.00 GiB (the card)" in got and "8.00 GiB" not in got
+    assert "</div></div>\n<div class='answer'><h3>Inference (forward, no_grad) at 16 x 16 x 16" in got
+
+
+def test_map_cells_at_exactly_the_usable_memory_and_the_legend():
+    assert H._map_cell({"status": "ok", "usable_bytes": 10000, "total_bytes": 10000}, "w").startswith(
+        "<td style='background:hsl(0,70%,72%)' title='w · 9.77 KiB of 9.77 KiB usable (100.0%)'>100%</td>"[:30])
+    assert "class='oom'" not in H._map_cell({"status": "ok", "usable_bytes": 10000, "total_bytes": 10000}, "w")
+    legend = H.fits_map_html(frame(), None).split("<div class='legend-bar'>", 1)[1].split("</div>", 1)[0]
+    assert [s.split("</span>")[1] for s in legend.split("<span><span class='sw'")[1:]] == \
+        ["10%", "50%", "75%", "90%", "100%", "OOM"]
+
+
+def test_map_card_of_a_device_the_search_covered_alone(tmp_path):
+    atlas = frame([result(), result(target="h100", device="H100")])
+    lg = largest(tmp_path, [largest_row(max_batch=5)])  # Tesla T4's rows only
+    g = [r for r in atlas.to_dict("records") if r["device"] == "Tesla T4"]
+    assert "<b>5</b>" in H._map_card(("reference", "float16", "Tesla T4"), g, [1], lg, "train")
