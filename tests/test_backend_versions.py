@@ -77,3 +77,18 @@ def test_every_card_is_cited():
     for name in ("titan xp", "rtx-2060-12gb", "rtx-3080-12gb", "4070", "4070 super", "4070 ti", "4060 ti", "4080",
                  "a4000", "a6000", "l40s", "kaggle", "colab-l4", "kaggle-p100"):
         gpus.lookup(name)
+
+
+def test_cudnn_dropout_gate_with_caps_that_name_no_torch():
+    # DeviceCaps without a torch version answer for the assumed (running) torch
+    import torch
+
+    from sa_profiler.attention import backends
+
+    caps = backends.DeviceCaps("cuda", (9, 0))
+    q = torch.empty(2, 4, 128, 64, device="meta", dtype=torch.float16)
+    call = backends.Call.of(q, q, q, None, 0.1)
+    with backends.assume_torch("2.11"):
+        assert backends.refusal("cudnn", caps, call) is None
+    with backends.assume_torch("2.13"):
+        assert "1/16" in backends.refusal("cudnn", caps, call)

@@ -385,7 +385,8 @@ def refusal(backend: str, caps: DeviceCaps, call: Call) -> str | None:
         return why
     if not (8, 0) <= cc <= (12, 1):
         return f"cuDNN attention needs compute capability 8.0 to 12.1, not {cc[0]}.{cc[1]}"
-    if call.dropout * 16.0 != int(call.dropout * 16.0) and _version_tuple(caps.torch_version) >= (2, 12):
+    version = _version_tuple(caps.torch_version or assumed_torch())
+    if call.dropout * 16.0 != int(call.dropout * 16.0) and version >= (2, 12):
         return "cuDNN attention needs a dropout probability that is a multiple of 1/16"
     why = _shared_refusal(caps, call, gqa=True, same_kv_heads=False, mask_stride=True, ignore_singleton=True)
     if why:
