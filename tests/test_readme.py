@@ -118,7 +118,9 @@ RUN: dict[str, Run] = {
     r"python benchmarks/attention_speed\.py$": Run(cuda=True, subs=((r"$", " --repeats 2 --out {tmp}/validation"),)),
     r"python benchmarks/check_max_batch\.py --bisect$": Run(cuda=True, timeout=600,
                                                              subs=((r"$", " --only 12G --out {tmp}/validation"),)),
-    r"python benchmarks/validate_fit_cuda\.py$": Run(cuda=True, timeout=600, subs=((r"$", " --out {tmp}/validation"),)),
+    r"python benchmarks/validate_fit_cuda\.py --zoo --probe$": Run(cuda=True, timeout=600,
+                                                                     subs=((r"$", " --out {tmp}/validation"),)),
+    r"python benchmarks/probe_reductions\.py$": Run(cuda=True, timeout=300, subs=((r"$", " --out {tmp}/validation"),)),
 }
 
 NOT_RUN: dict[str, str] = {
