@@ -40,7 +40,7 @@ MODULES = {
                 "tests/test_layouts_mutants.py", "tests/test_mem_eff_mutants.py", "tests/test_timing_mutants.py",
                 "tests/test_lazy_mutants.py", "tests/test_measure_mutants.py", "tests/test_simulate_mutants.py",
                 "tests/test_reduce.py", "tests/test_workspaces.py",
-                "tests/test_plain_shapes.py", "tests/test_meta_memo.py"]),
+                "tests/test_plain_shapes.py", "tests/test_meta_memo.py", "tests/test_plain_shapes_mutants.py"]),
     # test_engine.py left out of backends: 13 s a run, and its selection calls are the golden table's
     "backends": (["sa_profiler/attention/backends.py"],
                  ["tests/test_backends_mutants.py", "tests/test_attention.py", "tests/test_backend_versions.py",
