@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler import gpus  # noqa: E402
+from sa_profiler import files, gpus  # noqa: E402
 from sa_profiler import inputs as model_inputs  # noqa: E402
 from sa_profiler.attention.routing import _OPENED, _unchecked  # noqa: E402
 from sa_profiler.fit import _first_tensor, load, parse_inputs, run_step  # noqa: E402
@@ -205,12 +205,7 @@ def main(argv=None):
         for item in args.timeline.split(","):
             which, index = item.split(":")
             rows = in_child(which, int(index), probe=True, full=True)["rows"]
-            path = os.path.join(args.out, f"timeline-{which}-{index}.csv")
-            with open(path + ".tmp", "w", newline="") as fh:
-                writer = csv.DictWriter(fh, list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(path + ".tmp", path)
+            path = files.write_csv(os.path.join(args.out, f"timeline-{which}-{index}.csv"), rows, list(rows[0]))
             print("wrote", path, len(rows), "ops", flush=True)
         return None
     gpu = gpus.local()
@@ -258,12 +253,7 @@ def main(argv=None):
         os.replace(path + ".tmp", path)
         print("wrote", path)
     if probe_rows:
-        path = os.path.join(args.out, f"probe-fit-{gpu.key}.csv")
-        with open(path + ".tmp", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, list(probe_rows[0]))
-            writer.writeheader()
-            writer.writerows(probe_rows)
-        os.replace(path + ".tmp", path)
+        path = files.write_csv(os.path.join(args.out, f"probe-fit-{gpu.key}.csv"), probe_rows, list(probe_rows[0]))
         print("wrote", path)
 
 

@@ -156,22 +156,22 @@ def test_tracker_counts_every_device_it_is_given():
     assert _cpu_tracker("cpu").device_types == ("cpu",)
 
 
-def test_reserve_is_baseline_and_shows_at_the_peak():
+def test_baseline_and_a_workspace_at_the_peak():
     tracker = _cpu_tracker("meta")
     weights, bias = torch.empty(10, device="meta"), torch.empty(3, device="meta")
     tracker.add_baseline([weights])
     tracker.add_baseline([bias, weights], label="input")  # adds to it; a storage already seen is not counted again
-    assert tracker.baseline == 52
+    assert tracker.baseline == 52 and tracker.allocator.allocated == 52
     tracker.phase = "optimizer"
-    tracker.reserve(1000, "a workspace")
-    assert tracker.baseline == 1052 and tracker.allocator.allocated == 1052
+    tracker.workspace_bytes = {"cuBLAS": 1000, "cuBLASLt": 10}
     with tracker:
-        x = torch.empty(25, device="meta") + 1  # 100 bytes
-    assert tracker.peak_over_baseline == 200  # the empty tensor and its sum
+        y = torch.mm(torch.empty(2, 3, device="meta"), torch.empty(3, 2, device="meta"))  # 24 + 24 + 16 bytes
+    assert tracker.baseline == 52  # a workspace allocated in the step is not baseline
+    assert tracker.peak_over_baseline == 1064  # both operands, the product and the cuBLAS workspace
     work = [t for t in tracker.peak_tensors if t.op == "workspace"]
-    assert work == [TensorInfo((1000,), "uint8", 1000, "workspace", "a workspace", "optimizer", "")]
+    assert work == [TensorInfo((1000,), "uint8", 1000, "workspace", "cuBLAS workspace (forward thread)", "optimizer", "")]
     assert not [t for t in tracker.peak_tensors if t.op == "baseline"]  # the baseline is never in the peak
-    del x
+    del y
 
 
 # -- the CUDA caching allocator model -------------------------------------------------------------

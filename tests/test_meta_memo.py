@@ -12,20 +12,6 @@ from sa_profiler.engine import tracker as tracking
 from sa_profiler.fit import fit
 
 
-@pytest.fixture
-def trackers(monkeypatch):
-    made = []
-    init = tracking.MemoryTracker.__init__
-
-    def logged(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.timeline, self.op_log = [], []
-        made.append(self)
-
-    monkeypatch.setattr(tracking.MemoryTracker, "__init__", logged)
-    return made
-
-
 def _step(w: Workload, made: list, cap=None) -> tuple:
     rec = simulate(w, cap=cap)
     if not made or rec.status == "unsupported":

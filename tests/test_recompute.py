@@ -18,21 +18,6 @@ from sa_profiler.engine import tracker as tracking
 from sa_profiler.fit import fit
 
 
-@pytest.fixture
-def trackers(monkeypatch):
-    """Every tracker made from now on, with its op log and timeline on."""
-    made = []
-    init = tracking.MemoryTracker.__init__
-
-    def logged(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.timeline, self.op_log = [], []
-        made.append(self)
-
-    monkeypatch.setattr(tracking.MemoryTracker, "__init__", logged)
-    return made
-
-
 def _torch_only(monkeypatch):
     monkeypatch.setattr(recompute, "usable", lambda *args: False)
 

@@ -90,7 +90,7 @@ def _layouts(out, args) -> tuple | None:
     outs = (out,) if single else out
     if not isinstance(outs, (tuple, list)):
         return None
-    taken = {id(t.untyped_storage()) for t in _tensors(args)}
+    taken = {id(t.untyped_storage()) for t in tensors_in(args)}
     specs = []
     for t in outs:
         if t is None:
@@ -112,13 +112,14 @@ def _layouts(out, args) -> tuple | None:
     return ("tensor" if single else type(outs), tuple(specs))
 
 
-def _tensors(obj) -> list:
+def tensors_in(obj) -> list[torch.Tensor]:
+    """Tensors in an aten op's arguments or result (tensors, and lists/tuples/dicts of them)."""
     if isinstance(obj, torch.Tensor):
         return [obj]
     if isinstance(obj, (list, tuple)):
-        return [t for x in obj for t in _tensors(x)]
+        return [t for item in obj for t in tensors_in(item)]
     if isinstance(obj, dict):
-        return [t for x in obj.values() for t in _tensors(x)]
+        return [t for item in obj.values() for t in tensors_in(item)]
     return []
 
 

@@ -17,6 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import lazy, meta_memo, workspaces
+from .meta_memo import tensors_in
 from .allocator import block_bytes
 from .workload import TensorInfo
 
@@ -28,17 +29,6 @@ BACKEND_OPS = {
     "_scaled_dot_product_cudnn_attention": "cudnn",
     "_safe_softmax": "math",
 }
-
-
-def tensors_in(obj) -> list[torch.Tensor]:
-    """Tensors in an aten op's arguments or result (tensors, and lists/tuples/dicts of them)."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for item in obj for t in tensors_in(item)]
-    if isinstance(obj, dict):
-        return [t for item in obj.values() for t in tensors_in(item)]
-    return []
 
 
 @dataclass
@@ -102,13 +92,6 @@ class MemoryTracker(TorchDispatchMode):
         before = self.allocator.allocated
         for t in tensors:
             self._track(t, label)
-        self.baseline += self.allocator.allocated - before
-        self._peak_seen = self.allocator.peak
-
-    def reserve(self, nbytes: int, note: str) -> None:
-        """A persistent allocation outside any tensor (a library workspace) in the baseline."""
-        before = self.allocator.allocated
-        self._hold(self.allocator.malloc(nbytes), TensorInfo((nbytes,), "uint8", 0, "workspace", note, self.phase))
         self.baseline += self.allocator.allocated - before
         self._peak_seen = self.allocator.peak
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-MiB = 1024 * 1024
 LT_WORKSPACE = 1024 * 1024  # parseCUDABlasLtWorkspaceSize: 1024 KiB by default
 
 # aten ops that call cuBLAS (at::cuda::blas gemm/gemv/dot and their batched forms)
