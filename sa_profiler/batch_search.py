@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import files
 from .engine import Record, Workload, simulate
-from .recommend import largest_batch, total_bytes
+from .recommend import bytes_per_image, largest_batch, total_bytes
 
 LARGEST = "largest.csv"
 COLUMNS = ["target", "device_name", "impl", "options", "dtype", "mode", "channels", "height", "width", "tokens",
@@ -72,7 +72,8 @@ def _one(w: Workload, usable: int, seen: dict[int, Record]) -> dict:
     if first.status != "ok":
         return row
     row["per_image_bytes"] = total_bytes(first)
-    best, records = largest_batch(run, usable, {b: r for b, r in seen.items() if b != 1} | {1: first})
+    best, records = largest_batch(run, usable, {b: r for b, r in seen.items() if b != 1} | {1: first},
+                                  per_image=bytes_per_image)
     row["max_batch"] = best
     if best:
         at = records[best]

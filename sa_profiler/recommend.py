@@ -53,11 +53,29 @@ def total_bytes(rec: Record) -> int:
     return (rec.baseline_bytes or 0) + (rec.peak_bytes or 0)
 
 
+def bytes_per_image(rec: Record) -> int:
+    """What one more image adds to a layer's step, from its record at batch 1: the peak over
+    the baseline and the image itself, which the baseline holds."""
+    return (rec.peak_bytes or 0) + rec.workload.image_bytes
+
+
 def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Record] | None = None,
-                  likely: Callable[[int], Record] | None = None) -> tuple[int, dict[int, Record]]:
+                  likely: Callable[[int], Record] | None = None,
+                  per_image: Callable[[Record], int] | None = None) -> tuple[int, dict[int, Record]]:
     """The largest batch whose record is ok and fits `usable`; 0 if batch 1 does not fit.
     `seen` holds records already made (by batch), which are not run again. `likely`, if given,
-    runs the first guess instead of `run` (usually the answer: a caller may time it there)."""
+    runs the first guess instead of `run` (usually the answer: a caller may time it there).
+    `per_image(record at batch 1)` estimates the bytes one more image adds (default: the step's
+    peak over its baseline); with it the first guess needs no second simulation.
+
+    A guess comes from the secant through the two largest fitting batches (memory is close to
+    affine in the batch), while only batch 1 fits from it and the failing batch (if that ran to
+    the end) or else `per_image`; it is kept strictly inside the bracket of the largest fitting
+    and the smallest failing batch (MAX_BATCH + 1 counts as failing). Without a guess the step is
+    a bisection. Until a batch fails, a fourth fitting step in a row at least doubles the batch;
+    after, a guess that does not halve the bracket makes the next step a bisection, so a memory
+    far from affine costs at most about twice the bisection's runs. With monotone fits the answer is the unique batch that fits while the next fails,
+    whatever the order of the runs."""
     seen = dict(seen or {})
 
     def fits(b: int, runner: Callable[[int], Record] = run) -> bool:
@@ -68,25 +86,41 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
 
     if not fits(1):
         return 0, seen
-    run2 = seen.get(2) or run(2)
-    seen[2] = run2
-    one, two = total_bytes(seen[1]), total_bytes(run2)
-    slope = max(two - one, 1)
-    guess = max(1, min(MAX_BATCH, (usable - one) // slope + 1))
-    if fits(guess, likely or run):
-        lo, hi = guess, guess + 1
-        while hi <= MAX_BATCH and fits(hi):  # past MAX_BATCH counts as not fitting: bisection ends at it
-            lo, hi = hi, min(hi * 2, MAX_BATCH + 1)
-    else:
-        hi, lo = guess, max(1, guess // 2)
-        while not fits(lo):
-            hi, lo = lo, max(1, lo // 2)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
+    step = max((per_image or (lambda r: r.peak_bytes or 0))(seen[1]), 1)
+    lo, hi = 1, MAX_BATCH + 1
+    for b in sorted(seen):  # records already made narrow the bracket
+        if 1 < b <= MAX_BATCH and lo < b < hi:
+            lo, hi = (b, hi) if fits(b) else (lo, b)
+
+    def guess() -> int | None:
+        """Where the bytes reach `usable`, from what is known; None: nothing to go on."""
+        known = sorted(b for b in seen if b <= lo and fits(b))
+        b1, t1 = known[-1], total_bytes(seen[known[-1]])
+        if len(known) >= 2:  # the secant through the two largest fitting batches
+            b0 = known[-2]
+            slope = (t1 - total_bytes(seen[b0])) / (b1 - b0)
+        elif hi <= MAX_BATCH:  # through the failing batch, if it ran to the end
+            if seen[hi].status != "ok":
+                return None
+            slope = (total_bytes(seen[hi]) - t1) / (hi - b1)
         else:
-            hi = mid
+            slope = step
+        return hi - 1 if slope <= 0 else b1 + int((usable - t1) // slope)
+
+    bisect, climbs = False, 0
+    while hi - lo > 1:
+        g = None if bisect else guess()
+        b = (lo + hi) // 2 if g is None else min(max(g, lo + 1), hi - 1)
+        if hi > MAX_BATCH and climbs >= 3:  # nothing has failed yet and the guesses keep falling short
+            b = max(b, min(2 * lo, MAX_BATCH))
+        # the likely answers run on `likely`: a guess inside the bracket, and the last batch left below it
+        answer = b == g or b == hi - 1
+        width = hi - lo
+        if fits(b, (likely or run) if answer else run):
+            lo, climbs = b, climbs + 1
+        else:
+            hi = b
+        bisect = hi <= MAX_BATCH and g is not None and hi - lo > width // 2
     return lo, seen
 
 
@@ -216,7 +250,8 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
         return row
     # the first guess is usually the answer: timed there, its time needs no second simulation below
     # (the cap changes no op of a step that fits, so the time is the uncapped one)
-    row.max_batch, seen = largest_batch(run, target.usable, {1: first}, likely=lambda b: run(b, timing=batch is None))
+    row.max_batch, seen = largest_batch(run, target.usable, {1: first}, likely=lambda b: run(b, timing=batch is None),
+                                        per_image=bytes_per_image)
     row.batch = row.max_batch if batch is None else batch
     at = (seen.get(row.batch) or run(row.batch)) if row.batch else first
     if at.time_s is None and first.time_s is not None and at is not first and engine is simulate:

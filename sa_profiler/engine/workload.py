@@ -62,6 +62,11 @@ class Workload:
         return self.height * self.width
 
     @property
+    def image_bytes(self) -> int:
+        """One image of the layer's input (in a step's baseline, so not in its peak)."""
+        return self.channels * self.height * self.width * self.torch_dtype.itemsize
+
+    @property
     def label(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.options)
         return f"{self.impl}{'[' + opts + ']' if opts else ''}"
