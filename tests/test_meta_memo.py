@@ -1,7 +1,9 @@
-"""Meta kernels memoised by input layout (sa_profiler/engine/meta_memo.py), and the time model's
-op descriptions with them (timing.py): a step with the memos, cold and warm, is the step without
-them, op by op and byte for byte; and what they must not keep."""
+"""Meta kernels memoised by input layout (sa_profiler/engine/meta_memo.py), the time model's op
+descriptions with them (timing.py) and the tracker's short path for aliasing ops (tracker.py
+`_view`): a step with them, cold and warm, is the step without them, op by op and byte for byte;
+and what the memos must not keep."""
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -32,9 +34,20 @@ CASES = [Workload(impl, b, c, h, w, dtype, mode, target, opts)
                                       ("cpu", (2, 16, 8, 8))]]
 
 
+@pytest.fixture
+def general(monkeypatch):
+    """Within: every op takes the general path, its kernel run (the reference the shortcuts meet)."""
+    @contextlib.contextmanager
+    def within():
+        with meta_memo.disabled(), monkeypatch.context() as m:
+            m.setattr(tracking, "VIEW_FAST_PATH", False)
+            yield
+    return within
+
+
 @pytest.mark.parametrize("w", CASES, ids=lambda w: f"{w.label}-{w.dtype}-{w.mode}-{w.target}")
-def test_a_step_is_the_same_with_the_memo_cold_and_warm(w, trackers):
-    with meta_memo.disabled():
+def test_a_step_is_the_same_with_the_memo_cold_and_warm(w, trackers, general):
+    with general():
         kernels = _step(w, trackers)
     _clear()
     cold = _step(w, trackers)
@@ -44,10 +57,10 @@ def test_a_step_is_the_same_with_the_memo_cold_and_warm(w, trackers):
     assert kernels == cold == warm
 
 
-def test_the_memo_is_used_and_an_out_of_memory_step_is_the_same(trackers):
+def test_the_memo_is_used_and_an_out_of_memory_step_is_the_same(trackers, general):
     w = Workload("chunked", 4, 64, 32, 32, "float16", "train", "t4", {"chunk": 256, "checkpoint": True})
     cap = simulate(Workload("chunked", 1, 64, 32, 32, "float16", "train", "t4", {"chunk": 256, "checkpoint": True})).peak_bytes * 3
-    with meta_memo.disabled():
+    with general():
         kernels = _step(w, trackers, cap)
     _clear()
     assert _step(w, trackers, cap) == kernels and kernels[0] == "oom"
@@ -60,12 +73,12 @@ def test_the_memo_is_used_and_an_out_of_memory_step_is_the_same(trackers):
     ("examples/classifier.py:resnet_attn", "3x64x64", 2, "h100", "bf16"),
     ("examples/classifier.py:forum_cnn", "128x32x32", 2, "t4", None),
 ])
-def test_a_whole_model_is_the_same(model, inputs, batch, target, amp):
+def test_a_whole_model_is_the_same(model, inputs, batch, target, amp, general):
     def answer():
         r = fit(model, inputs, batch, target, amp=amp)
         return {"step": dataclasses.asdict(r.step), **{k: dataclasses.asdict(c) for k, c in r.conversions.items()}}
 
-    with meta_memo.disabled():
+    with general():
         kernels = answer()
     _clear()
     assert answer() == kernels
@@ -75,6 +88,7 @@ def test_a_whole_model_is_the_same(model, inputs, batch, target, amp):
 def _clear():
     meta_memo._memo.clear()
     timing._descriptions.clear()
+    timing._views.clear()
 
 
 def _keep(func, *args, **kwargs):
@@ -124,6 +138,24 @@ def test_a_kept_description_is_describes():
     real = torch.ones(2, 3)
     timing._described(aten.add.Tensor, (real, real), {}, real + real)  # real tensors: described, not kept
     assert len(timing._descriptions) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool])
+def test_a_view_is_described_as_describe_does(dtype):
+    """Ops without a kernel are described by precision and direction alone: the same Op as
+    `describe`, for single outputs, lists of outputs, and inputs of another dtype."""
+    aten = torch.ops.aten
+    x = torch.empty(4, 6, device="meta", dtype=dtype)
+    half = torch.empty(4, 6, device="meta", dtype=torch.float16)
+    calls = [(aten.transpose.int, (x, 0, 1), {}), (aten.detach.default, (x,), {}), (aten.view.default, (x, [24]), {}),
+             (aten.split.Tensor, (x, 2), {}), (aten.expand.default, (half, [2, 4, 6]), {}),
+             (aten.empty_like.default, (half,), {"dtype": dtype}), (aten.slice.Tensor, (x, 1, 0, 3), {})]
+    _clear()
+    for func, args, kwargs in calls:
+        out = func(*args, **kwargs)
+        assert timing.kind_of(func.overloadpacket.__name__, "fp32") == "view"
+        assert timing._described(func, args, kwargs, out) == timing.describe(func, args, kwargs, out)
+    assert not timing._descriptions and len(timing._views) <= 2
 
 
 @pytest.mark.parametrize("impl, opts", [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("reference", {}),

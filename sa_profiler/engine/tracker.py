@@ -21,6 +21,8 @@ from .meta_memo import tensors_in
 from .allocator import block_bytes
 from .workload import TensorInfo
 
+VIEW_FAST_PATH = True  # aliasing ops take `MemoryTracker._view` (False: the general path, to compare)
+
 # Which SDPA backend ran, by the aten op torch dispatched to.
 BACKEND_OPS = {
     "_scaled_dot_product_efficient_attention": "efficient",
@@ -111,6 +113,8 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func.is_view and VIEW_FAST_PATH:
+            return self._view(func, args, kwargs)
         layouts = meta_memo.inputs_key(args, kwargs) if meta_memo.enabled() else None
         out = meta_memo.call(func, args, kwargs, layouts)  # the kernel, or its output's layout from a repeat
         if self.rules:
@@ -143,6 +147,26 @@ class MemoryTracker(TorchDispatchMode):
             self.op_log.append((name, self.allocator.allocated - before, hidden))
         if self.timer is not None:
             self.timer.add(func, args, kwargs, out, layouts)
+        return out
+
+    def _view(self, func, args, kwargs):
+        """An op whose output aliases an input (its schema says so: a view, detach, alias): no
+        kernel, no new storage, and no rule or library handle applies to one (rules.py,
+        layouts.py, workspaces.py name none), so only its count, its place in the logs and its
+        launch are kept. What `__torch_dispatch__` does for any op, less the steps that are
+        no-ops for these (tests/test_meta_memo.py runs steps both ways)."""
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        self.ops[name] = self.ops.get(name, 0) + 1
+        before = self.allocator.allocated
+        for t in tensors_in(out):  # an alias of a storage made before tracking began is new here
+            self._track(t, name)
+        if self.timeline is not None:
+            self.timeline.append((name, self.allocator.allocated, self.phase, self.module))
+        if self.op_log is not None:
+            self.op_log.append((name, self.allocator.allocated - before, 0))
+        if self.timer is not None:
+            self.timer.add(func, args, kwargs, out)
         return out
 
     # -- internals ------------------------------------------------------------------
