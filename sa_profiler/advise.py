@@ -101,10 +101,15 @@ def advise(target: Target, channels: int, height: int, width: int, *, batch: int
             continue
         chosen.append(name)
     rows = []
-    for dtype in chosen:
+    found: dict[tuple, int] = {}  # largest batches by step and element size: a dtype of the same size
+    for dtype in chosen:          # (bfloat16 after float16) usually has the same bytes, so the same batch
+        size = Workload("reference", 1, 1, 1, 1, dtype).torch_dtype.itemsize
         for mode in modes:
             for impl, opts in candidates(target.gpu, dtype, mode, channels, impls, height * width):
-                rows.append(profile_row(target, impl, opts, dtype, mode, channels, height, width, batch))
+                same = (impl, tuple(sorted(opts.items())), mode, size)
+                rows.append(profile_row(target, impl, opts, dtype, mode, channels, height, width, batch,
+                                        hint=found.get(same)))
+                found.setdefault(same, rows[-1].max_batch)
                 if engine == "measure":
                     _confirm(rows[-1], target, channels, height, width)
                 if progress:

@@ -61,12 +61,15 @@ def bytes_per_image(rec: Record) -> int:
 
 def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Record] | None = None,
                   likely: Callable[[int], Record] | None = None,
-                  per_image: Callable[[Record], int] | None = None) -> tuple[int, dict[int, Record]]:
+                  per_image: Callable[[Record], int] | None = None,
+                  hint: int | None = None) -> tuple[int, dict[int, Record]]:
     """The largest batch whose record is ok and fits `usable`; 0 if batch 1 does not fit.
     `seen` holds records already made (by batch), which are not run again. `likely`, if given,
     runs the first guess instead of `run` (usually the answer: a caller may time it there).
     `per_image(record at batch 1)` estimates the bytes one more image adds (default: the step's
-    peak over its baseline); with it the first guess needs no second simulation.
+    peak over its baseline); with it the first guess needs no second simulation. `hint`, if
+    given, is the first guess instead (a batch the caller expects to be the answer, such as that
+    of a step with the same bytes in another dtype); like any guess it is only run, never trusted.
 
     A guess comes from the secant through the two largest fitting batches (memory is close to
     affine in the batch), while only batch 1 fits from it and the failing batch (if that ran to
@@ -108,18 +111,22 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
         return hi - 1 if slope <= 0 else b1 + int((usable - t1) // slope)
 
     bisect, climbs = False, 0
+    pending = hint if hint is not None and lo < hint < hi else None
     while hi - lo > 1:
-        g = None if bisect else guess()
+        g = pending if pending is not None else None if bisect else guess()
         b = (lo + hi) // 2 if g is None else min(max(g, lo + 1), hi - 1)
         if hi > MAX_BATCH and climbs >= 3:  # nothing has failed yet and the guesses keep falling short
             b = max(b, min(2 * lo, MAX_BATCH))
         # the likely answers run on `likely`: a guess inside the bracket, and the last batch left below it
         answer = b == g or b == hi - 1
         width = hi - lo
-        if fits(b, (likely or run) if answer else run):
+        ok = fits(b, (likely or run) if answer else run)
+        if ok:
             lo, climbs = b, climbs + 1
         else:
             hi = b
+        # after the hint, its neighbour on the side the answer lies: the hint is usually it
+        pending = (b + 1 if ok else b - 1) if pending is not None and b == hint else None
         bisect = hi <= MAX_BATCH and g is not None and hi - lo > width // 2
     return lo, seen
 
@@ -231,7 +238,9 @@ def candidates(gpu: gpus.GPU, dtype: str, mode: str, channels: int, impls: list[
 
 
 def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str, channels: int, height: int,
-                width: int, batch: int | None, engine: Callable[[Workload], Record] = simulate) -> Row:
+                width: int, batch: int | None, engine: Callable[[Workload], Record] = simulate,
+                hint: int | None = None) -> Row:
+    """`hint`: a likely largest batch, tried first (largest_batch)."""
     row = Row(impl, options, dtype, mode)
 
     def run(b: int, timing: bool = False) -> Record:
@@ -251,7 +260,7 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
     # the first guess is usually the answer: timed there, its time needs no second simulation below
     # (the cap changes no op of a step that fits, so the time is the uncapped one)
     row.max_batch, seen = largest_batch(run, target.usable, {1: first}, likely=lambda b: run(b, timing=batch is None),
-                                        per_image=bytes_per_image)
+                                        per_image=bytes_per_image, hint=hint)
     row.batch = row.max_batch if batch is None else batch
     at = (seen.get(row.batch) or run(row.batch)) if row.batch else first
     if at.time_s is None and first.time_s is not None and at is not first and engine is simulate:

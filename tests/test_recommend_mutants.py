@@ -519,16 +519,17 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 @settings(max_examples=300, deadline=None)
 @given(steps=st.lists(st.integers(0, 5000), min_size=1, max_size=60), tail=st.integers(0, 400),
-       usable=st.integers(0, 200_000), fail_from=st.one_of(st.none(), st.integers(1, 3000)))
-def test_any_monotone_memory_gives_the_scans_answer(steps, tail, usable, fail_from):
-    """Any non-decreasing memory (arbitrary growth over the first batches, then affine) and any
-    batch from which the status fails: the answer is the linear scan's, in a bounded number of
-    runs (twice a bisection over the batch range, and a few more)."""
+       usable=st.integers(0, 200_000), fail_from=st.one_of(st.none(), st.integers(1, 3000)),
+       hint=st.one_of(st.none(), st.integers(-5, 5000)))
+def test_any_monotone_memory_gives_the_scans_answer(steps, tail, usable, fail_from, hint):
+    """Any non-decreasing memory (arbitrary growth over the first batches, then affine), any
+    batch from which the status fails and any hint: the answer is the linear scan's, in a bounded
+    number of runs (twice a bisection over the batch range, and a few more)."""
     def total(b):
         return 1000 + sum(steps[:b]) + max(b - len(steps), 0) * tail
     status = (lambda b: "ok") if fail_from is None else (lambda b: "ok" if b < fail_from else "error")
     run = model(total, status)
-    best, seen = R.largest_batch(run, usable)
+    best, seen = R.largest_batch(run, usable, hint=hint)
     expect = scan(total, usable, status, limit=3000) if total(2999) > usable or (fail_from or 1 << 30) <= 3000 \
         else None
     if expect is not None:
@@ -536,3 +537,20 @@ def test_any_monotone_memory_gives_the_scans_answer(steps, tail, usable, fail_fr
     else:  # everything up to the scan's limit fits: check the boundary itself
         assert best == R.MAX_BATCH or (total(best) <= usable < total(best + 1))
     assert len(run.calls) == len(set(run.calls)) <= 2 * 21 + 6
+
+
+def test_a_hint_is_tried_first_then_its_neighbour():
+    """A step with the same bytes in another dtype gives the hint: right, it costs two runs
+    after batch 1; wrong on either side, the search goes on from what the runs showed; outside
+    the bracket (batch 1 or past MAX_BATCH), it is ignored."""
+    total = lambda b: 1000 + 100 * b
+    for hint, first_calls in ((50, [1, 50, 51]), (60, [1, 60, 59]), (40, [1, 40, 41]), (1, [1, 50, 51]), (10**9, [1, 50, 51])):
+        run = model(total)
+        best, _ = R.largest_batch(run, 1000 + 100 * 50, hint=hint)
+        assert best == 50 and run.calls[:3] == first_calls[:3]
+    run = model(total)
+    assert R.largest_batch(run, 1000 + 100 * 50, hint=50)[0] == 50 and len(run.calls) == 3
+    # the hint runs on `likely` (it is expected to be the answer)
+    run, likely = model(total), model(total)
+    R.largest_batch(run, 1000 + 100 * 50, {1: model(total)(1)}, likely=likely, hint=50)
+    assert likely.calls[0] == 50
