@@ -93,3 +93,29 @@ print("ok")
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+# runs the console-script entry point (or, with argv[1] == "library", the click command as a
+# library caller would), then prints how many objects the collector has frozen
+FROZEN = """
+import gc, io, sys, contextlib
+from sa_profiler import cli
+how, sys.argv = sys.argv[1], ["sa-profile", *sys.argv[2:]]
+entry = cli.main if how == "entry" else (lambda: cli.cli.main(args=sys.argv[1:], prog_name="sa-profile"))
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        entry()
+    except SystemExit as e:
+        assert e.code in (0, None), e.code
+print(gc.get_freeze_count())
+"""
+
+
+@pytest.mark.parametrize("how", ["entry", "library"])
+def test_only_the_one_shot_command_freezes_what_torch_made(how):
+    """`sa-profile` answers one question and exits: it freezes torch's objects out of the cyclic
+    collector's walks once torch is imported. A caller of the library keeps its collector as is."""
+    run = subprocess.run([sys.executable, "-c", FROZEN, how, *QUESTION, "--mode", "forward", "--dtype", "fp16"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "SA_PROFILER_CACHE": "off"})
+    frozen = int(run.stdout.strip().splitlines()[-1])
+    assert (frozen > 100_000) if how == "entry" else (frozen == 0)
