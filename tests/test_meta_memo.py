@@ -40,7 +40,7 @@ def general(monkeypatch):
     @contextlib.contextmanager
     def within():
         with meta_memo.disabled(), monkeypatch.context() as m:
-            m.setattr(tracking, "VIEW_FAST_PATH", False)
+            m.setattr(tracking, "SHORT_PATHS", False)
             yield
     return within
 

@@ -117,3 +117,42 @@ def test_is_dense():
     assert is_dense(t) and is_dense(t.transpose(1, 2))
     assert not is_dense(torch.empty(2, 1, 4, 5, device="meta").expand(2, 3, 4, 5))
     assert not is_dense(t[:, :, ::2])
+
+
+def test_the_rules_name_every_op_they_act_on():
+    """The tracker skips the rules for an op no rule set names (`ops`): every other op a step
+    dispatches must get nothing from them. Each op of a training step of every implementation
+    (and the ops named) is put to every rule set."""
+    from sa_profiler import gpus
+    from sa_profiler.engine import Workload, simulate
+    from sa_profiler.engine import tracker as tracking
+    from sa_profiler.engine.layouts import ChainedRules, LayoutRules
+    from sa_profiler.engine.rules import RULES, CudaRules
+
+    h100 = gpus.lookup("h100")
+    sets = [LayoutRules(), LayoutRules(cuda=False), CudaRules(h100), ChainedRules(LayoutRules(), CudaRules(h100))]
+    assert set(RULES) <= CudaRules.ops and sets[3].ops == LayoutRules.ops | CudaRules.ops
+    assert LayoutRules.ops == {"convolution", "convolution_backward"}  # the two its methods test for
+    seen = []
+    general = tracking.MemoryTracker.__torch_dispatch__
+
+    def spy(self, func, types, args=(), kwargs=None):
+        out = general(self, func, types, args, kwargs)
+        seen.append((func, args, kwargs or {}, out))
+        return out
+
+    tracking.MemoryTracker.__torch_dispatch__ = spy
+    try:
+        for impl, opts in [("reference", {}), ("sdpa", {"backend": "efficient"}), ("sdpa", {"backend": "flash"}),
+                           ("sdpa", {"backend": "cudnn"}), ("chunked", {"chunk": 64, "checkpoint": True})]:
+            simulate(Workload(impl, 2, 64, 8, 16, "float16", "train", "h100", opts))
+    finally:
+        tracking.MemoryTracker.__torch_dispatch__ = general
+    others = [(f, a, k, o) for f, a, k, o in seen if f.overloadpacket.__name__ not in sets[3].ops]
+    assert len(others) > 50 and len(others) < len(seen)
+    for rules in sets:
+        for func, args, kwargs, out in others:
+            outputs = [t for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, torch.Tensor)]
+            assert rules.restride(func, args, out) is out
+            assert tuple(rules.untracked_outputs(func, args, outputs)) == ()
+            assert list(rules.transients(func, args, kwargs, outputs)) == []

@@ -70,6 +70,8 @@ class LayoutRules:
     make through the caching allocator. On the CPU the copies happen inside the kernel, below
     the dispatcher, where the tracker of a real CPU step does not see them either."""
 
+    ops = frozenset({"convolution", "convolution_backward"})  # every op a method below may act on
+
     def __init__(self, cuda: bool = True):
         self.cuda = cuda
 
@@ -116,6 +118,7 @@ class ChainedRules:
 
     def __init__(self, *rules):
         self.rules = [r for r in rules if r is not None]
+        self.ops = frozenset().union(*(r.ops for r in self.rules))
 
     def restride(self, func, args, out):
         for r in self.rules:

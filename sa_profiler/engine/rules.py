@@ -259,6 +259,10 @@ def _bshd_like(t: torch.Tensor) -> torch.Tensor:
 class CudaRules:
     """The rules for one GPU target (some depend on its SM count)."""
 
+    # every op (by name) that a method below may act on: the tracker skips the rest
+    ops = frozenset(RULES) | {"_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+                              "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward"}
+
     def __init__(self, gpu):
         self.gpu = gpu
 

@@ -21,7 +21,9 @@ from .meta_memo import tensors_in
 from .allocator import block_bytes
 from .workload import TensorInfo
 
-VIEW_FAST_PATH = True  # aliasing ops take `MemoryTracker._view` (False: the general path, to compare)
+# aliasing ops take `MemoryTracker._view`, and ops no rule names skip the rules (False: every op
+# takes the general path, to compare)
+SHORT_PATHS = True
 
 # Which SDPA backend ran, by the aten op torch dispatched to.
 BACKEND_OPS = {
@@ -113,16 +115,18 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func.is_view and VIEW_FAST_PATH:
+        if func.is_view and SHORT_PATHS:
             return self._view(func, args, kwargs)
         layouts = meta_memo.inputs_key(args, kwargs) if meta_memo.enabled() else None
         out = meta_memo.call(func, args, kwargs, layouts)  # the kernel, or its output's layout from a repeat
-        if self.rules:
-            out = self.rules.restride(func, args, out)
         name = func.overloadpacket.__name__
+        # the rules act on the ops they name (`rules.ops`); for any other op each method is a no-op
+        ruled = self.rules is not None and (name in self.rules.ops or not SHORT_PATHS)
+        if ruled:
+            out = self.rules.restride(func, args, out)
         self.ops[name] = self.ops.get(name, 0) + 1
         outputs = tensors_in(out)
-        skip = self.rules.untracked_outputs(func, args, outputs) if self.rules else ()
+        skip = self.rules.untracked_outputs(func, args, outputs) if ruled else ()
         before = self.allocator.allocated
         for i, t in enumerate(outputs):
             if i not in skip:
@@ -131,7 +135,7 @@ class MemoryTracker(TorchDispatchMode):
             self._first_use(lib)
         hidden = 0
         high = self.allocator.allocated
-        if self.rules:
+        if ruled:
             temps = [
                 self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note, self.phase, self.module))
                 for nbytes, shape, dtype, note in self.rules.transients(func, args, kwargs, outputs)
