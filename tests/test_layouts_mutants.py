@@ -284,6 +284,7 @@ class _Echo:
 
     def __init__(self, tag, untracked=(), **attrs):
         self.tag, self.untracked = tag, untracked
+        self.ops = frozenset({f"{tag}_op"})
         self.__dict__.update(attrs)
 
     def restride(self, func, args, out):
@@ -305,6 +306,7 @@ def test_chained_rules_pass_everything_to_each_in_order():
     assert rules.transients("f", ("x",), {"k": 1}, ["out"]) == [("a", "f", ("x",), {"k": 1}, ["out"]),
                                                                 ("b", "f", ("x",), {"k": 1}, ["out"])]
     assert rules.gpu == "first" and rules.only_b == 3
+    assert rules.ops == {"a_op", "b_op"} and ChainedRules().ops == frozenset()
     with pytest.raises(AttributeError, match="^missing$"):
         rules.missing
     assert ChainedRules().untracked_outputs("f", (), []) == () and ChainedRules().transients("f", (), {}, []) == []
