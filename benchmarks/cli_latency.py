@@ -43,6 +43,30 @@ def _timed(argv: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
+def simulations(argv: list[str]) -> int:
+    """How many steps the simulator runs to answer `argv` (one memory tracker each), in-process."""
+    import contextlib
+    import io
+
+    from sa_profiler.cli import cli
+    from sa_profiler.engine import tracker
+
+    made = []
+    init = tracker.MemoryTracker.__init__
+
+    def counted(self, *args, **kwargs):
+        made.append(1)
+        init(self, *args, **kwargs)
+
+    tracker.MemoryTracker.__init__ = counted
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            cli.main(args=argv, prog_name="sa-profile")
+    finally:
+        tracker.MemoryTracker.__init__ = init
+    return len(made)
+
+
 def main():
     from sa_profiler.answer_cache import cuda_possible
 
@@ -67,6 +91,7 @@ def main():
     if cuda_possible():
         print("note: torch could see a CUDA device here, so answers are measured and never cached")
     for n in names:
+        print(f"{n:<14} {simulations(COMMANDS[n])} simulated steps")
         for label, times in (("fresh", fresh[n]), ("repeated", again[n])):
             med = statistics.median(times)
             goal = GOALS[label] if n == "default" else None
