@@ -574,7 +574,7 @@ def _sweep_summary(rows, console) -> None:
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
 @click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Mixed precision (autocast with a grad scaler).")
 @click.option("--checkpointing", is_flag=True, help="Pass checkpointing=True to the model's factory (models that support it).")
-@click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits, by bisection.")
+@click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits (a search on the engine).")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory argument (repeatable); numbers are parsed.")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
 @click.option("--engine", type=click.Choice(["simulate", "measure"]), default="simulate", show_default=True,

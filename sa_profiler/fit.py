@@ -588,8 +588,8 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str = "adam",
 
 
 def max_batch(factory, specs, tgt, *, optimizer="adam", amp=None, device="meta") -> int:
-    """The largest batch whose step fits the target's usable memory (bisection on the engine,
-    each step run under the usable memory as the allocator's cap)."""
+    """The largest batch whose step fits the target's usable memory (`recommend.largest_batch`
+    on the engine, each step run under the usable memory as the allocator's cap)."""
     from .engine.workload import Record, Workload
     from .recommend import largest_batch
 

@@ -7,11 +7,11 @@ largest batch that ran was up to 10 % below the no-headroom prediction, where cu
 convolution workspaces that the simulator does not model took the difference;
 reports/validation/max-batch-*.csv). A batch fits when the baseline (parameters, input, persistent
 cuBLAS workspace) plus the step's peak over it stays within the usable memory. The largest
-safe batch is found by bisection on the engine: a first guess from two simulations (memory is
-close to affine in the batch), then doubling or halving until a fitting and a failing batch
-bracket it, then bisection between them. Each simulation runs the allocator model under the
-usable memory as a cap, so a batch that fragments the cache beyond the card fails as it
-would on the card.
+safe batch is searched on the engine (`largest_batch`): a first guess from batch 1 alone (memory
+is close to affine in the batch), then secant guesses kept inside the bracket of a fitting and
+a failing batch, with bisection where a guess does not halve it. Each simulation runs the
+allocator model under the usable memory as a cap, so a batch that fragments the cache beyond
+the card fails as it would on the card.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
     and the smallest failing batch (MAX_BATCH + 1 counts as failing). Without a guess the step is
     a bisection. Until a batch fails, a fourth fitting step in a row at least doubles the batch;
     after, a guess that does not halve the bracket makes the next step a bisection, so a memory
-    far from affine costs at most about twice the bisection's runs. With monotone fits the answer is the unique batch that fits while the next fails,
-    whatever the order of the runs."""
+    far from affine costs at most about twice the bisection's runs. With monotone fits the
+    answer is the unique batch that fits while the next fails, whatever the order of the runs."""
     seen = dict(seen or {})
 
     def fits(b: int, runner: Callable[[int], Record] = run) -> bool:

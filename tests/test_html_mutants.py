@@ -202,7 +202,7 @@ def test_the_answer(tmp_path):
     assert ("<div class='derive'>usable memory = 29.30 KiB (the card, as torch reports it) − 9.77 KiB (CUDA context "
             "and library handles, which max_memory_allocated does not count) − 9.77 KiB (headroom: what the "
             "simulator does not model, chiefly cuDNN convolution workspaces) = <b>9.77 KiB</b>. Batches come from "
-            "the engine's search (bisection on the simulator under that memory), not from the grid.</div>") in got
+            "the engine's search (on the simulator under that memory), not from the grid.</div>") in got
     assert got.endswith("</div></div>")
     assert H.answer_html([], {}) == ("<div class=\"answer none\"><h3>No recommendation</h3>The results carry no usable "
                                      "memory to search against.</div>")

@@ -246,7 +246,7 @@ def answer_html(recs: list[dict], meta: dict) -> str:
                      "</th><th class='s'>use</th><th>batch</th><th class='s'>change</th></tr></thead><tbody>"
                      + "".join(others) + "</tbody></table></details>")
         body += f"<div class='derive'>{_derivation(meta, item['target'], item['usable'])}. Batches come from the " \
-                "engine's search (bisection on the simulator under that memory), not from the grid.</div>"
+                "engine's search (on the simulator under that memory), not from the grid.</div>"
         cls = "answer" if rec.row is not None else "answer none"
         parts.append(f"<div class='{cls}'><h3>{esc(title)}</h3>{body}</div>")
     return "\n".join(parts)
