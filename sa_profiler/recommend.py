@@ -72,13 +72,15 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
     of a step with the same bytes in another dtype); like any guess it is only run, never trusted.
 
     A guess comes from the secant through the two largest fitting batches (memory is close to
-    affine in the batch), while only batch 1 fits from it and the failing batch (if that ran to
-    the end) or else `per_image`; it is kept strictly inside the bracket of the largest fitting
-    and the smallest failing batch (MAX_BATCH + 1 counts as failing). Without a guess the step is
-    a bisection. Until a batch fails, a fourth fitting step in a row at least doubles the batch;
-    after, a guess that does not halve the bracket makes the next step a bisection, so a memory
-    far from affine costs at most about twice the bisection's runs. With monotone fits the
-    answer is the unique batch that fits while the next fails, whatever the order of the runs."""
+    affine in the batch); while only batch 1 fits, from it and the failing batch if that ran to
+    the end (if not: the batch below the first failing one, once), or else from `per_image`. A
+    guess is kept strictly inside the bracket of the largest fitting and the smallest failing
+    batch (MAX_BATCH + 1 counts as failing); without one the step is a bisection. Until a batch
+    fails, a fourth fitting step in a row at least doubles the batch. After, a guess that fits
+    where it was aimed is checked by the batch after it, and any other guess that does not halve
+    the bracket makes the next step a bisection, so a memory far from affine costs at most about
+    twice the bisection's runs. With monotone fits the answer is the unique batch that fits
+    while the next fails, whatever the order of the runs."""
     seen = dict(seen or {})
 
     def fits(b: int, runner: Callable[[int], Record] = run) -> bool:
@@ -103,8 +105,8 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
             b0 = known[-2]
             slope = (t1 - total_bytes(seen[b0])) / (b1 - b0)
         elif hi <= MAX_BATCH:  # through the failing batch, if it ran to the end
-            if seen[hi].status != "ok":
-                return None
+            if seen[hi].status != "ok":  # else, once, the batch below it: a first guess is rarely far
+                return None if len(seen) > 2 else hi - 1
             slope = (total_bytes(seen[hi]) - t1) / (hi - b1)
         else:
             slope = step
@@ -125,9 +127,12 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
             lo, climbs = b, climbs + 1
         else:
             hi = b
-        # after the hint, its neighbour on the side the answer lies: the hint is usually it
-        pending = (b + 1 if ok else b - 1) if pending is not None and b == hint else None
-        bisect = hi <= MAX_BATCH and g is not None and hi - lo > width // 2
+        # after the hint, the hint again: moved into the bracket, it is its neighbour on the side
+        # the answer lies (the hint is usually the answer)
+        pending = hint if pending is not None and b == hint else None
+        # a guess that fits where it was aimed is checked by the batch after it; any other guess
+        # that does not halve the bracket makes the next step a bisection
+        bisect = hi <= MAX_BATCH and g is not None and hi - lo > width // 2 and not (ok and b == g)
     return lo, seen
 
 

@@ -554,3 +554,108 @@ def test_a_hint_is_tried_first_then_its_neighbour():
     run, likely = model(total), model(total)
     R.largest_batch(run, 1000 + 100 * 50, {1: model(total)(1)}, likely=likely, hint=50)
     assert likely.calls[0] == 50
+
+
+# -- the search's runs, pinned: how many steps a question simulates is its latency -------------
+def records(total, peak, status=lambda b: "ok"):
+    """run(batch) -> Record with total bytes total(batch), of which peak(batch) over the baseline."""
+    def run(b):
+        run.calls.append(b)
+        return Record(Workload("reference", b, 8, 4, 4), peak_bytes=peak(b), baseline_bytes=total(b) - peak(b),
+                      status=status(b))
+    run.calls = []
+    return run
+
+
+def test_a_short_first_guess_is_corrected_by_the_secant():
+    """Batch 1's peak holds a fixed part (500 bytes): the first guess falls short, fits, and the
+    secant through batch 1 and it is exact."""
+    run = records(lambda b: 1500 + 100 * b, lambda b: 500 + 100 * b)
+    assert R.largest_batch(run, 1500 + 100 * 50)[0] == 50
+    assert run.calls == [1, 1 + (100 * 49) // 600, 50, 51]
+
+
+def test_a_long_first_guess_is_corrected_through_the_failing_batch():
+    """An estimate of half the bytes per image: the first guess is twice the answer and fails;
+    its bytes (the step ran to the end) put the line through batch 1 and it: exact."""
+    run = records(lambda b: 1000 + 100 * b, lambda b: 100 * b)
+    best, _ = R.largest_batch(run, 1000 + 100 * 50, per_image=lambda r: 50)
+    assert best == 50 and run.calls == [1, 99, 50, 51]
+    # out of memory before its end, the failing step has no bytes: the batch below it, then
+    # bisection, then the secant through batch 1 and the fitting half, checked by the batch after
+    run = records(lambda b: 1000 + 100 * b, lambda b: 100 * b, status=lambda b: "oom" if b > 50 else "ok")
+    best, _ = R.largest_batch(run, 1000 + 100 * 50, per_image=lambda r: 50)
+    assert best == 50 and run.calls == [1, 99, 98, 49, 50, 51]
+    run = records(lambda b: 1000 + 100 * b, lambda b: 100 * b, status=lambda b: "oom" if b > 40 else "ok")
+    best, _ = R.largest_batch(run, 1000 + 100 * 50, per_image=lambda r: 50)
+    assert best == 40 and run.calls == [1, 99, 98, 49, 25, 48, 36, 47, 41, 40]
+
+
+@pytest.mark.parametrize("total, usable, calls", [
+    # convex, every failing step out of memory: the batch below the guess, halving, the secant
+    (lambda b: 1000 + 10 * b * b, 3000, [1, 200, 199, 100, 50, 25, 13, 15, 14]),
+    (lambda b: 1000 + 100 * b + (50_000 if b > 40 else 0), 30_000, [1, 290, 289, 145, 73, 37, 72, 54, 53, 45, 44, 40, 43, 41]),
+    # concave: guesses fall short; the fourth fitting step in a row at least doubles the batch
+    (lambda b: 1000 + int(3000 * b ** 0.5), 31_000, [1, 10, 38, 73, 146, 94, 99, 100, 123, 101]),
+], ids=["convex", "step", "concave"])
+def test_the_runs_of_a_search_far_from_affine(total, usable, calls):
+    status = lambda b: "ok" if total(b) <= usable else "oom"
+    run = records(total, lambda b: total(b) - 1000, status)
+    assert R.largest_batch(run, usable)[0] == scan(total, usable)
+    assert run.calls == calls
+
+
+def test_records_given_bracket_the_answer_before_any_run():
+    total = lambda b: 1000 + 100 * b
+    made = {b: model(total)(b) for b in (1, 2, 3)}
+    run = model(total)
+    assert R.largest_batch(run, 1000 + 100 * 2, made)[0] == 2 and run.calls == []
+    # records past MAX_BATCH are not answers
+    flat = model(lambda b: 1000)
+    run = model(lambda b: 1000)
+    assert R.largest_batch(run, 10**6, {1: flat(1), R.MAX_BATCH + 3: flat(R.MAX_BATCH + 3)})[0] == R.MAX_BATCH
+    assert run.calls == [1 + 10**6 - 1000, R.MAX_BATCH]  # one byte per image assumed, then a zero slope
+
+
+def test_memory_that_stops_growing_jumps_to_max_batch():
+    """Flat after batch 2: the secant's slope is next to nothing, so the next guess is the last
+    batch left; flat from batch 1, the slope is zero and the same holds."""
+    run = model(lambda b: 1000 + min(b, 2) * 100)
+    assert R.largest_batch(run, 1000 + 10**6)[0] == R.MAX_BATCH
+    assert run.calls == [1, 10**4, R.MAX_BATCH]
+    run = model(lambda b: 1100)
+    assert R.largest_batch(run, 1000 + 10**6)[0] == R.MAX_BATCH
+    assert run.calls == [1, 10**4, R.MAX_BATCH]
+
+
+def test_a_hint_at_the_bracket_is_ignored():
+    total = lambda b: 1000 + 100 * b
+    for hint in (R.MAX_BATCH + 1, 0, -3):
+        run = model(total)
+        assert R.largest_batch(run, 1000 + 100 * 50, hint=hint)[0] == 50 and run.calls == [1, 50, 51]
+
+
+def test_a_rows_search_runs_three_steps_and_times_the_answer_once(monkeypatch):
+    """profile_row on the simulator: batch 1 (timed, uncapped), the guess (timed: usually the
+    answer) and the batch after it (untimed); the answer's time is the guess's, with no step run
+    again. With the hint of an equal row, the same three steps."""
+    runs = []
+    simulate = R.simulate
+
+    def counted(w, **kw):
+        runs.append((w.batch, kw.get("timing", True), kw.get("cap") is not None))
+        return simulate(w, **kw)
+
+    monkeypatch.setattr(R, "simulate", counted)
+    target = R.make_target(gpus.lookup("t4"))
+    row = R.profile_row(target, "sdpa", {}, "float16", "train", 128, 64, 64, None, counted)
+    b = row.max_batch
+    assert b > 2 and runs[0] == (1, True, False) and sorted(r[0] for r in runs) == [1, b, b + 1]
+    assert (b, True, True) in runs  # the answer, timed where it ran (the guess, or the last batch left below it)
+    assert row.at_batch is not None and row.at_batch.time_s is not None and row.at_batch.workload.batch == b
+    runs.clear()
+    again = R.profile_row(target, "sdpa", {}, "float16", "train", 128, 64, 64, None, counted, hint=b)
+    assert again.max_batch == b and [r[0] for r in runs] == [1, b, b + 1]
+    runs.clear()
+    R.profile_row(target, "sdpa", {}, "float16", "train", 128, 64, 64, 7, counted)  # a batch asked for
+    assert not any(timed for _, timed, _ in runs[1:-1]) and runs[-1] == (7, True, False)
