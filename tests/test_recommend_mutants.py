@@ -550,10 +550,14 @@ def test_a_hint_is_tried_first_then_its_neighbour():
         assert best == 50 and run.calls[:3] == first_calls[:3]
     run = model(total)
     assert R.largest_batch(run, 1000 + 100 * 50, hint=50)[0] == 50 and len(run.calls) == 3
-    # the hint runs on `likely` (it is expected to be the answer)
+    # the hint runs on `likely` (it is expected to be the answer), as do the last batch below a
+    # failing one and a guess inside the bracket; bisections and checks run on `run`
     run, likely = model(total), model(total)
     R.largest_batch(run, 1000 + 100 * 50, {1: model(total)(1)}, likely=likely, hint=50)
-    assert likely.calls[0] == 50
+    assert likely.calls == [50] and run.calls == [51]
+    run, likely = model(total), model(total)
+    assert R.largest_batch(run, 1000 + 100 * 50, {1: model(total)(1)}, likely=likely, hint=60)[0] == 50
+    assert likely.calls == [60, 59, 50] and run.calls == [30, 51]
 
 
 # -- the search's runs, pinned: how many steps a question simulates is its latency -------------
@@ -597,7 +601,9 @@ def test_a_long_first_guess_is_corrected_through_the_failing_batch():
     (lambda b: 1000 + 100 * b + (50_000 if b > 40 else 0), 30_000, [1, 290, 289, 145, 73, 37, 72, 54, 53, 45, 44, 40, 43, 41]),
     # concave: guesses fall short; the fourth fitting step in a row at least doubles the batch
     (lambda b: 1000 + int(3000 * b ** 0.5), 31_000, [1, 10, 38, 73, 146, 94, 99, 100, 123, 101]),
-], ids=["convex", "step", "concave"])
+    # a first guess far above: its bracket not halved, a bisection; a guess that halves it is not
+    (lambda b: 1000 + 10 * b * b, 7777, [1, 677, 676, 338, 169, 85, 43, 22, 30, 29, 25, 26, 27]),
+], ids=["convex", "step", "concave", "convex-far"])
 def test_the_runs_of_a_search_far_from_affine(total, usable, calls):
     status = lambda b: "ok" if total(b) <= usable else "oom"
     run = records(total, lambda b: total(b) - 1000, status)
@@ -605,11 +611,30 @@ def test_the_runs_of_a_search_far_from_affine(total, usable, calls):
     assert run.calls == calls
 
 
+def test_a_convex_memory_whose_steps_ran_to_the_end():
+    """Failing steps that ran to the end put a line through batch 1 and them (regula falsi):
+    on convex memory it lands low, and the secant from there high; each guess that does not
+    halve the bracket is followed by a bisection, and the one that lands where it was aimed by
+    the batch after it."""
+    total = lambda b: 1000 + 10 * b * b
+    run = records(total, lambda b: total(b) - 1000)
+    assert R.largest_batch(run, 30_000, per_image=lambda r: 50)[0] == scan(total, 30_000) == 53
+    assert run.calls == [1, 580, 5, 484, 244, 243, 124, 123, 64, 63, 34, 62, 48, 55, 54, 51, 53]
+
+
 def test_records_given_bracket_the_answer_before_any_run():
     total = lambda b: 1000 + 100 * b
-    made = {b: model(total)(b) for b in (1, 2, 3)}
+    made = {b: model(total)(b) for b in (1, 2, 3, 5)}
     run = model(total)
     assert R.largest_batch(run, 1000 + 100 * 2, made)[0] == 2 and run.calls == []
+    # batch 2 given: the secant through it and batch 1 makes the guess, not the estimate
+    made = records(lambda b: 1500 + 100 * b, lambda b: 500 + 100 * b)
+    run = records(lambda b: 1500 + 100 * b, lambda b: 500 + 100 * b)
+    assert R.largest_batch(run, 1500 + 100 * 50, {1: made(1), 2: made(2)})[0] == 50 and run.calls == [50, 51]
+    # MAX_BATCH given and fitting: the answer, nothing run
+    run = model(lambda b: 1000)
+    assert R.largest_batch(run, 10**6, {1: model(lambda b: 1000)(1), R.MAX_BATCH: model(lambda b: 1000)(R.MAX_BATCH)})[0] \
+        == R.MAX_BATCH and run.calls == []
     # records past MAX_BATCH are not answers
     flat = model(lambda b: 1000)
     run = model(lambda b: 1000)
