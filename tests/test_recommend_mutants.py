@@ -622,6 +622,14 @@ def test_a_convex_memory_whose_steps_ran_to_the_end():
     assert run.calls == [1, 580, 5, 484, 244, 243, 124, 123, 64, 63, 34, 62, 48, 55, 54, 51, 53]
 
 
+def test_a_guess_clamped_to_max_batch_that_fails_is_followed_by_halving():
+    """Only batch 1 fits and the estimate says every batch does: the guess is MAX_BATCH; it
+    fails out of memory without halving the bracket, so the search halves down to batch 2."""
+    run = records(lambda b: 1000 + b, lambda b: b, status=lambda b: "ok" if b == 1 else "oom")
+    assert R.largest_batch(run, 10**9, per_image=lambda r: 1)[0] == 1
+    assert run.calls == [1] + [R.MAX_BATCH >> k for k in range(20)]
+
+
 def test_records_given_bracket_the_answer_before_any_run():
     total = lambda b: 1000 + 100 * b
     made = {b: model(total)(b) for b in (1, 2, 3, 5)}
