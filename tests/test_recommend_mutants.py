@@ -635,6 +635,11 @@ def test_records_given_bracket_the_answer_before_any_run():
     made = {b: model(total)(b) for b in (1, 2, 3, 5)}
     run = model(total)
     assert R.largest_batch(run, 1000 + 100 * 2, made)[0] == 2 and run.calls == []
+    # a given failing batch past another one leaves the bracket as the first made it
+    oom = lambda b: "ok" if b <= 2 else "oom"
+    made = {b: model(total, oom)(b) for b in (1, 3, 9)}
+    run = model(total, oom)
+    assert R.largest_batch(run, 1000 + 100 * 2, made)[0] == 2 and run.calls == [2]
     # batch 2 given: the secant through it and batch 1 makes the guess, not the estimate
     made = records(lambda b: 1500 + 100 * b, lambda b: 500 + 100 * b)
     run = records(lambda b: 1500 + 100 * b, lambda b: 500 + 100 * b)
