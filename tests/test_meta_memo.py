@@ -151,11 +151,30 @@ def test_a_view_is_described_as_describe_does(dtype):
              (aten.split.Tensor, (x, 2), {}), (aten.expand.default, (half, [2, 4, 6]), {}),
              (aten.empty_like.default, (half,), {"dtype": dtype}), (aten.slice.Tensor, (x, 1, 0, 3), {})]
     _clear()
-    for func, args, kwargs in calls:
-        out = func(*args, **kwargs)
-        assert timing.kind_of(func.overloadpacket.__name__, "fp32") == "view"
-        assert timing._described(func, args, kwargs, out) == timing.describe(func, args, kwargs, out)
-    assert not timing._descriptions and len(timing._views) <= 2
+    pairs = []
+
+    def describe_both():
+        for func, args, kwargs in calls:
+            out = func(*args, **kwargs)
+            assert timing.kind_of(func.overloadpacket.__name__, "fp32") == "view"
+            pairs.append((timing._described(func, args, kwargs, out), timing.describe(func, args, kwargs, out)))
+
+    class InBackward(torch.autograd.Function):  # the same ops run by the autograd engine
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            describe_both()
+            return grad
+
+    describe_both()
+    InBackward.apply(torch.ones(2, requires_grad=True)).sum().backward()
+    assert len(pairs) == 2 * len(calls) and all(kept == made for kept, made in pairs)
+    assert [kept.backward for kept, _ in pairs] == [False] * len(calls) + [True] * len(calls)
+    assert {kept.precision for kept, _ in pairs} == {timing.PRECISION.get(dtype, "fp32"), "fp16"}
+    assert not timing._descriptions and len(timing._views) <= 4
 
 
 @pytest.mark.parametrize("impl, opts", [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("reference", {}),
@@ -185,3 +204,22 @@ def test_an_op_without_a_readable_schema_runs_its_kernel():
     _clear()
     timing._described(Bare(torch.ops.aten.add.Tensor), (m, m), {}, torch.ops.aten.add.Tensor(m, m))
     assert not timing._descriptions
+
+
+@pytest.mark.parametrize("short", [True, False], ids=["short path", "general path"])
+def test_a_view_of_a_storage_made_before_tracking_is_allocated_there(short, monkeypatch):
+    """The tracker counts a storage when it first sees it: a view of a tensor made before the
+    step (a buffer the baseline does not hold) allocates that storage at the view, under the
+    view's name, on either path; a second view of it allocates nothing."""
+    from sa_profiler.engine.allocator import ExactAllocator
+
+    monkeypatch.setattr(tracking, "SHORT_PATHS", short)
+    before = torch.empty(4, 8, device="meta", dtype=torch.float16)
+    t = tracking.MemoryTracker(ExactAllocator(), "meta")
+    t.op_log = []
+    with t:
+        view = before.t()
+        again = before.view(32)
+    assert [(name, grown) for name, grown, _ in t.op_log] == [("t", 64), ("view", 0)]
+    assert [a.info.op for a in t._live.values()] == ["t"] and t.allocator.allocated == 64
+    del view, again

@@ -191,10 +191,9 @@ _views: dict = {}
 def _described(func, args, kwargs, out, key=None) -> Op:
     """`describe`, kept per op, input and output layouts and direction on meta tensors (a
     description reads only those; meta_memo.py makes the key)."""
-    if func.overloadpacket.__name__ in NO_KERNEL:  # no kernel: `describe`'s view, by precision alone
-        outs = [out] if isinstance(out, torch.Tensor) else tensors_in(out)
-        ref = (outs or tensors_in(args) + tensors_in(kwargs) or [None])[0]
-        key = (PRECISION.get(ref.dtype, "fp32") if ref is not None else "fp32", _in_backward())
+    outs = [out] if isinstance(out, torch.Tensor) else tensors_in(out)
+    if outs and func.overloadpacket.__name__ in NO_KERNEL:  # no kernel: `describe`'s view, by precision alone
+        key = (PRECISION.get(outs[0].dtype, "fp32"), _in_backward())
         op = _views.get(key)
         if op is None:
             op = _views[key] = Op("view", key[0], 0, 0, key[1])
