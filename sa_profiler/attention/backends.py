@@ -53,10 +53,13 @@ def simulating(caps: DeviceCaps):
     that device would run (`routing.AttentionRouting`, yielded: it logs the calls)."""
     from .routing import AttentionRouting
 
+    from .. import torch_compat
+
+    torch_compat.prepare()  # meta kernels an older torch lacks; behaviour probes
     token = _simulated_device.set(caps)
     try:
         routing = AttentionRouting(caps)
-        with routing:  # a device context's __enter__ returns nothing
+        with torch_compat.checkpoint_scope(routing.reentered), routing:
             yield routing
     finally:
         _simulated_device.reset(token)

@@ -9,10 +9,11 @@ tensors the chunked layer checkpoints with `checkpoint` below instead: torch's o
 
 - forward: the inputs are kept as saved tensors (`_make_saved_tensor`, so an enclosing
   checkpoint sees them as it sees torch's); every tensor autograd saves inside is replaced by
-  a holder; the CPU RNG state and CPU autocast state are captured, with the innermost device
-  context on the torch-function mode stack (`torch.utils._device.DeviceContext`);
+  a holder; the CPU RNG state and CPU autocast state are captured, with the simulation's
+  routing mode (`routing.AttentionRouting`) if one is on the torch-function mode stack;
 - backward, at the first unpack of a graph task: the function re-runs under grad with that
-  device context, that autocast state and that RNG state; each tensor saved there is detached
+  routing re-entered (as `torch_compat.checkpoint_scope` does for torch's own checkpoint),
+  that autocast state and that RNG state; each tensor saved there is detached
   and kept for its holder, and the re-run stops as soon as the last one is kept;
 - each kept tensor is released at its own unpack.
 
@@ -20,7 +21,8 @@ So the same aten ops run (the detaches included), and the same storages are allo
 freed in the same order: tests/test_recompute.py compares the two byte for byte, op by op.
 What it leaves out matters only on real devices, where torch's checkpoint runs: device RNG
 states, the determinism check, `debug`, `context_fn`, tracing. Where a torch private it needs
-is missing (another torch version), `usable` says no and the caller uses torch's checkpoint.
+is missing (torch before 2.13: `torch_compat.make_saved_tensor`), `usable` says no and the
+caller uses torch's checkpoint.
 """
 
 from __future__ import annotations
@@ -31,13 +33,12 @@ from collections import defaultdict
 
 import torch
 
-try:  # torch privates this mirrors; any missing one sends callers to torch's own checkpoint
-    from torch._C._autograd import SavedTensor, _make_saved_tensor
-    from torch.overrides import _get_current_function_mode_stack
-    from torch.utils._device import DeviceContext
+from .. import torch_compat
+
+_make_saved_tensor = torch_compat.make_saved_tensor()  # None: torch's own checkpoint is used
+if _make_saved_tensor is not None:
+    from torch._C._autograd import SavedTensor
     _task_id = torch._C._current_graph_task_id
-except (ImportError, AttributeError):  # pragma: no cover - exercised by tests through `_MISSING`
-    _make_saved_tensor = None
 _exec_group = getattr(torch._C, "_get_graph_exec_group", lambda: None)
 _tracing = getattr(getattr(torch, "compiler", None), "_is_non_strict_tracing", lambda: False)
 
@@ -150,14 +151,14 @@ def checkpoint(fn, *args):
     cpu_autocast = {"enabled": torch.is_autocast_enabled("cpu"), "dtype": torch.get_autocast_dtype("cpu"),
                     "cache_enabled": torch.is_autocast_cache_enabled()}
     cpu_rng = torch.get_rng_state()
-    device_ctx = next((m for m in reversed(_get_current_function_mode_stack()) if isinstance(m, DeviceContext)),
-                      contextlib.nullcontext())
+    routing = next((m for m in reversed(torch_compat.function_mode_stack()) if hasattr(m, "reentered")), None)
 
     def recompute(*inputs) -> None:
         torch.set_rng_state(cpu_rng)  # meta tensors have no RNG state of their own to restore
         autocast = (torch.amp.autocast(device_type=device_type, **device_autocast) if device_autocast is not None
                     else contextlib.nullcontext())
-        with autocast, torch.amp.autocast("cpu", **cpu_autocast), device_ctx:
+        reentered = routing.reentered() if routing is not None else contextlib.nullcontext()
+        with autocast, torch.amp.autocast("cpu", **cpu_autocast), reentered:
             fn(*inputs)
 
     if not torch.is_grad_enabled():

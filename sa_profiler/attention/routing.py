@@ -14,16 +14,17 @@ kernel-internal allocations come from the rule table (`engine/rules.py`).
 
 The same mode applies the AMP emulation's casts (`amp.py`) when one is attached. Autograd runs
 backward code with no torch-function mode on the stack, and checkpoint recomputation re-runs
-forward code there; torch.utils.checkpoint re-enters the forward's device context
-(`torch.utils._device.DeviceContext`, the mode `with torch.device(...)` uses) around the
-recompute, so this mode is such a context (without changing the default device) and a
-checkpointed block is routed and autocast in the backward as in the forward. Where that class
-is missing (older torch) it is a plain torch-function mode, and `fit` re-enters it from module
-hooks instead.
+forward code there. No torch release re-enters a mode of ours around the recompute (each does
+something else: `engine/torch_compat.py`), so `simulating` has torch's non-reentrant checkpoint
+enter `reentered()` around each recompute (`torch_compat.checkpoint_scope`), the chunked
+layer's own checkpoint does the same (`recompute.py`), and `fit` re-enters the mode from
+module hooks for reentrant checkpoints: a checkpointed block is routed and autocast in the
+backward as in the forward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from types import FunctionType
 from dataclasses import dataclass
@@ -33,11 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-try:  # the context torch.utils.checkpoint re-enters around a recompute (torch >= 2.5)
-    from torch.utils._device import DeviceContext as _ModeBase
-except ImportError:  # pragma: no cover - older torch
-    _ModeBase = TorchFunctionMode
-
+from .. import torch_compat
 from . import backends
 
 aten = torch.ops.aten
@@ -99,26 +96,33 @@ def enabled_backends() -> tuple[str, ...]:
 def active_modes() -> list | None:
     """The torch-function modes on the stack now, or None where torch cannot say."""
     try:
-        from torch.overrides import _get_current_function_mode_stack
-    except ImportError:  # pragma: no cover - older torch
+        return torch_compat.function_mode_stack()
+    except ImportError:  # pragma: no cover - a torch without the private stack accessor
         return None
-    return list(_get_current_function_mode_stack())
 
 
-class AttentionRouting(_ModeBase):
+class AttentionRouting(TorchFunctionMode):
     """Routes SDPA calls on meta tensors to the simulated device's kernel; logs each call;
     applies an attached AMP emulation's casts."""
 
     def __init__(self, caps: backends.DeviceCaps, where: Callable[[], str] | None = None):
         TorchFunctionMode.__init__(self)
-        if _ModeBase is not TorchFunctionMode:  # a device context that keeps the default device
-            self.device = torch.get_default_device()
-            self.prev_mode = None
         self.autocast = None  # an amp.AutocastEmulation, or None
         self.caps = caps
         self.where = where or (lambda: "")
         self.calls: list[RoutedCall] = []
         self.on_call: Callable[[RoutedCall, torch.Tensor], None] | None = None
+
+    @contextlib.contextmanager
+    def reentered(self):
+        """This mode entered for forward code re-run in the backward (a checkpoint's recompute),
+        unless it is on the stack already."""
+        modes = active_modes()
+        if modes is not None and self in modes:
+            yield
+            return
+        with self:
+            yield
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -168,8 +172,7 @@ class AttentionRouting(_ModeBase):
         mask = _convert_boolean_mask(attn_mask, query.dtype)
         lse = record.requires_grad  # should_compute_logsumexp
         if backend == "cudnn":
-            out = aten._scaled_dot_product_cudnn_attention(query, key, value, mask, lse, dropout_p, is_causal, False,
-                                                           scale=scale)[0]
+            out = torch_compat.cudnn_attention(query, key, value, mask, lse, dropout_p, is_causal, scale)
         elif backend == "efficient":
             if mask is not None:
                 mask = _preprocess_mask(mask, query, key)
@@ -220,8 +223,9 @@ def _cpu_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """aten/src/ATen/native/group_norm.cpp `group_norm` as on a CPU tensor. A channels-last
     input stays channels-last there (`input.contiguous(input.suggest_memory_format())`), and
     the backward formula (tools/autograd/derivatives.yaml, `native_group_norm`) makes the
-    gradient contiguous in the input's suggested format on the CPU; a meta tensor takes the
-    other branch of both (plain `.contiguous()`: copies of channels-last tensors)."""
+    gradient contiguous in the input's suggested format on the CPU up to torch 2.13
+    (`torch_compat.group_norm_backward_copies_grad`); a meta tensor takes the other branch of
+    both (plain `.contiguous()`: copies of channels-last tensors)."""
     from ..engine.layouts import suggests_channels_last
 
     if not suggests_channels_last(input):
@@ -248,6 +252,8 @@ class _CpuGroupNorm(torch.autograd.Function):
         fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
         mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
                 ctx.needs_input_grad[2]]
-        dx, dw, db = aten.native_group_norm_backward(grad.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt),
+        if torch_compat.group_norm_backward_copies_grad():
+            grad = grad.contiguous(memory_format=fmt)
+        dx, dw, db = aten.native_group_norm_backward(grad, x.contiguous(memory_format=fmt),
                                                      mean, rstd, weight, n, c, hw, groups, mask)
         return dx, dw, db, None, None, None, None, None

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from . import mem_eff, reduce
+from .. import torch_compat
 from .allocator import round_size
 
 F32 = 4
@@ -270,7 +271,7 @@ class CudaRules:
         name = _name(func)
         if name == "_scaled_dot_product_efficient_attention":
             return (2, 3)  # philox seed/offset: CPU scalars unless capturing a CUDA graph
-        if name == "_scaled_dot_product_cudnn_attention" and not args[4]:
+        if name == "_scaled_dot_product_cudnn_attention" and not torch_compat.cudnn_computes_lse(args):
             return (1,)  # no logsumexp without compute_log_sumexp: CUDA returns an undefined tensor
         return ()
 

@@ -1,0 +1,365 @@
+"""The torch versions sa-profiler supports, and every version-dependent piece of torch it leans on.
+
+The engine runs on torch's own machinery (meta kernels, torch-function modes, autograd's
+checkpoint), and that machinery changes from release to release. What differs between the
+supported releases is handled here, each difference behind one guard, detected by behaviour or
+schema where it can be (so a patch release that back-ports a change is handled too) and by
+version where it cannot. tests/test_torch_compat.py has a test per guard; a new torch release
+that changes one of these breaks this file, visibly.
+
+Guards (the torch source each follows is cited where it is applied):
+- `SUPPORTED`: the declared range (pyproject.toml says the same); outside it the CLI refuses
+  to start (`unsupported`).
+- `register_fakes`: the fused SDPA forward ops and the cuDNN backward have no meta kernel before
+  torch 2.5; registered from torch 2.8's torch/_meta_registrations.py where missing.
+- `cudnn_attention` / `cudnn_computes_lse`: the cuDNN op's schema (2.4: no `attn_bias`, no
+  `compute_log_sumexp`; 2.5 and later: both).
+- `checkpoint_scope`: torch.utils.checkpoint's recompute re-enters no torch-function mode of
+  ours in any release (2.4-2.12: none at all; 2.13: the captured device context; 2.14: a fresh
+  `DeviceContext(device)`), so the simulation's routing is entered around each non-reentrant
+  recompute; and before 2.5 `_get_device_module("meta")` raises (no `torch.meta`).
+- `make_saved_tensor`: `torch._C._autograd._make_saved_tensor` (2.13 and later); before it the
+  inputs of a checkpoint are kept by a no-op autograd function, as torch's own checkpoint did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import math
+import threading
+
+SUPPORTED = ("2.4", "2.14")  # the first and last minor releases tested (reports/compat/)
+OVERRIDE = "SA_PROFILER_ANY_TORCH"  # set to 1 to run outside the range anyway, at one's own risk
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """'2.14.1+cu130' -> (2, 14)."""
+    parts = version.split("+")[0].split(".")
+    return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+
+
+def installed_version() -> str | None:
+    """The installed torch's version from its metadata (no import: a kept answer needs no torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return None
+
+
+def unsupported(version: str | None) -> str | None:
+    """Why this torch cannot be used (one line), or None when it is in the supported range."""
+    import os
+
+    lo, hi = SUPPORTED
+    if version is None:
+        return f"torch is not installed; sa-profiler needs torch {lo} to {hi} (pip install torch)"
+    if os.environ.get(OVERRIDE) == "1":
+        return None
+    try:
+        v = version_tuple(version)
+    except ValueError:
+        return None  # a source build with an odd version string: let it try
+    if not version_tuple(lo) <= v <= version_tuple(hi):
+        return (f"torch {version} is outside the supported range {lo} to {hi} (tested: reports/compat/); "
+                f"install one in it, e.g. pip install 'torch>={lo},<{_next(hi)}', or set {OVERRIDE}=1 to try anyway")
+    return None
+
+
+def _next(minor: str) -> str:
+    major, m = version_tuple(minor)
+    return f"{major}.{m + 1}"
+
+
+def prepare() -> None:
+    """Everything a simulation needs settled before its modes are entered: the missing meta
+    kernels registered, and the behaviour probes run (outside any mode that would count them)."""
+    register_fakes()
+    group_norm_backward_copies_grad()
+
+
+# ---------------------------------------------------------------------------------------------
+# Meta kernels missing before torch 2.5
+
+_registered = False
+_lock = threading.Lock()
+_library = None  # the torch.library.Library holding our registrations (kept alive)
+
+
+def _has_meta(op) -> bool:
+    import torch
+
+    return torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta")
+
+
+def missing_fakes() -> list[str]:
+    """The SDPA ops this torch has no meta kernel for (and that `register_fakes` supplies)."""
+    import torch
+
+    aten = torch.ops.aten
+    names = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward")
+    return [n for n in names if hasattr(aten, n) and not _has_meta(getattr(aten, n).default)]
+
+
+def register_fakes() -> list[str]:
+    """Register meta kernels for the SDPA ops this torch lacks them for (torch 2.4), as torch 2.8's
+    torch/_meta_registrations.py defines them (`meta__scaled_dot_product_efficient_attention`,
+    `meta__scaled_dot_product_flash_attention`, `meta__scaled_dot_product_cudnn_attention`,
+    `meta__scaled_dot_product_cudnn_backward`), on the schema this torch has. Idempotent; returns
+    the ops registered by this call."""
+    global _registered, _library
+    with _lock:
+        if _registered:
+            return []
+        _registered = True
+        missing = missing_fakes()
+        if not missing:
+            return []
+        import torch
+
+        _library = torch.library.Library("aten", "IMPL")
+        for name in missing:
+            _library.impl(name, _FAKES[name], "Meta")
+        return missing
+
+
+def _empty_seed_offset():
+    import torch
+
+    # torch 2.8 `Note [Seed and Offset]`: meta scalars
+    return torch.empty((), dtype=torch.long, device="meta"), torch.empty((), dtype=torch.long, device="meta")
+
+
+def _fake_efficient(query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False, *, scale=None):
+    import torch
+
+    q = query.transpose(1, 2)
+    b, m, heads, kv = q.size(0), q.size(1), q.size(-2), value.size(-1)
+    res = torch.empty(b, m, heads, kv, dtype=query.dtype, device=query.device).transpose(1, 2)
+    lse_dim = math.ceil(m / 32) * 32 if compute_log_sumexp else 0
+    lse = torch.empty((b, heads, lse_dim), dtype=torch.float, device=query.device)
+    seed, offset = _empty_seed_offset()
+    return res, lse, seed, offset
+
+
+def _fake_flash(query, key, value, dropout_p=0.0, is_causal=False, return_debug_mask=False, *, scale=None):
+    import torch
+
+    b, h, sq, d = query.shape
+    sk = key.size(2)
+    attention = torch.empty_like(query.transpose(1, 2)).transpose(1, 2)
+    lse = torch.empty((b, h, sq), dtype=torch.float, device=query.device)
+    if return_debug_mask:
+        block = 128 if d > 64 else 256
+        mk = 128 if sk <= 128 else 256 if sk <= 256 else math.ceil(sq / block)
+        debug = torch.empty((b, h, sq, mk), dtype=query.dtype, device=query.device)
+    else:
+        debug = torch.empty(0, dtype=query.dtype, device=query.device)
+    seed, offset = _empty_seed_offset()
+    return attention, lse, None, None, sq, sk, seed, offset, debug
+
+
+def _fake_cudnn(query, key, value, *rest, **kwargs):
+    """Either schema: (q, k, v, dropout_p, is_causal, return_debug_mask) in 2.4; (q, k, v,
+    attn_bias, compute_log_sumexp, dropout_p, ...) from 2.5."""
+    import torch
+
+    b, h, sq, _ = query.shape
+    res = torch.empty_like(query.transpose(1, 2)).transpose(1, 2) if value.size(-1) == query.size(-1) else \
+        torch.empty(b, sq, h, value.size(-1), dtype=query.dtype, device=query.device).transpose(1, 2)
+    lse = torch.empty((b, h, sq), dtype=torch.float, device=query.device)
+    seed, offset = _empty_seed_offset()
+    return res, lse, None, None, sq, key.size(2), seed, offset, None
+
+
+def _fake_cudnn_backward(grad_out, query, key, value, *rest, **kwargs):
+    import torch
+
+    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
+
+
+_FAKES = {
+    "_scaled_dot_product_efficient_attention": _fake_efficient,
+    "_scaled_dot_product_flash_attention": _fake_flash,
+    "_scaled_dot_product_cudnn_attention": _fake_cudnn,
+    "_scaled_dot_product_cudnn_attention_backward": _fake_cudnn_backward,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The cuDNN attention op's schema
+
+@functools.lru_cache(maxsize=None)
+def cudnn_takes_bias() -> bool:
+    """Whether `_scaled_dot_product_cudnn_attention` takes `attn_bias` and `compute_log_sumexp`
+    (torch 2.5 and later; 2.4's schema has neither)."""
+    import torch
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention", None)
+    return op is not None and any(a.name == "attn_bias" for a in op.default._schema.arguments)
+
+
+def cudnn_attention(query, key, value, mask, compute_lse: bool, dropout_p: float, is_causal: bool, scale):
+    """The cuDNN SDPA op's output on this torch's schema (attention.cpp's cuDNN branch)."""
+    import torch
+
+    op = torch.ops.aten._scaled_dot_product_cudnn_attention
+    if cudnn_takes_bias():
+        return op(query, key, value, mask, compute_lse, dropout_p, is_causal, False, scale=scale)[0]
+    if mask is not None:  # 2.4's can_use_cudnn_attention refuses a mask before this is reached
+        raise RuntimeError("this torch's cuDNN attention takes no attention mask")
+    return op(query, key, value, dropout_p, is_causal, False, scale=scale)[0]
+
+
+def cudnn_computes_lse(args) -> bool:
+    """Whether a cuDNN forward call (its positional args) returns a logsumexp: the
+    `compute_log_sumexp` argument from 2.5; always in 2.4 (its kernel always trains)."""
+    return bool(args[4]) if cudnn_takes_bias() else True
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd privates
+
+def make_saved_tensor():
+    """`torch._C._autograd._make_saved_tensor` (torch 2.13 and later), or None."""
+    import torch
+
+    return getattr(torch._C._autograd, "_make_saved_tensor", None)
+
+
+def function_mode_stack() -> list:
+    """The torch-function modes on the stack now (innermost last)."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    return list(_get_current_function_mode_stack())
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.utils.checkpoint around a simulated step
+
+def _meta_device_module(device="cuda"):
+    """torch 2.8 torch/utils/checkpoint.py `_get_device_module`: meta has no device module."""
+    import torch
+
+    if device == "meta":
+        return torch.device("meta")
+    return getattr(torch, device)
+
+
+def checkpoint_knows_meta() -> bool:
+    """Whether torch.utils.checkpoint runs on meta tensors as it is (2.5 and later; 2.4's
+    `_get_device_module("meta")` reads `torch.meta`, which does not exist)."""
+    import torch.utils.checkpoint as ckpt
+
+    try:
+        ckpt._get_device_module("meta")
+    except AttributeError:
+        return False
+    return True
+
+
+def fork_rng_knows_meta() -> bool:
+    """Whether `torch.random.fork_rng(device_type="meta")` works (2.5 and later: it forks
+    nothing for meta; 2.4 raises 'torch has no module of `meta`'), as checkpoint's recompute
+    calls it."""
+    import torch.random
+
+    try:
+        with torch.random.fork_rng(device_type="meta"):
+            pass
+    except RuntimeError:
+        return False
+    return True
+
+
+def _meta_fork_rng(fork_rng):
+    """torch 2.8 torch/random.py `fork_rng`: `if device_type == "meta": yield; return`."""
+    @contextlib.contextmanager
+    def fork(devices=None, enabled=True, _caller="fork_rng", _devices_kw="devices", device_type="cuda"):
+        if device_type == "meta":
+            yield
+            return
+        with fork_rng(devices, enabled, _caller, _devices_kw, device_type=device_type):
+            yield
+    return fork
+
+
+def _generator_name(ckpt) -> str:
+    # 2.14 split the generator's body into `_checkpoint_without_reentrant_generator_impl(fn, args,
+    # kwargs, *, context_fn, ...)`, which `checkpoint` calls; before, `checkpoint` called
+    # `_checkpoint_without_reentrant_generator(fn, preserve, context_fn, ...)`
+    impl = "_checkpoint_without_reentrant_generator_impl"
+    return impl if hasattr(ckpt, impl) else "_checkpoint_without_reentrant_generator"
+
+
+@contextlib.contextmanager
+def checkpoint_scope(reentry):
+    """While a step runs: each non-reentrant torch.utils.checkpoint recompute runs inside
+    `reentry()` (a context manager that enters the simulation's routing mode when it is not on
+    the stack already), through the checkpoint's own `context_fn` recompute context, unless the
+    caller gave a context_fn of its own; and meta tensors checkpoint on torch 2.4 as on 2.5
+    (`_get_device_module`, `fork_rng`).
+    The module attributes are restored on exit."""
+    import torch.utils.checkpoint as ckpt
+
+    name = _generator_name(ckpt)
+    original = getattr(ckpt, name)
+    signature = inspect.signature(original)
+    noop = ckpt.noop_context_fn
+
+    def generator(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        if bound.arguments.get("context_fn", noop) is noop:
+            bound.arguments["context_fn"] = lambda: (contextlib.nullcontext(), reentry())
+        return original(*bound.args, **bound.kwargs)
+
+    import torch.random
+
+    patches = [(ckpt, name, generator)]
+    if not checkpoint_knows_meta():
+        patches.append((ckpt, "_get_device_module", _meta_device_module))
+    if not fork_rng_knows_meta():
+        patches.append((torch.random, "fork_rng", _meta_fork_rng(torch.random.fork_rng)))
+    saved = [(module, attr, getattr(module, attr)) for module, attr, _ in patches]
+    for module, attr, value in patches:
+        setattr(module, attr, value)
+    try:
+        yield
+    finally:
+        for module, attr, value in saved:
+            setattr(module, attr, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd formulas that changed between releases
+
+@functools.lru_cache(maxsize=None)
+def group_norm_backward_copies_grad() -> bool:
+    """Whether `native_group_norm`'s backward formula (tools/autograd/derivatives.yaml) copies the
+    incoming gradient into the input's memory format before `native_group_norm_backward`: up
+    to torch 2.13 it passes `grad_out.contiguous(input.suggest_memory_format())`, torch 2.14
+    passes the gradient as it is. Read off the running torch: its formula run once on a tiny
+    CPU tensor (the formula is the same on every device), with the expanded gradient of a sum, which that copy turns into a `clone`."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    from .engine import lazy
+
+    x = torch.zeros(1, 2, 1, 2, requires_grad=True)  # on the CPU: meta's kernel is a Python ref
+    with lazy.outside_compile(_Ops.__torch_dispatch__), torch.enable_grad(), _Ops() as ops:
+        F.group_norm(x, 1).sum().backward()
+    return ops.names.index("clone") < ops.names.index("native_group_norm_backward") if "clone" in ops.names else False
