@@ -88,7 +88,24 @@ def _why(target: Target, channels: int, height: int, width: int, dtype: str, mod
 
 def advise(target: Target, channels: int, height: int, width: int, *, batch: int | None = None,
            dtypes: list[str] | None = None, modes: tuple[str, ...] = ("forward", "train"),
-           impls: list[str] | None = None, engine: str = "simulate", progress=None) -> Advice:
+           impls: list[str] | None = None, engine: str = "simulate", progress=None,
+           torch_version: str | None = None) -> Advice:
+    """The headline answer. `torch_version` (X.Y or X.Y.Z within the supported range): choose
+    SDPA backends as that torch would (a simulation only); None: the running torch."""
+    from .attention.backends import assume_torch, checked_torch_version
+
+    torch_version = checked_torch_version(torch_version)
+    if torch_version and engine == "measure":
+        raise ValueError("--torch-version asks about another torch, but measuring runs the installed one; "
+                         "add --engine simulate")
+    with assume_torch(torch_version):
+        return _advise(target, channels, height, width, batch=batch, dtypes=dtypes, modes=modes, impls=impls,
+                       engine=engine, progress=progress)
+
+
+def _advise(target: Target, channels: int, height: int, width: int, *, batch: int | None,
+            dtypes: list[str] | None, modes: tuple[str, ...], impls: list[str] | None, engine: str,
+            progress) -> Advice:
     skipped = []
     chosen = []
     for d in dtypes or DEFAULT_DTYPES:

@@ -32,6 +32,12 @@ class _OneLineErrors(click.Group):
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)
+        from .torch_compat import installed_version, unsupported
+
+        why = unsupported(installed_version())
+        if why and not _asks_only_for_help(sys.argv[1:] if args is None else list(args)):
+            click.echo(f"sa-profile: error: {why}", err=True)
+            sys.exit(2)
         try:
             rv = super().main(args=args, prog_name=prog_name or "sa-profile", standalone_mode=False, **kwargs)
         except click.exceptions.UsageError as err:
@@ -44,8 +50,20 @@ class _OneLineErrors(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def _asks_only_for_help(argv: list[str]) -> bool:
+    return any(a in ("-h", "--help", "--version") for a in argv)
+
+
 def _fail(message: str):
     raise click.UsageError(message)
+
+
+def _torch_version_option(f):
+    from .torch_compat import SUPPORTED
+
+    return click.option("--torch-version", metavar="X.Y",
+                        help=f"Choose SDPA backends as this torch would ({SUPPORTED[0]} to {SUPPORTED[1]}; e.g. "
+                             "Colab's); simulation only. Default: the installed one.")(f)
 
 
 @click.group(cls=_OneLineErrors, invoke_without_command=True, help=HELP,
@@ -67,8 +85,7 @@ def _fail(message: str):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of tables.")
 @click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write the answer as a self-contained HTML page (opens offline).")
-@click.option("--torch-version", metavar="X.Y",
-              help="Choose SDPA backends as this torch would (2.4 to 2.14; e.g. Colab's). Default: the installed one.")
+@_torch_version_option
 @click.pass_context
 def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, engine, as_json, html_out, torch_version):
     if ctx.invoked_subcommand is not None:
@@ -106,7 +123,7 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     with assume_torch(torch_version):
         try:
             result = advise(target, c, h, w, batch=batch, dtypes=dtype_list, modes=modes, impls=impl_list,
-                            engine=engine)
+                            engine=engine, torch_version=torch_version)
         except ValueError as err:
             _fail(str(err))
         if as_json:
@@ -122,18 +139,15 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
 
 
 def _torch_version(value: str | None) -> str | None:
-    """`--torch-version X.Y[.Z]` within the versions whose selection rules are tabled."""
-    import re
+    """`--torch-version X.Y[.Z]` within the supported range."""
+    from .attention.backends import checked_torch_version
 
-    from .attention.backends import TORCH_RANGE
+    try:
+        return checked_torch_version(value)
+    except ValueError as err:
+        _fail(str(err))
 
-    if value is None:
-        return None
-    m = re.fullmatch(r"(\d+)\.(\d+)(\.\d+)?", value.strip())
-    lo, hi = TORCH_RANGE
-    if not m or not lo <= (int(m[1]), int(m[2])) <= hi:
-        _fail(f"--torch-version {value!r}: expected X.Y or X.Y.Z from {lo[0]}.{lo[1]} to {hi[0]}.{hi[1]}, e.g. 2.6")
-    return value.strip()
+
 
 
 def _write_page(path, write) -> None:
@@ -439,8 +453,9 @@ def doctor_cmd():
                    "(pip install \"sa-profiler[ray]\").")
 @click.option("--ray-address", metavar="auto|HOST:PORT",
               help="The Ray cluster to join (default: RAY_ADDRESS, else a new one on this machine).")
+@_torch_version_option
 def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, headroom, engine, out, resume, executor,
-              ray_address):
+              ray_address, torch_version):
     """Run a grid of batch x channels x resolution x implementation x dtype x mode.
 
     Each row is written to DIR/results.csv as soon as it is done (a crash loses at most the
@@ -459,6 +474,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(str(err))
     if min(channel_list) < 8:
         _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
+    torch_version = _torch_version(torch_version)
     runner = None
     if executor == "ray":
         runner = _ray_executor(ray_address)
@@ -497,8 +513,12 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     from .lock import FolderBusy, folder_lock
     from .report.html import write_report
 
-    spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
-                          command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    try:
+        spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
+                              command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                              torch_version=torch_version)
+    except sweeping.SweepError as err:
+        _fail(str(err))
     console = Console(stderr=True)
     try:
         with folder_lock(out):  # one writer per folder: the grid, the batch search and the report
@@ -583,8 +603,9 @@ def _sweep_summary(rows, console) -> None:
 @click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write a self-contained HTML page: the step's memory timeline, the tensors at the peak, the "
                    "breakdowns and each conversion side by side (with --amp, the float32 step overlaid).")
+@_torch_version_option
 def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom,
-            engine, as_json, html_out):
+            engine, as_json, html_out, torch_version):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
 
     Builds the model on the meta device (no memory), runs forward, a loss, backward and the
@@ -617,7 +638,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
         specs = parse_inputs(list(input_specs))
         factory = load(model, kwargs)
         result = fit(factory, specs, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
-                     name=model, engine=engine, compare_fp32=bool(html_out and amp))
+                     name=model, engine=engine, compare_fp32=bool(html_out and amp), torch_version=torch_version)
     except FitError as err:
         _fail(str(err))
     if html_out:

@@ -492,6 +492,7 @@ class FitResult:
     inputs: str = ""  # every input, as `--input` would write it
     engine: str = "simulate"
     fp32_step: StepResult | None = None  # the same step without AMP, when AMP was asked for
+    torch_version: str | None = None  # the torch whose backend choice was simulated (None: the running one)
 
     @property
     def fits(self) -> bool:
@@ -510,6 +511,7 @@ class FitResult:
         out = {"model": self.model, "input": list(self.input_shape), "inputs": self.inputs, "batch": self.batch,
                "target": self.target, "engine": self.engine, "usable_bytes": self.usable, "optimizer": self.optimizer,
                "amp": self.amp, "fits": self.fits, "max_batch": self.max_batch,
+               "torch_version": self.torch_version or torch.__version__,
                "attention_layers": self.step.attention_layers, "sagan_layers": self.step.sagan_layers,
                **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()}}
         if self.fp32_step is not None:
@@ -544,7 +546,8 @@ def resolve_target(target, headroom: float | int = 0.10):
 
 def fit(model, input_shape, batch: int, target="t4", *, optimizer: str = "adam", amp: str | None = None,
         headroom: float = 0.10, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "",
-        engine: str = "simulate", timeline: bool = True, compare_fp32: bool = False) -> FitResult:
+        engine: str = "simulate", timeline: bool = True, compare_fp32: bool = False,
+        torch_version: str | None = None) -> FitResult:
     """A training step of `model` at `batch` on `target`.
 
     `model`: an nn.Module class, a factory, a `FILE.py:NAME`/`module:NAME` string, or an
@@ -553,7 +556,27 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str = "adam",
     inputs), or a dict by argument name (see `sa_profiler.inputs`). `target`: a catalogue name,
     "cpu", a GPU, or a recommend.Target. `engine="measure"` runs the step for real on this CPU
     under the tracker (the CPU target only). With `compare_fp32`, an AMP answer also carries the
-    float32 step."""
+    float32 step. `torch_version` (X.Y or X.Y.Z in the supported range): SDPA backends chosen
+    as that torch would (simulation only)."""
+    from .attention.backends import assume_torch, checked_torch_version
+
+    try:
+        torch_version = checked_torch_version(torch_version)
+    except ValueError as err:
+        raise FitError(str(err)) from None
+    if torch_version and engine == "measure":
+        raise FitError("--torch-version asks about another torch, but measuring runs the installed one; "
+                       "use --engine simulate")
+    with assume_torch(torch_version):
+        result = _fit(model, input_shape, batch, target, optimizer=optimizer, amp=amp, headroom=headroom,
+                      find_max_batch=find_max_batch, conversions=conversions, name=name, engine=engine,
+                      timeline=timeline, compare_fp32=compare_fp32)
+    result.torch_version = torch_version
+    return result
+
+
+def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_max_batch, conversions, name, engine,
+         timeline, compare_fp32) -> FitResult:
     factory, default_name = factory_of(model)
     name = name or default_name
     specs = parse_inputs(input_shape)

@@ -296,7 +296,18 @@ def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
         rec.alternative = first
         rec.reason += (f"; {first.display} ({first.backend}) would rank first, but is not forced here: "
                        f"{first.caveat}")
+    failed = [r for r in rows if r.mode == mode and r.status == "error"]
+    if failed and rec.row is None:  # "nothing fits" is not an answer when rows could not be computed
+        raise NoAnswer(f"no answer for {mode}: {len(failed)} of {sum(r.mode == mode for r in rows)} rows could not be "
+                       f"computed and none of the others fits; first: {failed[0].display} {failed[0].dtype}: "
+                       f"{failed[0].message or 'no reason given'}")
+    if failed:
+        rec.reason += "; not compared (could not be computed): " + ", ".join(f"{r.display} {r.dtype}" for r in failed)
     return rec
+
+
+class NoAnswer(ValueError):
+    """A question with no computable answer: the rows that could decide it failed."""
 
 
 def _rank(rows: list[Row], mode: str, batch: int | None) -> Recommendation:

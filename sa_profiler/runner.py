@@ -12,12 +12,16 @@ LOST = "worker lost"  # message prefix of rows whose worker died (--resume runs 
 
 def run_workload(w: Workload, engine: str, cap: int | None) -> Record:
     """One row of a sweep. Simulated under `cap` (the usable memory), an out-of-memory row
-    still says what the step would need (simulated again without the cap), for the plots."""
+    still says what the step would need (simulated again without the cap), for the plots.
+    `engine`: "measure", "simulate", or "simulate@X.Y" (backends chosen as torch X.Y would:
+    a plain string, so that every executor hands it to its workers as it is)."""
     if engine == "measure":
         return measure(w, repeats=3)
-    rec = simulate(w, cap=cap)
+    _, _, version = engine.partition("@")
+    version = version or None
+    rec = simulate(w, torch_version=version, cap=cap)
     if rec.status == "oom":
-        full = simulate(w)
+        full = simulate(w, torch_version=version)
         rec.peak_bytes, rec.baseline_bytes, rec.top_tensors, rec.time_s, rec.time_method = (
             full.peak_bytes, full.baseline_bytes, full.top_tensors, full.time_s, full.time_method)
     return rec

@@ -54,6 +54,7 @@ class Sweep:
     engine: str = "simulate"
     command: str = ""
     extra: dict = field(default_factory=dict)
+    torch_version: str | None = None  # simulate as this torch would choose (--torch-version)
 
     def __post_init__(self):
         self.targets: list[Target] = list(self.target) if isinstance(self.target, (list, tuple)) else [self.target]
@@ -61,6 +62,14 @@ class Sweep:
             raise SweepError("a sweep needs at least one target")
         self.target = self.targets[0]
         self._by_key = {t.key: t for t in self.targets}
+        if self.torch_version and self.engine == "measure":
+            raise SweepError("--torch-version asks about another torch, but measuring runs the installed one; "
+                             "add --engine simulate")
+
+    @property
+    def engine_spec(self) -> str:
+        """The engine as the runner takes it (`runner.run_workload`)."""
+        return f"{self.engine}@{self.torch_version}" if self.torch_version else self.engine
 
     def target_of(self, w: Workload) -> Target:
         return self._by_key[w.target]
@@ -134,7 +143,7 @@ def environment() -> dict:
 
 
 def run_one(w: Workload, sweep: Sweep) -> Record:
-    return run_workload(w, sweep.engine, sweep.target_of(w).usable)
+    return run_workload(w, sweep.engine_spec, sweep.target_of(w).usable)
 
 
 def _rewrite(path: Path, rows: list[dict], keep: list[dict]) -> list[dict]:
@@ -176,7 +185,7 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
         on_note(duplicates_note(path, dropped, len(existing)))
     existing = _rewrite(path, raw, [r for r in existing if not lost(r)])  # retry lost rows; one row per key
     meta = {"command": sweep.command, "target": _target_meta(sweep.target),
-            "engine": sweep.engine, "executor": executor.describe(), "environment": environment(),
+            "engine": sweep.engine, "torch_version": sweep.torch_version, "executor": executor.describe(), "environment": environment(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra}
     if len(sweep.targets) > 1:
         meta["targets"] = [_target_meta(t) for t in sweep.targets]
@@ -228,7 +237,7 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
                             write(w, Record(w, status="skipped", message=f"skipped (oom at batch {oom_at[cfg]})",
                                             source=source))
                         else:
-                            executor.submit(w, cfg, sweep.engine, sweep.target_of(w).usable)
+                            executor.submit(w, cfg, sweep.engine_spec, sweep.target_of(w).usable)
                             busy.add(cfg)
                             break
                     if not queue:

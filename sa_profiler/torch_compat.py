@@ -64,7 +64,7 @@ def unsupported(version: str | None) -> str | None:
     except ValueError:
         return None  # a source build with an odd version string: let it try
     if not version_tuple(lo) <= v <= version_tuple(hi):
-        return (f"torch {version} is outside the supported range {lo} to {hi} (tested: reports/compat/); "
+        return (f"torch {version} is outside the supported range {lo} to {hi}; "
                 f"install one in it, e.g. pip install 'torch>={lo},<{_next(hi)}', or set {OVERRIDE}=1 to try anyway")
     return None
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import torch_compat
+
 BACKENDS = ("math", "efficient", "flash", "cudnn")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -106,10 +108,25 @@ TORCH_RULES = (
     VersionRule("all", "memory-efficient head-size alignment: 8 for fp16/bf16 from sm70 (tensor cores), 4 for "
                 "fp32 from sm80, otherwise 1 (so fp16 below sm70 aligns to 1)", "minimum_gemm_alignment"),
 )
-TORCH_RANGE = ((2, 4), (2, 14))
+TORCH_RANGE = tuple(torch_compat.version_tuple(v) for v in torch_compat.SUPPORTED)
 
 # The torch a simulation answers for (the CLI's --torch-version); the running one by default.
 _assumed_torch: contextvars.ContextVar[str | None] = contextvars.ContextVar("sa_profiler_torch", default=None)
+
+
+def checked_torch_version(value: str | None) -> str | None:
+    """A `--torch-version` (X.Y or X.Y.Z) within the supported range, stripped; None stays None.
+    Raises ValueError (one line, with the accepted form) otherwise."""
+    import re
+
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)\.(\d+)(\.\d+)?", str(value).strip())
+    lo, hi = TORCH_RANGE
+    if not m or not lo <= (int(m[1]), int(m[2])) <= hi:
+        raise ValueError(f"--torch-version {value!r}: expected X.Y or X.Y.Z from {lo[0]}.{lo[1]} to "
+                         f"{hi[0]}.{hi[1]}, e.g. 2.6")
+    return str(value).strip()
 
 
 def assumed_torch() -> str:

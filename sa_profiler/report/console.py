@@ -96,6 +96,9 @@ def render_advice(a: Advice, console: Console) -> None:
                 Text("yes", style="green") if r.fits else Text("no", style="red"),
             )
         console.print(table)
+        for r in (r for r in a.rows if r.mode == mode and r.status == "error"):
+            console.print(f"[yellow]error[/] {escape(r.display)} {short.get(r.dtype, r.dtype)}: "
+                          f"{escape(r.message or 'no reason given')}", overflow="fold")
     console.print("[dim]1 image: peak memory of a step at batch 1 (baseline included); "
                   + ("max batch: the largest that fits; peak: at that batch" if a.batch is None else
                      f"max: the largest batch that fits; at {a.batch}: peak at the batch asked for")
