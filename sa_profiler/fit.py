@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import gpus
+from . import gpus, torch_compat
 from . import inputs as model_inputs
 from .amp import DTYPES as AMP_DTYPES
 from .amp import AutocastEmulation
@@ -401,6 +401,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
                 routing = stack.enter_context(backends.simulating(caps))
             else:  # a real step: the same mode only logs the SDPA calls torch runs
                 routing = AttentionRouting(caps)
+                stack.enter_context(torch_compat.checkpoint_scope(routing.reentered))
                 stack.enter_context(routing)
             attribution = _Attribution(model, tracker, routing)
             stack.callback(attribution.close)

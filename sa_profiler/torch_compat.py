@@ -288,6 +288,12 @@ def _meta_fork_rng(fork_rng):
     return fork
 
 
+@contextlib.contextmanager
+def _together(first, second):
+    with first, second:
+        yield
+
+
 def _generator_name(ckpt) -> str:
     # 2.14 split the generator's body into `_checkpoint_without_reentrant_generator_impl(fn, args,
     # kwargs, *, context_fn, ...)`, which `checkpoint` calls; before, `checkpoint` called
@@ -300,8 +306,8 @@ def _generator_name(ckpt) -> str:
 def checkpoint_scope(reentry):
     """While a step runs: each non-reentrant torch.utils.checkpoint recompute runs inside
     `reentry()` (a context manager that enters the simulation's routing mode when it is not on
-    the stack already), through the checkpoint's own `context_fn` recompute context, unless the
-    caller gave a context_fn of its own; and meta tensors checkpoint on torch 2.4 as on 2.5
+    the stack already), through the checkpoint's own `context_fn` recompute context (beside the
+    caller's own context_fn, if one was given; not with debug=True, which refuses one); and meta tensors checkpoint on torch 2.4 as on 2.5
     (`_get_device_module`, `fork_rng`).
     The module attributes are restored on exit."""
     import torch.utils.checkpoint as ckpt
@@ -313,8 +319,15 @@ def checkpoint_scope(reentry):
 
     def generator(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
-        if bound.arguments.get("context_fn", noop) is noop:
-            bound.arguments["context_fn"] = lambda: (contextlib.nullcontext(), reentry())
+        debug = bound.arguments.get("debug") or getattr(ckpt, "_checkpoint_debug_enabled", None)
+        if not debug:  # debug=True takes no context_fn of its own (checkpoint.py raises)
+            given = bound.arguments.get("context_fn", noop)
+
+            def context_fn():
+                forward, recompute = given()
+                return forward, _together(recompute, reentry())
+
+            bound.arguments["context_fn"] = context_fn
         return original(*bound.args, **bound.kwargs)
 
     import torch.random

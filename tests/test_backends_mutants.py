@@ -72,8 +72,8 @@ def test_assumed_torch():
     assert B.assumed_torch() == torch.__version__
     with B.assume_torch("2.9"):
         assert B.assumed_torch() == "2.9"
-        with B.assume_torch(None):
-            assert B.assumed_torch() == torch.__version__
+        with B.assume_torch(None):  # None keeps the assumption around it
+            assert B.assumed_torch() == "2.9"
         assert B.assumed_torch() == "2.9"
     assert B.assumed_torch() == torch.__version__
 

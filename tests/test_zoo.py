@@ -15,6 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from sa_profiler.attention import backends
 from sa_profiler.cli import cli
 from sa_profiler.fit import fit, load, run_step
 from zoo_cases import BY_ID, CASES, MODELS, REPO, memtracker_peak
@@ -161,6 +162,7 @@ MASKED = {  # BERT: additive B x 1 x 1 x S mask, dropout 0.1, heads of 32
 }
 RULES = {"vit": PLAIN, "unet-small": PLAIN, "mha": PLAIN, "unet-small-d4": HEAD4, "bert": MASKED}
 CARDS = ("t4", "rtx-3060", "a100", "h100")
+PINNED_TORCH = "2.13"  # the torch whose choices RULES pins (BY_VERSION: where they differ)
 PINS = [(m, card, amp) for m in RULES for card in CARDS for amp in (None, "fp16")]
 
 
@@ -168,8 +170,9 @@ PINS = [(m, card, amp) for m in RULES for card in CARDS for amp in (None, "fp16"
 def test_backend_per_card(model, card, amp):
     case = BY_ID[model]
     expected, rule = RULES[model][(card, amp)]
-    result = fit(load(case.model, case.args), list(case.inputs), case.batch, card, amp=amp, conversions=(),
-                 timeline=False)
+    with backends.assume_torch(PINNED_TORCH):  # the choice of one torch, whichever runs the suite
+        result = fit(load(case.model, case.args), list(case.inputs), case.batch, card, amp=amp, conversions=(),
+                     timeline=False)
     step = result.step
     assert step.status == "ok"
     got = {c["backend"] for c in step.attention_calls}
@@ -179,6 +182,30 @@ def test_backend_per_card(model, card, amp):
     assert {c["dtype"] for c in step.attention_calls} == {"float16" if amp else "float32"}
     masks = {tuple(c["mask"]) if c["mask"] else None for c in step.attention_calls}
     assert masks == ({(case.batch, 1, 1, 32)} if model == "bert" else {None})
+
+
+# Answers that legitimately depend on the torch version: the backend the dispatcher picks
+# (sdp_utils.cpp, attention/backends.py TORCH_RULES), each with the rule that decides it
+BY_VERSION = [
+    ("vit", "h100", "2.4", "flash", "cuDNN attention last in priority (opt-in) in 2.4"),
+    ("vit", "h100", "2.5.0", "cudnn", "cuDNN first on sm90 in 2.5.0 only"),
+    ("vit", "h100", "2.5.1", "flash", "2.5.1 made cuDNN opt-in again (#138522)"),
+    ("vit", "h100", "2.8", "flash", "cuDNN first on sm90 only from 2.9 (#162073)"),
+    ("vit", "h100", "2.9", "cudnn", "check_prefer_cudnn_attention puts cuDNN first on sm90 (#162073)"),
+    ("vit", "h100", "2.14", "cudnn", "cuDNN first with a cuDNN newer than 9.15 (#169849; assumed 9.19 from 2.10)"),
+    ("vit", "a100", "2.9", "flash", "cuDNN is preferred on sm90/sm100 only"),
+    ("bert", "h100", "2.11", "cudnn", "no dropout gate in 2.11 (measured on an H100)"),
+    ("bert", "h100", "2.13", "efficient", "check_cudnn_dropout: 0.1 is not a multiple of 1/16"),
+]
+
+
+@pytest.mark.parametrize("model,card,version,expected,rule", BY_VERSION,
+                         ids=[f"{m}-{c}-{v}" for m, c, v, _, _ in BY_VERSION])
+def test_backend_per_torch_version(model, card, version, expected, rule):
+    case = BY_ID[model]
+    step = fit(load(case.model, case.args), list(case.inputs), case.batch, card, amp="fp16", conversions=(),
+               timeline=False, torch_version=version).step
+    assert step.backends == {expected: case.sdpa_calls}, f"{model} on {card} as torch {version}: {rule}"
 
 
 def test_cudnn_dropout_gate_follows_the_torch_version():

@@ -135,7 +135,11 @@ def assumed_torch() -> str:
 
 @contextlib.contextmanager
 def assume_torch(version: str | None):
-    """Answer as torch `version` (X.Y or X.Y.Z) would choose; None keeps the running torch."""
+    """Answer as torch `version` (X.Y or X.Y.Z) would choose; None keeps the torch assumed
+    around it (the running one by default)."""
+    if version is None:
+        yield
+        return
     token = _assumed_torch.set(version)
     try:
         yield

@@ -1,0 +1,175 @@
+"""A test per guard of sa_profiler/torch_compat.py, on whichever torch runs the suite.
+
+Each guard is detected by behaviour or schema; each test also pins the release where the
+behaviour is known to change, so that a torch release that moves one shows up here, in one
+place. CI runs this file on the floor, a middle release and the newest (reports/compat/)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+
+from sa_profiler import torch_compat
+from sa_profiler.attention import backends
+from sa_profiler.torch_compat import version_tuple
+
+VERSION = version_tuple(torch.__version__)
+aten = torch.ops.aten
+
+
+def test_the_running_torch_is_in_the_declared_range():
+    assert torch_compat.unsupported(torch.__version__) is None
+
+
+@pytest.mark.parametrize("version, ok", [("2.3.1", False), ("2.4.0", True), ("2.8.0+cu128", True),
+                                         ("2.14.1+cu130", True), ("2.15.0", False), ("3.0.0", False)])
+def test_the_range_check(version, ok, monkeypatch):
+    monkeypatch.delenv(torch_compat.OVERRIDE, raising=False)
+    why = torch_compat.unsupported(version)
+    assert (why is None) == ok
+    if not ok:
+        assert version in why and "2.4 to 2.14" in why and "\n" not in why
+        monkeypatch.setenv(torch_compat.OVERRIDE, "1")
+        assert torch_compat.unsupported(version) is None
+
+
+def test_the_declared_range_is_the_one_in_pyproject():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    lo, hi = torch_compat.SUPPORTED
+    assert f'"torch>={lo},<{torch_compat._next(hi)}"' in text
+
+
+def test_the_cli_refuses_a_torch_outside_the_range_in_one_line(monkeypatch, capsys):
+    from sa_profiler import cli
+
+    monkeypatch.delenv(torch_compat.OVERRIDE, raising=False)
+    monkeypatch.setattr(torch_compat, "installed_version", lambda: "2.3.1")
+    with pytest.raises(SystemExit) as exit_:
+        cli.cli.main(["--gpu", "t4", "--shape", "64x32x32"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "torch 2.3.1" in err and "Traceback" not in err
+
+
+def _meta(*shape, dtype=torch.float16):
+    return torch.empty(*shape, dtype=dtype, device="meta")
+
+
+def test_fused_sdpa_ops_run_on_meta_after_prepare():
+    """Before 2.5 the fused forward ops and the cuDNN backward have no meta kernel."""
+    torch_compat.prepare()
+    assert torch_compat.missing_fakes() == []
+    if VERSION >= (2, 5):
+        assert not torch_compat._library  # nothing registered on a torch that has them
+    q, k, v = _meta(2, 4, 100, 64), _meta(2, 4, 80, 64), _meta(2, 4, 80, 32)
+    out, lse, *_ = aten._scaled_dot_product_efficient_attention(q, k, v, None, True)
+    assert out.shape == (2, 4, 100, 32) and lse.shape == (2, 4, 128) and lse.dtype == torch.float32
+    out, lse, *_ = aten._scaled_dot_product_flash_attention(q, k, k)
+    assert out.shape == (2, 4, 100, 64) and lse.shape[:3] == (2, 4, 100)
+
+
+@pytest.mark.parametrize("name", sorted(torch_compat._FAKES))
+def test_each_fake_equals_the_meta_kernel_of_a_torch_that_has_one(name):
+    """Our fakes (torch 2.8's definitions) against the meta kernels of the torch running, where
+    it has them: the same attention output (shape, strides, dtype), and every other output
+    the same allocation (bytes rounded to the CUDA allocator's 512; later releases reshaped
+    the logsumexp and the philox seed without changing its size there)."""
+    from sa_profiler.engine.allocator import round_size
+
+    if name in torch_compat.missing_fakes() or (torch_compat._library and VERSION < (2, 5)):
+        pytest.skip("this torch has no meta kernel of its own to compare with")
+    q, k, v = _meta(2, 4, 100, 64), _meta(2, 4, 80, 64), _meta(2, 4, 80, 64)
+    if name == "_scaled_dot_product_efficient_attention":
+        args = (q, k, v, None, True)
+    elif name == "_scaled_dot_product_flash_attention":
+        args = (q, k, v)
+    elif name == "_scaled_dot_product_cudnn_attention":
+        args = (q, k, v, None, True) if torch_compat.cudnn_takes_bias() else (q, k, v)
+    else:
+        out = _meta(2, 4, 100, 64)
+        lse = torch.empty(2, 4, 100, device="meta")
+        seed = torch.empty((), dtype=torch.long, device="meta")
+        args = ((out, q, k, v, out, lse, seed, seed, None, None, None, 100, 80, 0.0, False)
+                if torch_compat.cudnn_takes_bias() else (out, q, k, v, out, lse, None, None, 100, 80, 0.0, False, seed, seed))
+    theirs = getattr(aten, name).default(*args)
+    ours = torch_compat._FAKES[name](*args)
+    assert (theirs[0].shape, theirs[0].stride(), theirs[0].dtype) == (ours[0].shape, ours[0].stride(), ours[0].dtype)
+    for a, b in zip(theirs[1:], ours[1:]):
+        if isinstance(a, torch.Tensor):
+            assert round_size(a.untyped_storage().nbytes()) == round_size(b.untyped_storage().nbytes())
+
+
+def test_cudnn_schema_guard():
+    assert torch_compat.cudnn_takes_bias() == (VERSION >= (2, 5))
+    q = _meta(1, 2, 64, 64)
+    out = torch_compat.cudnn_attention(q, q, q, None, True, 0.0, False, None)
+    assert out.shape == q.shape
+    lse_flag = (q, q, q, None, False, 0.0, False, False) if torch_compat.cudnn_takes_bias() else (q, q, q, 0.0, False, False)
+    assert torch_compat.cudnn_computes_lse(lse_flag) == (not torch_compat.cudnn_takes_bias())
+
+
+def test_checkpoint_on_meta_guards():
+    assert torch_compat.checkpoint_knows_meta() == (VERSION >= (2, 5))
+    assert torch_compat.fork_rng_knows_meta() == (VERSION >= (2, 5))
+
+
+def test_make_saved_tensor_guard():
+    if VERSION <= (2, 8):
+        assert torch_compat.make_saved_tensor() is None
+    if VERSION >= (2, 13):
+        assert torch_compat.make_saved_tensor() is not None
+
+
+def test_group_norm_backward_guard():
+    assert torch_compat.group_norm_backward_copies_grad() == (VERSION <= (2, 13))
+
+
+def _checkpointed_sdpa(x):
+    q = x.view(x.shape[0], 2, -1, 16)
+    return torch.utils.checkpoint.checkpoint(lambda t: F.scaled_dot_product_attention(t, t, t).sum(), q,
+                                             use_reentrant=False)
+
+
+def _routed(monkeypatch) -> list:
+    from sa_profiler.attention import routing
+
+    seen, route = [], routing.AttentionRouting.route
+    monkeypatch.setattr(routing.AttentionRouting, "route", lambda self, *a, **k: seen.append(1) or route(self, *a, **k))
+    return seen
+
+
+def test_torchs_checkpoint_recompute_is_routed_on_meta(monkeypatch):
+    """The recompute of a non-reentrant checkpoint runs under the simulation's routing, on every
+    release (none re-enters a mode of ours by itself), and the patched module attributes are
+    torch's own again after the scope."""
+    before = {a: getattr(torch.utils.checkpoint, a) for a in dir(torch.utils.checkpoint) if a.startswith("_") and not a.startswith("__")}
+    fork = torch.random.fork_rng
+    routed = _routed(monkeypatch)
+    caps = backends.DeviceCaps("cuda", (8, 0), torch_version=torch.__version__)
+    with backends.simulating(caps):
+        x = torch.empty(2, 256, 32, device="meta", dtype=torch.float16, requires_grad=True)
+        _checkpointed_sdpa(x).backward()
+    assert len(routed) == 2  # the forward's call and the recompute's
+    after = {a: getattr(torch.utils.checkpoint, a) for a in dir(torch.utils.checkpoint) if a.startswith("_") and not a.startswith("__")}
+    assert before == after and torch.random.fork_rng is fork
+
+
+def test_a_context_fn_of_the_callers_own_is_kept(monkeypatch):
+    seen = []
+    routed = _routed(monkeypatch)
+
+    def context_fn():
+        seen.append(1)
+        return contextlib.nullcontext(), contextlib.nullcontext()
+
+    caps = backends.DeviceCaps("cuda", (8, 0), torch_version=torch.__version__)
+    with backends.simulating(caps):
+        x = torch.empty(2, 4, 64, 16, device="meta", dtype=torch.float16, requires_grad=True)
+        torch.utils.checkpoint.checkpoint(lambda t: F.scaled_dot_product_attention(t, t, t).sum(), x,
+                                          use_reentrant=False, context_fn=context_fn).backward()
+    assert seen == [1] and len(routed) == 2
