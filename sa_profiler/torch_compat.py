@@ -350,16 +350,24 @@ def checkpoint_scope(reentry):
 # ---------------------------------------------------------------------------------------------
 # autograd formulas that changed between releases
 
+GROUP_NORM_KERNEL_COPIES = (2, 14)  # #186414 (merged 2026-06): the copies move into the kernels
+
+
 @functools.lru_cache(maxsize=None)
 def group_norm_backward_copies_grad() -> bool:
-    """Whether `native_group_norm`'s backward formula (tools/autograd/derivatives.yaml) copies the
-    incoming gradient into the input's memory format before `native_group_norm_backward`: up
-    to torch 2.13 it passes `grad_out.contiguous(input.suggest_memory_format())`, torch 2.14
-    passes the gradient as it is. Read off the running torch: its formula run once on a tiny
-    CPU tensor (the formula is the same on every device), with the expanded gradient of a sum, which that copy turns into a `clone`."""
+    """Whether the running torch's group norm copies its operands as ops of their own: up to
+    torch 2.13 the `group_norm` composite (aten/src/ATen/native/group_norm.cpp) passes
+    `input.contiguous(...)` to `native_group_norm` (a copy kept for the backward) and the
+    backward formula (tools/autograd/derivatives.yaml, native_group_norm) passes
+    `grad_out.contiguous(...)` to `native_group_norm_backward`; torch 2.14 (#186414) passes
+    both as they are and the kernels make them contiguous inside. Read off the running torch:
+    group norm run once on a tiny transposed CPU tensor (the formula is the same on every
+    device), counting the `clone`s before each kernel."""
     import torch
     import torch.nn.functional as F
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    from .engine import lazy
 
     class _Ops(TorchDispatchMode):
         def __init__(self):
@@ -370,9 +378,16 @@ def group_norm_backward_copies_grad() -> bool:
             self.names.append(func.__name__.split(".")[0])
             return func(*args, **(kwargs or {}))
 
-    from .engine import lazy
-
-    x = torch.zeros(1, 2, 1, 2, requires_grad=True)  # on the CPU: meta's kernel is a Python ref
+    x = torch.zeros(1, 2, 2, 3).transpose(2, 3).requires_grad_()  # on the CPU: meta's kernel is a Python ref
     with lazy.outside_compile(_Ops.__torch_dispatch__), torch.enable_grad(), _Ops() as ops:
         F.group_norm(x, 1).sum().backward()
-    return ops.names.index("clone") < ops.names.index("native_group_norm_backward") if "clone" in ops.names else False
+    names = ops.names
+    forward = names[:names.index("native_group_norm")]
+    backward = names[names.index("native_group_norm"):names.index("native_group_norm_backward")]
+    return "clone" in forward and "clone" in backward
+
+
+def group_norm_copies_in(version: str) -> bool:
+    """Whether torch `version` (the simulated target's) copies group norm's operands as ops of
+    their own (see `group_norm_backward_copies_grad`): up to 2.13."""
+    return version_tuple(version) < GROUP_NORM_KERNEL_COPIES

@@ -75,16 +75,22 @@ def resimulate(path: str | Path) -> pd.DataFrame:
 def max_batch_check(path: str | Path) -> pd.DataFrame:
     """The largest batch the current simulator predicts (default headroom, and none) beside
     the largest batch that actually ran, for each case of a benchmarks/check_max_batch.py CSV."""
+    import re
+
     from . import gpus
+    from .attention import backends
     from .recommend import DEFAULT_HEADROOM, make_target, profile_row
 
+    # SDPA chosen as the measured torch chose: the file is named after it (max-batch-h100-2.11.0.csv)
+    measured_torch = re.search(r"-(\d+\.\d+\.\d+)\.csv$", str(path))
     rows = []
     for r in pd.read_csv(path).itertuples(index=False):
         local = gpus.lookup(r.target.split(" capped to ")[0])
         gpu = gpus.resized(local, 12 * 2**30) if "capped to" in r.target else local
         opts = json.loads(r.options.replace("'", '"').replace("True", "true")) if isinstance(r.options, str) else {}
-        pred = [profile_row(make_target(gpu, h), r.impl, opts, r.dtype, r.mode, int(r.channels), int(r.height),
-                            int(r.width), None).max_batch for h in (DEFAULT_HEADROOM, 0)]
+        with backends.assume_torch(measured_torch[1] if measured_torch else None):
+            pred = [profile_row(make_target(gpu, h), r.impl, opts, r.dtype, r.mode, int(r.channels), int(r.height),
+                                int(r.width), None).max_batch for h in (DEFAULT_HEADROOM, 0)]
         rows.append({"target": r.target, "workload": f"{r.impl} {r.dtype} {r.mode} {r.channels}x{r.height}x{r.width}",
                      "predicted": pred[0], "predicted_no_headroom": pred[1], "largest_ran": int(r.true_largest),
                      "safe": pred[0] <= int(r.true_largest),

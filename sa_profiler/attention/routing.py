@@ -131,8 +131,10 @@ class AttentionRouting(TorchFunctionMode):
             if out is not None:
                 return out
             args, kwargs = self.autocast.cast(func, args, kwargs)
-        if func is F.group_norm and self.caps.kind == "cpu" and args and args[0].device.type == "meta":
-            return _cpu_group_norm(*args, **kwargs)
+        if func is F.group_norm and args and args[0].device.type == "meta":
+            if self.caps.kind == "cpu":
+                return _cpu_group_norm(*args, **kwargs)
+            return _cuda_group_norm(self.caps.torch_version or backends.assumed_torch(), *args, **kwargs)
         if func in _SDPA and args and isinstance(args[0], torch.Tensor):
             if args[0].device.type == "meta":
                 out, call = self.route(*args, **kwargs)
@@ -217,6 +219,19 @@ def _preprocess_mask(mask, query, key):
     if any(st % 16 for st in mask.stride()[:3]):
         return mask.contiguous()
     return mask
+
+
+def _cuda_group_norm(torch_version: str, input, num_groups, weight=None, bias=None, eps=1e-5):
+    """`group_norm` on a CUDA target as torch `torch_version` runs it, whichever torch runs the
+    simulation (`torch_compat.group_norm_backward_copies_grad`): up to 2.13 the composite makes
+    the input contiguous as an op of its own, a copy the backward keeps; from 2.14 the kernels
+    copy it inside (a transient: engine/rules.py `_group_norm`) and the input itself is kept."""
+    if torch_compat.group_norm_copies_in(torch_version) and not torch_compat.group_norm_backward_copies_grad():
+        return F.group_norm(input.contiguous(), num_groups, weight, bias, eps)
+    # a 2.14 target on an older torch keeps the older composite's copy: an answer on the safe
+    # side (2.14's kernel also lays its output out as the input, which an older meta kernel
+    # does not reproduce)
+    return F.group_norm(input, num_groups, weight, bias, eps)
 
 
 def _cpu_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):

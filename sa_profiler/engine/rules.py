@@ -233,6 +233,26 @@ def _layer_norm(index):
     return temps
 
 
+def _group_norm_forward(args, outputs, gpu):
+    # torch 2.14 (#186414) native_group_norm: a strided input made contiguous inside the kernel
+    # (before, the composite copied it as an op of its own: routing._cuda_group_norm)
+    x = args[0]
+    return _copy_if_strided(x, "the input", "group norm", not x.is_contiguous())
+
+
+def _group_norm_backward(args, outputs, gpu):
+    # Up to torch 2.13 the backward formula (tools/autograd/derivatives.yaml, native_group_norm)
+    # copies grad_out and the input contiguous before `native_group_norm_backward`, as ops the
+    # tracker sees; torch 2.14 (#186414) moved those `contiguous()` calls into
+    # native_group_norm_backward itself, out of the tracker's sight: the same bytes, here as
+    # kernel temporaries (`torch_compat.group_norm_backward_copies_grad` tells which torch runs)
+    if torch_compat.group_norm_backward_copies_grad():
+        return []
+    dy, x = args[0], args[1]
+    temps = _copy_if_strided(dy, "grad_out", "group norm backward", not dy.is_contiguous())
+    return temps + _copy_if_strided(x, "the input", "group norm backward", not x.is_contiguous())
+
+
 RULES: dict[str, Rule] = {r.op: r for r in [
     Rule("_softmax_backward_data", "native/cuda/SoftMax.cu host_softmax_backward", _softmax_backward),
     Rule("_safe_softmax", "native/SoftMax.cpp _safe_softmax", _safe_softmax),
@@ -246,6 +266,9 @@ RULES: dict[str, Rule] = {r.op: r for r in [
     Rule("sum", "native/cuda/Reduce.cuh gpu_reduce_kernel (engine/reduce.py)", reduce.temps_for("sum")),
     Rule("mean", "native/cuda/Reduce.cuh gpu_reduce_kernel (engine/reduce.py)", reduce.temps_for("mean")),
     Rule("native_layer_norm_backward", "native/cuda/layer_norm_kernel.cu layer_norm_backward_cuda", _layer_norm(1)),
+    Rule("native_group_norm", "native/group_norm.cpp native_group_norm (2.14, #186414)", _group_norm_forward),
+    Rule("native_group_norm_backward", "native/group_norm.cpp native_group_norm_backward (2.14, #186414)",
+         _group_norm_backward),
 ]}
 
 

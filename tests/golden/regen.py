@@ -18,6 +18,10 @@ from pathlib import Path
 GOLDEN = Path(__file__).with_name("answers.json")
 ROOT = Path(__file__).resolve().parent.parent.parent
 
+# the torch whose choices the table pins (SDPA backend selection and the autograd formulas that
+# changed: sa_profiler/torch_compat.py), so that every torch in the supported range gives it
+TORCH = "2.13"
+
 FORUM = ["--shape", "128x256x256", "--mode", "both", "--impl", "reference,sdpa,chunked,pooled", "--json"]
 COMMANDS = {  # every dtype the card runs (a T4 has no bfloat16), both modes
     "forum on a T4": ["--gpu", "t4", "--dtype", "fp32,fp16", *FORUM],
@@ -74,6 +78,13 @@ def engine_answers() -> dict:
     from sa_profiler.gpus import custom
     from sa_profiler.recommend import make_target, profile_row
 
+    from sa_profiler.attention.backends import assume_torch
+
+    with assume_torch(TORCH):
+        return _engine_answers(Workload, simulate, custom, make_target, profile_row)
+
+
+def _engine_answers(Workload, simulate, custom, make_target, profile_row) -> dict:
     out = {}
     for impl, opts, dtype, mode, target, (b, c, h, w) in ENGINE:
         rec = simulate(Workload(impl, b, c, h, w, dtype, mode, target, opts))
@@ -168,13 +179,15 @@ def answers_for(name: str) -> dict:
     """Today's answer to one command of COMMANDS, run in the repository root."""
     from click.testing import CliRunner
 
+    from sa_profiler.attention.backends import assume_torch
     from sa_profiler.cli import cli
 
     args = COMMANDS[name]
     here = os.getcwd()
     os.chdir(ROOT)
     try:
-        result = CliRunner().invoke(cli, args)
+        with assume_torch(TORCH):
+            result = CliRunner().invoke(cli, args)
     finally:
         os.chdir(here)
     if result.exit_code != 0:
