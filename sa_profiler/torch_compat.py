@@ -13,7 +13,7 @@ Guards (the torch source each follows is cited where it is applied):
 - `register_fakes`: the fused SDPA forward ops and the cuDNN backward have no meta kernel before
   torch 2.5; registered from torch 2.8's torch/_meta_registrations.py where missing.
 - `cudnn_attention` / `cudnn_computes_lse`: the cuDNN op's schema (2.4: no `attn_bias`, no
-  `compute_log_sumexp`; 2.5 and later: both).
+  `compute_log_sumexp`; 2.5 and later: both); `sdpa_takes_gqa`: `enable_gqa` (2.5 and later).
 - `checkpoint_scope`: torch.utils.checkpoint's recompute re-enters no torch-function mode of
   ours in any release (2.4-2.12: none at all; 2.13: the captured device context; 2.14: a fresh
   `DeviceContext(device)`), so the simulation's routing is entered around each non-reentrant
@@ -201,6 +201,14 @@ def cudnn_takes_bias() -> bool:
 
     op = getattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention", None)
     return op is not None and any(a.name == "attn_bias" for a in op.default._schema.arguments)
+
+
+@functools.lru_cache(maxsize=None)
+def sdpa_takes_gqa() -> bool:
+    """Whether `scaled_dot_product_attention` takes `enable_gqa` (torch 2.5 and later)."""
+    import torch
+
+    return any(a.name == "enable_gqa" for a in torch.ops.aten.scaled_dot_product_attention.default._schema.arguments)
 
 
 def cudnn_attention(query, key, value, mask, compute_lse: bool, dropout_p: float, is_causal: bool, scale):

@@ -113,6 +113,10 @@ def test_cudnn_schema_guard():
     assert torch_compat.cudnn_computes_lse(lse_flag) == (not torch_compat.cudnn_takes_bias())
 
 
+def test_gqa_guard():
+    assert torch_compat.sdpa_takes_gqa() == (VERSION >= (2, 5))
+
+
 def test_checkpoint_on_meta_guards():
     assert torch_compat.checkpoint_knows_meta() == (VERSION >= (2, 5))
     assert torch_compat.fork_rng_knows_meta() == (VERSION >= (2, 5))

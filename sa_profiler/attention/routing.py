@@ -169,8 +169,9 @@ class AttentionRouting(TorchFunctionMode):
         if backend == "none":
             raise RuntimeError("No available kernel. Aborting execution.")
         if backend == "math":  # what torch runs on meta anyway: attention.cpp's math branch
+            gqa = {"enable_gqa": enable_gqa} if enable_gqa or torch_compat.sdpa_takes_gqa() else {}
             return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
-                                                  enable_gqa=enable_gqa), record
+                                                  **gqa), record
         mask = _convert_boolean_mask(attn_mask, query.dtype)
         lse = record.requires_grad  # should_compute_logsumexp
         if backend == "cudnn":

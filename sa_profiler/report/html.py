@@ -160,7 +160,7 @@ def _rows_of(g: pd.DataFrame) -> list:
 def recommendations(largest: pd.DataFrame | None) -> list[dict]:
     """Per target and mode: the recommendation at the sweep's largest map (largest channels
     among the largest resolutions), and the best at each resolution."""
-    from ..recommend import recommend
+    from ..recommend import NoAnswer, Recommendation, recommend
 
     if largest is None or largest.empty:
         return []
@@ -173,7 +173,11 @@ def recommendations(largest: pd.DataFrame | None) -> list[dict]:
             for s in shapes.to_dict("records"):
                 g = mg[(mg.channels == s["channels"]) & (mg.height == s["height"]) & (mg.width == s["width"])]
                 rows = _rows_of(g)
-                by_shape.append((s, rows, recommend(rows, mode, None)))
+                try:
+                    rec = recommend(rows, mode, None)
+                except NoAnswer as err:  # the page says why there is no answer for this shape
+                    rec = Recommendation(None, mode, str(err))
+                by_shape.append((s, rows, rec))
             out.append({"target": target, "device": mg.device_name.iloc[0] or str(target), "mode": mode,
                         "usable": int(mg.usable_bytes.iloc[0]), "shapes": by_shape})
     return out
