@@ -618,6 +618,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
 
     if batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
+    torch_version = _torch_version(torch_version)
     kwargs = {}
     for item in args:
         key, sep, value = item.partition("=")

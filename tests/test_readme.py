@@ -105,6 +105,7 @@ RUN: dict[str, Run] = {
         "s.simulations_per_second = lambda w, seconds=0.5: f(w, seconds=0.02)"), expect=r"^chunked.*train .* \d+\.\d$"),
     r"python benchmarks/cli_latency\.py$": Run(subs=((r"$", " --runs 1 --only default"),), expect=r"^default +repeated"),
     r"python benchmarks/sweep_speed\.py$": Run(expect=r"ratio \d"),
+    r"python benchmarks/torch_matrix\.py$": Run(timeout=300, expect=r"^\| 2\.\d+"),
     # `--grid tiny` dry-runs on the CPU (as the README says), in a 1-second time box
     r"python benchmarks/validate_cuda\.py$": Run(subs=((r"$", " --grid tiny --budget 1 --out {tmp}/validation"),),
                                                   expect=r"^wrote .*tiny\.csv"),
@@ -136,6 +137,8 @@ NOT_RUN: dict[str, str] = {
     r"python benchmarks/fit_speed\.py$": "real ResNet-50 and ViT-S/16 training steps on the CPU: 55 s on 2 cores even "
                                          "at --batch 1 --repeats 1; tests/test_fit.py holds simulated = real on the zoo",
     r"python FILE\.py$": "prose: how a model file is imported (`FILE.py` is a placeholder)",
+    r"python benchmarks/torch_matrix\.py --torch": "installs each torch in an environment of its own (about 3 GB each); "
+                                                "`.ci/run` runs it as CI's compatibility step",
     r"python tests/golden/regen\.py$": "rewrites tests/golden/answers.json; tests/test_golden.py checks those answers",
     r"python benchmarks/mutation\.py": "mutmut over a module's tests (the `mutation` extra, not installed here); hours "
                                       "on two cores",

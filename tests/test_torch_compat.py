@@ -177,3 +177,54 @@ def test_a_context_fn_of_the_callers_own_is_kept(monkeypatch):
         torch.utils.checkpoint.checkpoint(lambda t: F.scaled_dot_product_attention(t, t, t).sum(), x,
                                           use_reentrant=False, context_fn=context_fn).backward()
     assert seen == [1] and len(routed) == 2
+
+
+# -- --torch-version on every command -------------------------------------------------------
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from sa_profiler.cli import cli
+
+    return CliRunner().invoke(cli, args, env={"SA_PROFILER_CACHE": "off"})
+
+
+VIT = ["fit", "examples/zoo/vit.py:vit_tiny_test", "--input", "3x32x32", "--batch", "4", "--gpu", "h100", "--amp",
+       "fp16", "--json"]
+
+
+@pytest.mark.parametrize("version, backend", [("2.8", "flash"), ("2.9", "cudnn")])
+def test_fit_answers_as_the_torch_asked(version, backend, monkeypatch):
+    import json
+
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    out = _cli([*VIT, "--torch-version", version])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["sdpa_backends"] == {backend: 2} and doc["torch_version"] == version
+
+
+def test_sweep_answers_as_the_torch_asked(tmp_path):
+    import json
+
+    import pandas as pd
+
+    args = ["sweep", "--gpu", "h100", "--impl", "sdpa", "--dtype", "fp16", "--mode", "forward", "--channels", "64",
+            "--res", "32", "--batch", "2"]
+    for version in ("2.8", "2.9"):
+        out = _cli([*args, "--torch-version", version, "--out", str(tmp_path / version)])
+        assert out.exit_code == 0, out.output
+        assert json.loads((tmp_path / version / "meta.json").read_text())["torch_version"] == version
+    backends_ = {v: set(pd.read_csv(tmp_path / v / "results.csv").backend) for v in ("2.8", "2.9")}
+    assert backends_ == {"2.8": {"efficient"}, "2.9": {"cudnn"}}  # q/k heads of 8 beside v of 64: not flash
+
+
+@pytest.mark.parametrize("command", [["--gpu", "t4", "--shape", "64x32x32"], VIT[:-1],
+                                     ["sweep", "--gpu", "t4", "--out", "unused"]])
+def test_a_torch_version_outside_the_range_is_refused(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = _cli([*command, "--torch-version", "2.3"])
+    assert out.exit_code == 2 and "from 2.4 to 2.14" in out.output and out.output.count("\n") == 1
+    assert not (tmp_path / "unused").exists()
