@@ -205,6 +205,7 @@ class _Attribution:
         self.reentered: list[nn.Module] = []
         self.stack: list[nn.Module] = []
         self.backward_depth = 0
+        self.hooked: dict[int, object] = {}  # autograd nodes hooked (held: ids stay theirs)
         self.names = {id(m): n for n, m in model.named_modules()}
         self.attention = {id(m) for m in model.modules() if is_attention_module(m)}
         self.tops = self._tops(model)
@@ -271,17 +272,24 @@ class _Attribution:
         self._update()
 
     def _mark_backward(self, args, out) -> None:
-        stop = {id(t.grad_fn) for t in tensors_in(args) if t.grad_fn is not None}
+        # nodes held by id -> node while walking: a node's Python object can be freed once
+        # popped, and a later one reuse its id (torch before 2.9 keeps fewer of them alive)
+        stop = {id(t.grad_fn): t.grad_fn for t in tensors_in(args) if t.grad_fn is not None}
+        # nodes made before the layer ran (sequence numbers grow as nodes are made) are not its
+        before = max((n._sequence_nr() for n in stop.values()), default=-1)
         frontier = [t.grad_fn for t in tensors_in(out) if t.grad_fn is not None]
-        seen = set()
+        seen = {}
         while frontier:
             node = frontier.pop()
-            if node is None or id(node) in seen or id(node) in stop:
+            if node is None or id(node) in seen or id(node) in stop or node._sequence_nr() <= before:
                 continue
-            seen.add(id(node))
-            node.register_prehook(lambda grad_outputs: self._enter_backward())
-            node.register_hook(lambda grad_inputs, grad_outputs: self._leave_backward())
+            seen[id(node)] = node
             frontier += [n for n, _ in node.next_functions]
+            if id(node) in self.hooked:  # a parameter's AccumulateGrad node outlives the step
+                continue
+            self.hooked[id(node)] = node
+            self.handles += [node.register_prehook(lambda grad_outputs: self._enter_backward()),
+                             node.register_hook(lambda grad_inputs, grad_outputs: self._leave_backward())]
 
     def close(self) -> None:
         for h in self.handles:

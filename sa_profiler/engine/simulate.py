@@ -39,6 +39,7 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
         with backends.simulating(caps):
             layer, x = step.make(w, "meta")
             tracker.add_baseline(list(layer.parameters()) + [x])
+            tracker.sdpa_math = w.impl == "sdpa"
             with tracker:
                 step.run(layer, x, w.mode)
     except BackendUnavailable as err:

@@ -67,6 +67,7 @@ class MemoryTracker(TorchDispatchMode):
         self.keep_peak_live = False  # keep every allocation alive at the peak (for breakdowns)
         self.peak_live: list[tuple[int, TensorInfo]] = []
         self.key_of = weakref.WeakKeyDictionary()  # storage -> allocation key
+        self.sdpa_math = False  # the step called SDPA (a fused kernel or else math)
         self._scopes: list = []  # lazy.outside_compile scopes entered with the mode
         # (library, thread) pairs whose workspace exists (workspaces.py); with `workspace_bytes`
         # (library -> bytes) each is allocated at its first use and held, as a fresh process does
@@ -105,8 +106,10 @@ class MemoryTracker(TorchDispatchMode):
 
     @property
     def backend(self) -> str:
+        """The SDPA backend that ran, by its op; math's `_safe_softmax` is torch 2.5 and later
+        (2.4's math ran `_softmax`: `sdpa_math` tells the caller that SDPA was called)."""
         found = [b for op, b in BACKEND_OPS.items() if op in self.ops]
-        return found[0] if found else ""
+        return found[0] if found else ("math" if self.sdpa_math and "_softmax" in self.ops else "")
 
     def held_workspaces(self, workspace_bytes: dict[str, int]) -> int:
         """Bytes of the library workspaces the step's matrix products hold once it has run."""
