@@ -272,9 +272,10 @@ class _Attribution:
         self._update()
 
     def _mark_backward(self, args, out) -> None:
-        # nodes held by id -> node while walking: a node's Python object can be freed once
-        # popped, and a later one reuse its id (torch before 2.9 keeps fewer of them alive)
-        stop = {id(t.grad_fn): t.grad_fn for t in tensors_in(args) if t.grad_fn is not None}
+        # nodes held by id -> node while walking, each read once: before torch 2.9 `t.grad_fn`
+        # makes a new Python object per read, which dies with the read, and a later node's
+        # object can take its id
+        stop = {id(n): n for n in (t.grad_fn for t in tensors_in(args)) if n is not None}
         # nodes made before the layer ran (sequence numbers grow as nodes are made) are not its
         before = max((n._sequence_nr() for n in stop.values()), default=-1)
         frontier = [t.grad_fn for t in tensors_in(out) if t.grad_fn is not None]
@@ -317,6 +318,9 @@ class StepResult:
     top_tensors: list[TensorInfo] = field(default_factory=list)
     timeline: list = field(default_factory=list)  # (op, allocated bytes, phase, module) per op, both steps
     peak_index: int | None = None  # the op in `timeline` that set the peak
+    # the step run again with the usable memory as the allocator's cap: False where the caching
+    # allocator runs out under it although the peak is below (fragmentation); None: not run so
+    fits_cap: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -505,10 +509,12 @@ class FitResult:
 
     @property
     def fits(self) -> bool:
-        return self.step.ok and self.step.peak_total <= self.usable
+        return self.step_fits(self.step)
 
     def step_fits(self, s: StepResult) -> bool:
-        return s.ok and s.peak_total <= self.usable
+        """The one verdict every view shows: the step ran to the end with the usable memory as the
+        allocator's cap (`verdict`), as the largest-batch search decides each batch."""
+        return s.ok and s.peak_total <= self.usable and s.fits_cap is not False
 
     def to_json(self) -> dict:
         def step(s: StepResult) -> dict:
@@ -599,7 +605,20 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
         raise FitError("--engine measure runs the step on this CPU: use it with --gpu cpu "
                        "(CUDA steps are measured by benchmarks/validate_fit_cuda.py on the card)")
     device = "cpu" if engine == "measure" else "meta"
-    step = run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device, timeline=timeline)
+
+    def verdict(s: StepResult, **kw) -> StepResult:
+        """`s` with `fits_cap` set where it could fit: the step under the cap, as `max_batch` runs it."""
+        if gpu is not None and s.ok and s.peak_total <= tgt.usable:
+            capped = run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device,
+                              cap=tgt.usable, **kw)
+            s.fits_cap = capped.status == "ok"
+            if not s.fits_cap:
+                s.message = ("the caching allocator runs out of blocks under the usable memory although the peak is "
+                             "below it (fragmentation)")
+        return s
+
+    step = verdict(run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device,
+                            timeline=timeline))
     shape = specs[0].shape if specs else ()
     result = FitResult(name, shape, batch, tgt.gpu.name, tgt.usable, optimizer, amp, step,
                        inputs=model_inputs.describe(specs), engine=engine)
@@ -609,8 +628,9 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
         for impl, opts in conversions:
             label = impl + "".join(f"[{k}={v}]" for k, v in opts.items())
             try:
-                result.conversions[label] = run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp,
-                                                     convert_to=(impl, opts), device=device, timeline=timeline)
+                result.conversions[label] = verdict(run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp,
+                                                             convert_to=(impl, opts), device=device,
+                                                             timeline=timeline), convert_to=(impl, opts))
             except FitError as err:  # one conversion that fails is a row with its reason
                 result.conversions[label] = StepResult(None, step.baseline, status="error", message=str(err),
                                                        sagan_layers=step.sagan_layers)

@@ -203,6 +203,12 @@ def cudnn_takes_bias() -> bool:
     return op is not None and any(a.name == "attn_bias" for a in op.default._schema.arguments)
 
 
+def sdp_defaults(version: str) -> dict[str, bool]:
+    """torch `version`'s default `torch.backends.cuda.*_sdp_enabled()` flags: cuDNN attention is
+    opt-in in 2.4 (`cudnn_sdp_enabled()` is False there; on from 2.5)."""
+    return {"flash": True, "efficient": True, "math": True, "cudnn": version_tuple(version) >= (2, 5)}
+
+
 @functools.lru_cache(maxsize=None)
 def sdpa_takes_gqa() -> bool:
     """Whether `scaled_dot_product_attention` takes `enable_gqa` (torch 2.5 and later)."""
@@ -218,8 +224,8 @@ def cudnn_attention(query, key, value, mask, compute_lse: bool, dropout_p: float
     op = torch.ops.aten._scaled_dot_product_cudnn_attention
     if cudnn_takes_bias():
         return op(query, key, value, mask, compute_lse, dropout_p, is_causal, False, scale=scale)[0]
-    if mask is not None:  # 2.4's can_use_cudnn_attention refuses a mask before this is reached
-        raise RuntimeError("this torch's cuDNN attention takes no attention mask")
+    # 2.4's schema takes no mask: a call a later torch makes with one (a simulation answering for
+    # it) runs without; the mask is only read, so the call's memory is the same
     return op(query, key, value, dropout_p, is_causal, False, scale=scale)[0]
 
 

@@ -32,9 +32,6 @@ BY_RUNNING_TORCH = {
     # the time model charges every op its dispatch; releases decompose the same step into
     # different numbers of view ops (torch 2.8 slices where 2.13 views): a few per cent
     "time_s": "the time estimate counts the running torch's view ops",
-    # on torch 2.12 and older the backward hooks that mark an attention layer's autograd nodes
-    # miss the layer's first nodes (a known gap: the peak and every breakdown are the same)
-    "attention_bytes": "the attention share of the peak is attributed by autograd hooks",
 }
 
 

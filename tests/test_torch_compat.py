@@ -113,6 +113,17 @@ def test_cudnn_schema_guard():
     assert torch_compat.cudnn_computes_lse(lse_flag) == (not torch_compat.cudnn_takes_bias())
 
 
+def test_sdp_default_flags_guard():
+    """The running torch's default flags are the table's (a fresh process: no test switched them)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; c = torch.backends.cuda; print(c.flash_sdp_enabled(), c.mem_efficient_sdp_enabled(), "
+            "c.math_sdp_enabled(), c.cudnn_sdp_enabled())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == [str(v) for v in torch_compat.sdp_defaults(torch.__version__).values()]
+
+
 def test_gqa_guard():
     assert torch_compat.sdpa_takes_gqa() == (VERSION >= (2, 5))
 

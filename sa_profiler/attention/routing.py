@@ -85,11 +85,16 @@ def _never(*args, **kwargs) -> bool:
     return False
 
 
-def enabled_backends() -> tuple[str, ...]:
-    """The backends torch may pick now (`sdpa_kernel` and `torch.backends.cuda.enable_*_sdp`)."""
+def enabled_backends(torch_version: str | None = None) -> tuple[str, ...]:
+    """The backends torch may pick now (`sdpa_kernel` and `torch.backends.cuda.enable_*_sdp`).
+    Flags all at the running torch's defaults (nothing switched, no `sdpa_kernel`) are those of
+    `torch_version`, the torch the answer is for (cuDNN attention is off by default in 2.4);
+    flags someone set are kept as they are."""
     cuda = torch.backends.cuda
     flags = {"flash": cuda.flash_sdp_enabled(), "efficient": cuda.mem_efficient_sdp_enabled(),
              "math": cuda.math_sdp_enabled(), "cudnn": getattr(cuda, "cudnn_sdp_enabled", lambda: False)()}
+    if torch_version and flags == torch_compat.sdp_defaults(torch.__version__):
+        flags = torch_compat.sdp_defaults(torch_version)
     return tuple(b for b, on in flags.items() if on)
 
 
@@ -156,7 +161,8 @@ class AttentionRouting(TorchFunctionMode):
                  enable_gqa=False, caps=None) -> RoutedCall:
         """The call as torch's selection sees it on `caps` (this mode's device by default)."""
         call = backends.Call.of(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
-        backend = backends.select_call(caps or backends.caps_for(query.device), call, enabled_backends())
+        caps = caps or backends.caps_for(query.device)
+        backend = backends.select_call(caps, call, enabled_backends(caps.torch_version or None))
         return RoutedCall(self.where(), backend or "none", str(query.dtype).replace("torch.", ""),
                           tuple(query.shape), tuple(key.shape), tuple(value.shape),
                           None if attn_mask is None else tuple(attn_mask.shape), bool(is_causal),

@@ -155,7 +155,8 @@ def render_fit(result, console: Console) -> None:
     if s.peak_total is None:
         console.print(f"{head}: {verdict} ({escape(s.message)})")
     else:
-        console.print(f"{head}: peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} usable: {verdict}")
+        why = f" ({escape(s.message)})" if s.fits_cap is False else ""
+        console.print(f"{head}: peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} usable: {verdict}{why}")
     if result.max_batch is not None:
         console.print(f"Largest batch that fits: [bold]{result.max_batch}[/]")
     table = Table(title="At the peak", title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
@@ -203,7 +204,7 @@ def render_fit(result, console: Console) -> None:
         att.add_row("classic (as is)", format_bytes(s.peak_total) if s.peak_total else "out of memory",
                     "yes" if result.fits else "no", "")
         for label, c in result.conversions.items():
-            ok = c.status == "ok" and c.peak_total is not None and c.peak_total <= result.usable
+            ok = result.step_fits(c)
             impl = label.split("[")[0]
             opts = "".join(f", {kv.split('=')[0]}={kv.split('=')[1]}" for kv in label[len(impl):].strip("[]").split("][") if kv)
             if c.status == "error":

@@ -230,7 +230,8 @@ def _answer(result) -> str:
     if _ok(s):
         verdict = "fits" if result.fits else "does not fit"
         line = (f"peak <b>{esc(format_bytes(s.peak_total))}</b> of {esc(format_bytes(result.usable))} usable "
-                f"({s.peak_total / result.usable:.0%}): <b>{verdict}</b>")
+                f"({s.peak_total / result.usable:.0%}): <b>{verdict}</b>"
+                + (f" ({esc(s.message)})" if getattr(s, "fits_cap", None) is False else ""))
     else:
         line = f"<b>does not fit</b>: {esc(s.message)}"
     bits = [f"<div class='rec'><span class='what'>{line}</span></div>"]
@@ -241,7 +242,7 @@ def _answer(result) -> str:
                     f"{', ' + str(s.sagan_layers) + ' SAGAN' if getattr(s, 'sagan_layers', 0) else ''}) hold "
                     f"<b>{esc(format_bytes(s.attention_bytes))}</b> of the peak "
                     f"({s.attention_bytes / s.peak_total:.0%}).</div>")
-    fitting = [(label, c) for label, c in result.conversions.items() if _ok(c) and c.peak_total <= result.usable]
+    fitting = [(label, c) for label, c in result.conversions.items() if _ok(c) and result.step_fits(c)]
     if fitting and not result.fits:
         label, c = min(fitting, key=lambda kv: kv[1].peak_total)
         bits.append(f"<div class='rec'>To make it fit: <code class='code'>{esc(_code(label))}</code> — the step "

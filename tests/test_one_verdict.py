@@ -1,0 +1,52 @@
+"""One question, one answer: `fit` says "fits" at batch b exactly when b is at most its largest
+batch, in the Python API, the JSON, the console, the HTML page and `assert_fits`. The verdict is
+the step run with the usable memory as the allocator's cap, as the batch search runs each batch."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sa_profiler import gpus
+from sa_profiler.cli import cli
+from sa_profiler.fit import fit, load
+from sa_profiler.recommend import make_target
+from sa_profiler.report.fit_html import _answer
+from sa_profiler.testing import assert_fits
+
+CASES = [  # model, its arguments, input, target, AMP
+    ("examples/sagan.py:Generator", {"ch": 8, "image_size": 32}, ["128"], 2**30, None),
+    ("examples/sagan.py:Generator", {"ch": 16, "image_size": 32}, ["128"], 3 * 2**30 // 2, "fp16"),
+    ("examples/classifier.py:resnet_attn", {"width": 16, "num_classes": 10}, ["3x64x64"], 2**30, "fp16"),
+]
+
+
+@pytest.mark.parametrize("model,args,inputs,memory,amp", CASES, ids=lambda v: str(v)[:24])
+def test_fits_exactly_up_to_the_largest_batch(model, args, inputs, memory, amp):
+    target = make_target(gpus.custom(memory))
+    largest = fit(load(model, args), inputs, 1, target, amp=amp, conversions=(), find_max_batch=True,
+                  timeline=False).max_batch
+    assert largest and largest > 1
+    for batch in (largest - 1, largest, largest + 1):
+        result = fit(load(model, args), inputs, batch, target, amp=amp, conversions=(), timeline=False)
+        expected = batch <= largest
+        assert result.fits == expected, (batch, largest, result.step.peak_total, result.usable, result.step.message)
+        assert result.to_json()["fits"] == expected
+        assert (">does not fit<" in _answer(result).replace("<b>", ">").replace("</b>", "<")) == (not expected)
+        if expected:
+            assert_fits(load(model, args), inputs, batch, target, amp=amp, conversions=(), timeline=False)
+        else:
+            with pytest.raises(AssertionError):
+                assert_fits(load(model, args), inputs, batch, target, amp=amp, conversions=(), timeline=False)
+
+
+def test_the_console_and_the_json_say_the_same_with_the_largest_batch(monkeypatch):
+    monkeypatch.setenv("SA_PROFILER_CACHE", "off")
+    args = ["fit", "examples/sagan.py:Generator", "--arg", "ch=8", "--arg", "image_size=32", "--input", "128",
+            "--gpu-mem", "1G", "--find-max-batch"]
+    largest = json.loads(CliRunner().invoke(cli, [*args, "--batch", "1", "--json"]).stdout)["max_batch"]
+    for batch in (largest, largest + 1):
+        doc = json.loads(CliRunner().invoke(cli, [*args, "--batch", str(batch), "--json"]).stdout)
+        text = CliRunner().invoke(cli, [*args, "--batch", str(batch)], env={"COLUMNS": "200"}).output
+        assert doc["max_batch"] == largest and doc["fits"] == (batch <= largest)
+        assert (": does not fit" in text) == (batch > largest) and f"Largest batch that fits: {largest}" in text
