@@ -91,6 +91,11 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     if ctx.invoked_subcommand is not None:
         return
     if shape is None:
+        given = [p.opts[0] for p in ctx.command.params
+                 if p.name != "shape" and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if given:  # a question without its feature map
+            _fail(f"--shape is missing (given: {' '.join(given)}): the feature map to answer for, CxHxW, "
+                  "e.g. --shape 128x256x256")
         click.echo(ctx.get_help())
         return
     from .units import ParseError, parse_shape
@@ -104,6 +109,7 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     batch = batch if batch is not None else b
     if batch is not None and batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
+    _check_page_path(html_out)
     target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)
     torch_version = _torch_version(torch_version)
@@ -150,6 +156,20 @@ def _torch_version(value: str | None) -> str | None:
 
 
 
+def _check_page_path(path: str | None) -> None:
+    """Fail before any work when --html cannot be written (a missing or read-only folder, a folder)."""
+    import os
+
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        _fail(f"cannot write --html {path!r}: it is a folder; expected a file path in an existing folder")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        _fail(f"cannot write --html {path!r}: {'no such folder' if not os.path.isdir(folder) else 'not writable'}; "
+              "expected a file path in an existing folder")
+
+
 def _write_page(path, write) -> None:
     """Write an HTML page (`write(command)`), or fail in one line if the path cannot be written."""
     import shlex
@@ -176,7 +196,7 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
     """The target card; with `emulate` (--engine measure) and --gpu-mem on a CUDA machine, the
     local card capped to that memory (its own architecture, a memory fraction)."""
     from . import gpus
-    from .units import ParseError, parse_bytes
+    from .units import ParseError, parse_memory
 
     _loaded_for_good()  # torch is imported now
 
@@ -185,13 +205,13 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
     local = False
     try:
         if gpu_mem and emulate and _cuda():
-            gpu = gpus.resized(gpus.local(), parse_bytes(gpu_mem))
+            gpu = gpus.resized(gpus.local(), parse_memory(gpu_mem))
             local = gpu.total_memory <= gpus.local().total_memory
             if not local:
                 _fail(f"--gpu-mem {gpu_mem} is more than the local card has; measuring can only emulate a smaller card")
             return _with_headroom(gpu, headroom), True
         if gpu_mem:
-            gpu = gpus.custom(parse_bytes(gpu_mem))
+            gpu = gpus.custom(parse_memory(gpu_mem))
         elif gpu_name:
             gpu = gpus.lookup(gpu_name)
             local = _is_local(gpu)
@@ -205,7 +225,15 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
         _fail(str(err))
     if local:
         gpu = gpus.local()
-    return _with_headroom(gpu, headroom), local
+    target = _with_headroom(gpu, headroom)
+    if target.usable <= 0:
+        from .units import format_bytes
+
+        given = f"--gpu-mem {gpu_mem}" if gpu_mem else f"--gpu {gpu_name}"
+        _fail(f"{given} leaves no usable memory: {format_bytes(gpu.total_memory)} minus the CUDA context "
+              f"({format_bytes(gpu.context_bytes)}) and the headroom ({format_bytes(target.headroom)}); "
+              "expected a card's memory such as 12G, 12GiB or 12288MiB")
+    return target, local
 
 
 def _ray_executor(address):
@@ -474,6 +502,10 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(str(err))
     if min(channel_list) < 8:
         _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
+    import os
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        _fail(f"--out {out!r} is a file; expected a folder for the sweep's files (a new one, or one a sweep wrote)")
     torch_version = _torch_version(torch_version)
     runner = None
     if executor == "ray":
@@ -618,6 +650,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
 
     if batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
+    _check_page_path(html_out)
     torch_version = _torch_version(torch_version)
     kwargs = {}
     for item in args:
@@ -678,8 +711,11 @@ def report_cmd(results, out):
         _fail(f"no such results file: {results!r}; expected the results.csv of a sweep")
     try:
         path = write_report(results, out, on_note=lambda note: click.echo(f"note: {note}", err=True))
-    except (KeyError, ValueError) as err:
-        _fail(f"cannot read {results!r} as a sweep results table: {err}")
+    except KeyError as err:
+        _fail(f"cannot read {results!r} as a sweep results table: it has no {err.args[0]!r} column; "
+              "expected the results.csv of a sweep")
+    except ValueError as err:
+        _fail(f"cannot read {results!r} as a sweep results table: {err}; expected the results.csv of a sweep")
     click.echo(f"wrote {path}")
 
 
