@@ -490,7 +490,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
 
 
 # -- the answer ---------------------------------------------------------------------------
-@dataclass
+@dataclass(repr=False)
 class FitResult:
     model: str
     input_shape: tuple[int, ...]
@@ -510,6 +510,20 @@ class FitResult:
     @property
     def fits(self) -> bool:
         return self.step_fits(self.step)
+
+    def __repr__(self) -> str:  # the short answer, in a plain Python or IPython terminal
+        from .units import format_bytes
+
+        s = self.step
+        verdict = "fits" if self.fits else "does not fit"
+        peak = f"peak {format_bytes(s.peak_total)}" if s.peak_total is not None else s.message
+        parts = [f"FitResult({self.model}, batch {self.batch} on {self.target}: {peak} of "
+                 f"{format_bytes(self.usable)} usable, {verdict}"]
+        if self.max_batch is not None:
+            parts.append(f"largest batch {self.max_batch}")
+        for label, c in self.conversions.items():
+            parts.append(f"{label}: {format_bytes(c.peak_total) if c.peak_total else c.status}")
+        return "; ".join(parts) + ")"
 
     def step_fits(self, s: StepResult) -> bool:
         """The one verdict every view shows: the step ran to the end with the usable memory as the
