@@ -85,6 +85,16 @@ def _time_cell(r: Row) -> str:
     return format_seconds(t) + ("*" if r.time_source == "estimated" else "") if t is not None else "-"
 
 
+def _at_batch_cell(at) -> str:
+    """The peak at the batch asked for, as the JSON's peak_bytes_at_batch: a number only when
+    the step ran to its end there."""
+    if at is None:
+        return "-"
+    if at.status == "ok":
+        return format_bytes(total_bytes(at), 1)
+    return "out of memory" if at.status == "oom" else at.status
+
+
 def render_advice(a: Advice, console: Console) -> None:
     g = a.target.gpu
     shape = f"{a.channels} x {a.height} x {a.width}" + (f", batch {a.batch}" if a.batch else "")
@@ -108,8 +118,8 @@ def render_advice(a: Advice, console: Console) -> None:
             at = r.at_batch
             table.add_row(
                 escape(r.display), r.backend or ("bmm+ckpt" if r.options.get("checkpoint") else "bmm"), short.get(r.dtype, r.dtype), format_bytes(total_bytes(r.per_image), 1),
-                str(r.max_batch), format_bytes(total_bytes(at), 1) if at and r.batch else "-",
-                _time_cell(r) if at and r.batch else "-",
+                str(r.max_batch), _at_batch_cell(at) if r.batch else "-",
+                _time_cell(r) if at and at.status == "ok" and r.batch else "-",
                 Text("yes", style="green") if r.fits else Text("no", style="red"),
             )
         console.print(_numbers_whole(table))
@@ -123,7 +133,8 @@ def render_advice(a: Advice, console: Console) -> None:
                     "else measured[/]")
     for mode, rec in a.recommendations.items():
         if rec.row is None:
-            console.print(f"[bold red]{mode}:[/] {escape(rec.reason)} on this target; see the alternatives below.")
+            console.print(f"[bold red]{mode}:[/] {escape(rec.reason)} on this target"
+                          + ("; see the alternatives below." if a.alternatives else "."))
             continue
         r = rec.row
         batch = r.max_batch if a.batch is None else a.batch
