@@ -302,6 +302,10 @@ class _Attribution:
         return len(self.attention)
 
 
+OUTSIDE = "(the model's own code, outside its modules)"  # activations made by the top-level forward itself
+TOP_ATTENTION = "(attention called at the top level)"
+
+
 @dataclass
 class StepResult:
     peak_total: int | None  # bytes at the peak, baseline included (what the card must hold)
@@ -481,8 +485,9 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
             cat = "temporary"
         breakdown[cat] += info.bytes
         path = info.module.split("/") if info.module and info.op != "workspace" else []
-        if info.phase == "forward" and path and path[0] != "attention":
-            modules[path[0]] = modules.get(path[0], 0) + info.bytes
+        if cat == "activations":  # every activation byte under one name: the table adds up to the category
+            name = (OUTSIDE if not path else TOP_ATTENTION if path[0] == "attention" else path[0])
+            modules[name] = modules.get(name, 0) + info.bytes
         if "attention" in path:
             result.attention_bytes += info.bytes
     result.breakdown, result.modules = breakdown, modules

@@ -70,3 +70,14 @@ def test_headline_rows_fit_exactly_up_to_their_largest_batch(batch, monkeypatch)
         if line.startswith((" sdpa (auto)", " chunked")):
             fits = line.split()[-1] == "yes"
             assert fits == ("out of memory" not in line)
+
+
+@pytest.mark.parametrize("model,args,inputs", [
+    ("examples/classifier.py:resnet_attn", {"width": 16, "num_classes": 10}, ["3x32x32"]),
+    ("examples/zoo/mha.py:cnn_mha", {"width": 16, "heads": 2}, ["3x32x32"]),
+    ("examples/sagan.py:Generator", {"ch": 8, "image_size": 32}, ["128"]),
+])
+def test_activations_by_module_add_up_to_the_activations(model, args, inputs):
+    for target in ("t4", "cpu"):
+        s = fit(load(model, args), inputs, 4, target, conversions=(), timeline=False).step
+        assert sum(s.modules.values()) == s.breakdown["activations"]
