@@ -421,8 +421,13 @@ def doctor_cmd():
 
     import torch
 
-    lines = [("sa-profiler", __version__), ("python", platform.python_version()), ("torch", torch.__version__),
-             ("CUDA build", torch.version.cuda or "none (CPU build)"), ("CUDA available", str(torch.cuda.is_available()))]
+    from .attention.routing import enabled_backends
+    from .torch_compat import SUPPORTED, unsupported
+
+    lines = [("sa-profiler", __version__), ("python", platform.python_version()),
+             ("torch", f"{torch.__version__} ({unsupported(torch.__version__) or f'in the supported range {SUPPORTED[0]} to {SUPPORTED[1]}'})"),
+             ("CUDA build", torch.version.cuda or "none (CPU build)"), ("CUDA available", str(torch.cuda.is_available())),
+             ("SDPA backends enabled", ", ".join(enabled_backends()) + " (torch.backends.cuda flags; simulations honour them)")]
     if torch.cuda.is_available():
         from . import gpus
 
@@ -431,11 +436,6 @@ def doctor_cmd():
         lines += [("device", props.name), ("compute capability", f"{props.major}.{props.minor}"),
                   ("memory", f"{total / 2**30:.2f} GiB total, {free / 2**30:.2f} GiB free"),
                   ("cuDNN", str(torch.backends.cudnn.version())),
-                  ("SDPA enabled", ", ".join(n for n, on in (
-                      ("flash", torch.backends.cuda.flash_sdp_enabled()),
-                      ("efficient", torch.backends.cuda.mem_efficient_sdp_enabled()),
-                      ("math", torch.backends.cuda.math_sdp_enabled()),
-                      ("cudnn", getattr(torch.backends.cuda, "cudnn_sdp_enabled", lambda: False)())) if on)),
                   ("catalogue entry", gpus.local().key),
                   ("--engine auto", "measures on this card when no --gpu/--gpu-mem is given; simulates other targets")]
     else:
@@ -443,7 +443,7 @@ def doctor_cmd():
     from importlib.util import find_spec
 
     if find_spec("ray") is None:
-        lines += [("ray", 'not installed (sweeps on a Ray cluster: pip install "sa-profiler[ray]")')]
+        lines += [("ray", 'not installed (sweeps on a Ray cluster: pip install -e ".[ray]" in the repository)')]
     else:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -478,7 +478,7 @@ def doctor_cmd():
               "(rows whose worker died are).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: one workload at a time here; ray: each workload a task on a Ray cluster "
-                   "(pip install \"sa-profiler[ray]\").")
+                   "(pip install -e \".[ray]\" in the repository).")
 @click.option("--ray-address", metavar="auto|HOST:PORT",
               help="The Ray cluster to join (default: RAY_ADDRESS, else a new one on this machine).")
 @_torch_version_option
@@ -620,7 +620,8 @@ def _sweep_summary(rows, console) -> None:
                    "an image CxHxW, a vector N, B (one value per sample) or scalar (one for the batch); "
                    "DTYPE float32 (default), float16, bfloat16, int64, int32 or bool. "
                    "E.g. --input 3x64x64 --input timestep=scalar:int64.")
-@click.option("--batch", type=int, default=1, show_default=True, metavar="B")
+@click.option("--batch", type=int, default=1, show_default=True, metavar="B",
+              help="Samples per training step (the first dimension of every input).")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`), or cpu for this machine.")
 @click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
