@@ -17,7 +17,7 @@ from .units import format_bytes
 DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
 
 
-@dataclass
+@dataclass(repr=False)
 class Advice:
     target: Target
     channels: int
@@ -34,6 +34,17 @@ class Advice:
     @property
     def tokens(self) -> int:
         return self.height * self.width
+
+    def __repr__(self) -> str:  # the short answer, in a plain Python or IPython terminal
+        recs = []
+        for mode, rec in self.recommendations.items():
+            if rec.row is None:
+                recs.append(f"{mode}: {rec.reason}")
+            else:
+                batch = rec.row.max_batch if self.batch is None else self.batch
+                recs.append(f"{mode}: {rec.row.code()} in {rec.row.dtype}, batch {batch}")
+        return (f"Advice({self.channels}x{self.height}x{self.width} on {self.target.gpu.name}, "
+                f"{len(self.rows)} rows; " + "; ".join(recs) + ")")
 
     def _repr_html_(self) -> str:  # a notebook shows the answer as a page
         from .report.advice_html import fragment

@@ -91,6 +91,11 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     if ctx.invoked_subcommand is not None:
         return
     if shape is None:
+        given = [p.opts[0] for p in ctx.command.params
+                 if p.name != "shape" and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if given:  # a question without its feature map
+            _fail(f"--shape is missing (given: {' '.join(given)}): the feature map to answer for, CxHxW, "
+                  "e.g. --shape 128x256x256")
         click.echo(ctx.get_help())
         return
     from .units import ParseError, parse_shape
@@ -104,6 +109,7 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     batch = batch if batch is not None else b
     if batch is not None and batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
+    _check_page_path(html_out)
     target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)
     torch_version = _torch_version(torch_version)
@@ -150,6 +156,20 @@ def _torch_version(value: str | None) -> str | None:
 
 
 
+def _check_page_path(path: str | None) -> None:
+    """Fail before any work when --html cannot be written (a missing or read-only folder, a folder)."""
+    import os
+
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        _fail(f"cannot write --html {path!r}: it is a folder; expected a file path in an existing folder")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        _fail(f"cannot write --html {path!r}: {'no such folder' if not os.path.isdir(folder) else 'not writable'}; "
+              "expected a file path in an existing folder")
+
+
 def _write_page(path, write) -> None:
     """Write an HTML page (`write(command)`), or fail in one line if the path cannot be written."""
     import shlex
@@ -176,7 +196,7 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
     """The target card; with `emulate` (--engine measure) and --gpu-mem on a CUDA machine, the
     local card capped to that memory (its own architecture, a memory fraction)."""
     from . import gpus
-    from .units import ParseError, parse_bytes
+    from .units import ParseError, parse_memory
 
     _loaded_for_good()  # torch is imported now
 
@@ -185,13 +205,13 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
     local = False
     try:
         if gpu_mem and emulate and _cuda():
-            gpu = gpus.resized(gpus.local(), parse_bytes(gpu_mem))
+            gpu = gpus.resized(gpus.local(), parse_memory(gpu_mem))
             local = gpu.total_memory <= gpus.local().total_memory
             if not local:
                 _fail(f"--gpu-mem {gpu_mem} is more than the local card has; measuring can only emulate a smaller card")
             return _with_headroom(gpu, headroom), True
         if gpu_mem:
-            gpu = gpus.custom(parse_bytes(gpu_mem))
+            gpu = gpus.custom(parse_memory(gpu_mem))
         elif gpu_name:
             gpu = gpus.lookup(gpu_name)
             local = _is_local(gpu)
@@ -205,7 +225,15 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
         _fail(str(err))
     if local:
         gpu = gpus.local()
-    return _with_headroom(gpu, headroom), local
+    target = _with_headroom(gpu, headroom)
+    if target.usable <= 0:
+        from .units import format_bytes
+
+        given = f"--gpu-mem {gpu_mem}" if gpu_mem else f"--gpu {gpu_name}"
+        _fail(f"{given} leaves no usable memory: {format_bytes(gpu.total_memory)} minus the CUDA context "
+              f"({format_bytes(gpu.context_bytes)}) and the headroom ({format_bytes(target.headroom)}); "
+              "expected a card's memory such as 12G, 12GiB or 12288MiB")
+    return target, local
 
 
 def _ray_executor(address):
@@ -369,7 +397,7 @@ def gpus_cmd(as_json):
     from rich.markup import escape
     from rich.table import Table
 
-    from .report.console import render_gpus
+    from .report.console import _numbers_whole, render_gpus
 
     console = Console()
     render_gpus(gpus.CATALOGUE.values(), console)
@@ -380,7 +408,7 @@ def gpus_cmd(as_json):
         src = g.provenance()
         table.add_row(escape(g.key), str(g.sms), f"{g.smem_per_block // 1024} KiB", escape(src["total_memory"]),
                       escape(src["sms"]), escape(src["rates"]), escape(g.offered_by or "-"))
-    console.print(table)
+    console.print(_numbers_whole(table))
     console.print(f"[dim]CC: {escape(gpus.CC_SOURCE)}. smem/block: the shared memory a block may opt into "
                   f"(sharedMemPerBlockOptin), {escape(gpus.SMEM_SOURCE)}; it decides which memory-efficient "
                   "backward kernel runs.[/]")
@@ -393,8 +421,13 @@ def doctor_cmd():
 
     import torch
 
-    lines = [("sa-profiler", __version__), ("python", platform.python_version()), ("torch", torch.__version__),
-             ("CUDA build", torch.version.cuda or "none (CPU build)"), ("CUDA available", str(torch.cuda.is_available()))]
+    from .attention.routing import enabled_backends
+    from .torch_compat import SUPPORTED, unsupported
+
+    lines = [("sa-profiler", __version__), ("python", platform.python_version()),
+             ("torch", f"{torch.__version__} ({unsupported(torch.__version__) or f'in the supported range {SUPPORTED[0]} to {SUPPORTED[1]}'})"),
+             ("CUDA build", torch.version.cuda or "none (CPU build)"), ("CUDA available", str(torch.cuda.is_available())),
+             ("SDPA backends enabled", ", ".join(enabled_backends()) + " (torch.backends.cuda flags; simulations honour them)")]
     if torch.cuda.is_available():
         from . import gpus
 
@@ -403,11 +436,6 @@ def doctor_cmd():
         lines += [("device", props.name), ("compute capability", f"{props.major}.{props.minor}"),
                   ("memory", f"{total / 2**30:.2f} GiB total, {free / 2**30:.2f} GiB free"),
                   ("cuDNN", str(torch.backends.cudnn.version())),
-                  ("SDPA enabled", ", ".join(n for n, on in (
-                      ("flash", torch.backends.cuda.flash_sdp_enabled()),
-                      ("efficient", torch.backends.cuda.mem_efficient_sdp_enabled()),
-                      ("math", torch.backends.cuda.math_sdp_enabled()),
-                      ("cudnn", getattr(torch.backends.cuda, "cudnn_sdp_enabled", lambda: False)())) if on)),
                   ("catalogue entry", gpus.local().key),
                   ("--engine auto", "measures on this card when no --gpu/--gpu-mem is given; simulates other targets")]
     else:
@@ -415,7 +443,7 @@ def doctor_cmd():
     from importlib.util import find_spec
 
     if find_spec("ray") is None:
-        lines += [("ray", 'not installed (sweeps on a Ray cluster: pip install "sa-profiler[ray]")')]
+        lines += [("ray", 'not installed (sweeps on a Ray cluster: pip install -e ".[ray]" in the repository)')]
     else:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -450,7 +478,7 @@ def doctor_cmd():
               "(rows whose worker died are).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: one workload at a time here; ray: each workload a task on a Ray cluster "
-                   "(pip install \"sa-profiler[ray]\").")
+                   "(pip install -e \".[ray]\" in the repository).")
 @click.option("--ray-address", metavar="auto|HOST:PORT",
               help="The Ray cluster to join (default: RAY_ADDRESS, else a new one on this machine).")
 @_torch_version_option
@@ -474,6 +502,10 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(str(err))
     if min(channel_list) < 8:
         _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
+    import os
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        _fail(f"--out {out!r} is a file; expected a folder for the sweep's files (a new one, or one a sweep wrote)")
     torch_version = _torch_version(torch_version)
     runner = None
     if executor == "ray":
@@ -588,7 +620,8 @@ def _sweep_summary(rows, console) -> None:
                    "an image CxHxW, a vector N, B (one value per sample) or scalar (one for the batch); "
                    "DTYPE float32 (default), float16, bfloat16, int64, int32 or bool. "
                    "E.g. --input 3x64x64 --input timestep=scalar:int64.")
-@click.option("--batch", type=int, default=1, show_default=True, metavar="B")
+@click.option("--batch", type=int, default=1, show_default=True, metavar="B",
+              help="Samples per training step (the first dimension of every input).")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`), or cpu for this machine.")
 @click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
@@ -618,6 +651,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
 
     if batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
+    _check_page_path(html_out)
     torch_version = _torch_version(torch_version)
     kwargs = {}
     for item in args:
@@ -678,8 +712,11 @@ def report_cmd(results, out):
         _fail(f"no such results file: {results!r}; expected the results.csv of a sweep")
     try:
         path = write_report(results, out, on_note=lambda note: click.echo(f"note: {note}", err=True))
-    except (KeyError, ValueError) as err:
-        _fail(f"cannot read {results!r} as a sweep results table: {err}")
+    except KeyError as err:
+        _fail(f"cannot read {results!r} as a sweep results table: it has no {err.args[0]!r} column; "
+              "expected the results.csv of a sweep")
+    except ValueError as err:
+        _fail(f"cannot read {results!r} as a sweep results table: {err}; expected the results.csv of a sweep")
     click.echo(f"wrote {path}")
 
 

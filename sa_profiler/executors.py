@@ -2,7 +2,7 @@
 
 An executor takes workloads (`submit`) and hands back finished ones (`wait`); the sweep loop
 decides what to submit and writes every row itself, so both give the same table. Ray is an
-optional extra (`pip install "sa-profiler[ray]"`), imported only when asked for.
+optional extra (`pip install -e ".[ray]"` in the repository), imported only when asked for.
 
 On Ray each workload is one task, never retried by Ray (a lost worker is a row, not a silent
 re-run). Simulated and CPU-measured workloads are plain tasks asking for one CPU. Measured GPU
@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from .engine.workload import Record, Workload
 from .runner import LOST, run_workload
 
-RAY_INSTALL = 'pip install "sa-profiler[ray]"'
+RAY_INSTALL = 'pip install -e ".[ray]" in the repository'
 CUDA_KIND = "cuda:"  # target key prefix: measured on a cluster GPU of that Ray accelerator type
 CONTEXT_LOST = "CUDA context lost"  # what measure says when a kernel fault left the process unusable
 

@@ -302,6 +302,10 @@ class _Attribution:
         return len(self.attention)
 
 
+OUTSIDE = "(the model's own code, outside its modules)"  # activations made by the top-level forward itself
+TOP_ATTENTION = "(attention called at the top level)"
+
+
 @dataclass
 class StepResult:
     peak_total: int | None  # bytes at the peak, baseline included (what the card must hold)
@@ -481,8 +485,9 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
             cat = "temporary"
         breakdown[cat] += info.bytes
         path = info.module.split("/") if info.module and info.op != "workspace" else []
-        if info.phase == "forward" and path and path[0] != "attention":
-            modules[path[0]] = modules.get(path[0], 0) + info.bytes
+        if cat == "activations":  # every activation byte under one name: the table adds up to the category
+            name = (OUTSIDE if not path else TOP_ATTENTION if path[0] == "attention" else path[0])
+            modules[name] = modules.get(name, 0) + info.bytes
         if "attention" in path:
             result.attention_bytes += info.bytes
     result.breakdown, result.modules = breakdown, modules
@@ -490,7 +495,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
 
 
 # -- the answer ---------------------------------------------------------------------------
-@dataclass
+@dataclass(repr=False)
 class FitResult:
     model: str
     input_shape: tuple[int, ...]
@@ -510,6 +515,20 @@ class FitResult:
     @property
     def fits(self) -> bool:
         return self.step_fits(self.step)
+
+    def __repr__(self) -> str:  # the short answer, in a plain Python or IPython terminal
+        from .units import format_bytes
+
+        s = self.step
+        verdict = "fits" if self.fits else "does not fit"
+        peak = f"peak {format_bytes(s.peak_total)}" if s.peak_total is not None else s.message
+        parts = [f"FitResult({self.model}, batch {self.batch} on {self.target}: {peak} of "
+                 f"{format_bytes(self.usable)} usable, {verdict}"]
+        if self.max_batch is not None:
+            parts.append(f"largest batch {self.max_batch}")
+        for label, c in self.conversions.items():
+            parts.append(f"{label}: {format_bytes(c.peak_total) if c.peak_total else c.status}")
+        return "; ".join(parts) + ")"
 
     def step_fits(self, s: StepResult) -> bool:
         """The one verdict every view shows: the step ran to the end with the usable memory as the

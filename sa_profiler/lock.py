@@ -33,7 +33,11 @@ def holder(folder: str | Path) -> int | None:
 def folder_lock(folder: str | Path):
     """Hold `folder` for writing, or raise FolderBusy naming the folder and the holder's pid."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        raise FolderBusy(f"cannot use {folder} as the sweep's folder: {err.strerror or err}; "
+                         "expected a folder (a new one, or one a sweep wrote)") from None
     key = str(folder.resolve())
     if key in _held:
         _held[key][1] += 1

@@ -318,6 +318,12 @@ def _rank(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
     larger batch and the wider dtype."""
     pool = [r for r in rows if r.mode == mode and r.status == "ok" and r.fits and r.exact]
     if not pool:
+        if batch is not None:  # the batch asked for is the question: say how far each could go
+            best = max((r for r in rows if r.mode == mode and r.status == "ok" and r.exact and r.max_batch),
+                       key=lambda r: r.max_batch, default=None)
+            if best is not None:
+                return Recommendation(None, mode, f"no exact implementation fits batch {batch}; the largest that fits "
+                                                  f"is {best.max_batch}, with {best.display} in {best.dtype}")
         return Recommendation(None, mode, "no exact implementation fits even one image")
     order = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
     timed = [r for r in pool if r.time_per_image is not None]

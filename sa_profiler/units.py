@@ -28,6 +28,15 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
+def parse_memory(text: str) -> int:
+    """A card's memory: a size with its unit (a bare number is refused: `--gpu-mem 12` means
+    12 GiB to a person and 12 bytes to a parser)."""
+    m = _SIZE.match(str(text))
+    if m and not m.group(2) and not m.group(3):
+        raise ParseError(f"memory size {text!r} has no unit: expected {SIZE_FORM.replace(' or 12884901888', '')}")
+    return parse_bytes(text)
+
+
 def parse_shape(text: str) -> tuple[int | None, int, int, int]:
     """'128x256x256' -> (None, 128, 256, 256); '4x128x64x64' -> (4, 128, 64, 64)."""
     parts = [p.strip() for p in re.split(r"[x,X*]", str(text).strip())]

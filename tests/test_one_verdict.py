@@ -50,3 +50,34 @@ def test_the_console_and_the_json_say_the_same_with_the_largest_batch(monkeypatc
         text = CliRunner().invoke(cli, [*args, "--batch", str(batch)], env={"COLUMNS": "200"}).output
         assert doc["max_batch"] == largest and doc["fits"] == (batch <= largest)
         assert (": does not fit" in text) == (batch > largest) and f"Largest batch that fits: {largest}" in text
+
+
+@pytest.mark.parametrize("batch", [3, 4, 5, 107, 108, 109])
+def test_headline_rows_fit_exactly_up_to_their_largest_batch(batch, monkeypatch):
+    """The forum case on a T4 with --batch: every row says yes exactly up to its own largest
+    batch (asked without --batch), in the JSON and the table; a row that does not fit shows no peak."""
+    monkeypatch.setenv("SA_PROFILER_CACHE", "off")
+    base = ["--gpu", "t4", "--shape", "128x256x256", "--mode", "train", "--dtype", "fp16", "--json"]
+    largest = {r["label"]: r["max_batch"] for r in json.loads(CliRunner().invoke(cli, base).stdout)["rows"]}
+    doc = json.loads(CliRunner().invoke(cli, [*base, "--batch", str(batch)]).stdout)
+    for row in doc["rows"]:
+        assert row["fits"] == (batch <= largest[row["label"]]), (row["label"], batch)
+        assert (row["peak_bytes_at_batch"] is None) == (not row["fits"])
+    rec = doc["recommendation"]
+    assert (rec["impl"] is None) == (batch > max(largest.values()))
+    text = CliRunner().invoke(cli, base[:-1] + ["--batch", str(batch)], env={"COLUMNS": "120"}).output
+    for line in text.splitlines():
+        if line.startswith((" sdpa (auto)", " chunked")):
+            fits = line.split()[-1] == "yes"
+            assert fits == ("out of memory" not in line)
+
+
+@pytest.mark.parametrize("model,args,inputs", [
+    ("examples/classifier.py:resnet_attn", {"width": 16, "num_classes": 10}, ["3x32x32"]),
+    ("examples/zoo/mha.py:cnn_mha", {"width": 16, "heads": 2}, ["3x32x32"]),
+    ("examples/sagan.py:Generator", {"ch": 8, "image_size": 32}, ["128"]),
+])
+def test_activations_by_module_add_up_to_the_activations(model, args, inputs):
+    for target in ("t4", "cpu"):
+        s = fit(load(model, args), inputs, 4, target, conversions=(), timeline=False).step
+        assert sum(s.modules.values()) == s.breakdown["activations"]

@@ -202,7 +202,7 @@ def test_without_ray_installed_the_error_says_how(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     result = CliRunner().invoke(cli, ["sweep", "--executor", "ray", "--gpu", "t4", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert result.output.strip() == 'sa-profile: error: --executor ray needs Ray, which is not installed: pip install "sa-profiler[ray]"'
+    assert result.output.strip() == 'sa-profile: error: --executor ray needs Ray, which is not installed: pip install -e ".[ray]" in the repository'
 
 
 def test_gpu_kinds_from_ray_nodes():

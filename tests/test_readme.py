@@ -52,7 +52,7 @@ class Run:
     xfail: str = ""
 
 
-TMP_OUT = (r"--out reports/", "--out {tmp}/reports/")
+TMP_OUT = (r"--out ", "--out {tmp}/")
 SMALL_SWEEP = ((r"--batch \S+", "--batch 1,4"), (r"--channels \S+", "--channels 16"), (r"--res \S+", "--res 16:32:x2"),
                TMP_OUT)
 
@@ -68,19 +68,19 @@ RUN: dict[str, Run] = {
                                                         (r"FILE$", "{tmp}/advice.html")), files=("{tmp}/advice.html",)),
     # sweeps: a smaller grid (batches, channels, resolutions), the same flags, written under {tmp}
     r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both --gpu t4 "
-    r"--out reports/forum-t4$": Run(subs=SMALL_SWEEP, files=("{tmp}/reports/forum-t4/report.html",)),
+    r"--out forum-t4$": Run(subs=SMALL_SWEEP, files=("{tmp}/forum-t4/report.html",)),
     r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both --gpu-mem 12G "
-    r"--out reports/forum-12gib$": Run(subs=SMALL_SWEEP, files=("{tmp}/reports/forum-12gib/report.html",)),
+    r"--out forum-12gib$": Run(subs=SMALL_SWEEP, files=("{tmp}/forum-12gib/report.html",)),
     # `...` stands for the flags of the forum-t4 sweep above: resume that (shrunk) sweep
-    r"sa-profile sweep \.\.\. --out reports/forum-t4 --resume$": Run(
+    r"sa-profile sweep \.\.\. --out forum-t4 --resume$": Run(
         subs=((r"\.\.\.", "--batch 1,4 --channels 16 --res 16:32:x2 --impl all --dtype fp32,fp16 --mode both --gpu t4"),
               TMP_OUT),
         after=(r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both "
-               r"--gpu t4 --out reports/forum-t4$",)),
-    r"sa-profile report reports/forum-t4/results.csv$": Run(
-        subs=((r"reports/", "{tmp}/reports/"),), expect=r"^wrote .*forum-t4/report\.html",
+               r"--gpu t4 --out forum-t4$",)),
+    r"sa-profile report forum-t4/results.csv$": Run(
+        subs=((r"report forum", "report {tmp}/forum"),), expect=r"^wrote .*forum-t4/report\.html",
         after=(r"sa-profile sweep --batch \S+ --channels 128 --res \S+ --impl all --dtype fp32,fp16 --mode both "
-               r"--gpu t4 --out reports/forum-t4$",)),
+               r"--gpu t4 --out forum-t4$",)),
     # whole models: smaller batches and inputs where they cost time, the same flags
     r"sa-profile fit examples/sagan.py:Generator --input 128 --batch 64 --gpu t4 --optimizer adam$": Run(),
     r"sa-profile fit examples/classifier.py:resnet_attn --input 3x224x224 --batch 32 --gpu-mem 12G --amp fp16 "
@@ -131,6 +131,8 @@ NOT_RUN: dict[str, str] = {
     r"python3? -m pytest": "the test command itself",
     r"sa-profile fit$": "the name of the subcommand in a heading, not a command",
     r"sa-profile fit mypkg\.models:build": "placeholder model `mypkg.models:build`",
+    r"sa-profile fit FILE\.py:NAME": "placeholders (FILE.py:NAME, SHAPE, B) in the overview",
+    r"sa-profile sweep$": "the name of the subcommand in the overview, not a command",
     r"python -m sa_profiler\.timing_fit$": "refits and rewrites sa_profiler/engine/timing_constants.py; its `--check` "
                                            "form is run",
     r"python -c import torch$": "the baseline that benchmarks/cli_latency.py times, run by that benchmark",

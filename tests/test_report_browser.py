@@ -212,8 +212,11 @@ def test_notebook_outputs_draw_beside_each_other_under_an_amd_loader(tmp_path):
     from sa_profiler.advise import advise
     from sa_profiler.recommend import make_target
 
+    from sa_profiler.report import page
+
     first = advise(make_target(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"])
     second = advise(make_target(gpus.lookup("l4")), 64, 64, 64, dtypes=["fp16"])
+    page.inline_plotly_again()  # a new notebook: its first output carries plotly.js, the second uses it
     amd = "<script>window.define = function () {}; window.define.amd = true;</script>"
     path = tmp_path / "notebook.html"
     path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'>{amd}</head><body>"

@@ -16,6 +16,23 @@ from ..units import format_bytes, format_seconds
 JSON_VERSION = 1
 
 
+def _numbers_whole(table: Table) -> Table:
+    """Numbers are never cut: each column holding numbers (right-justified, or short codes such
+    as a compute capability) keeps the width of its widest cell; a table too wide for the
+    terminal folds its text columns instead."""
+    for col in table.columns:
+        cells = [str(getattr(c, "plain", c)) for c in col._cells] + [str(col.header)]
+        widest = max((len(c) for c in cells), default=0)
+        if col.justify == "right" or widest <= 6:
+            col.min_width = widest
+            col.no_wrap = True
+            col.overflow = "fold"  # (no_wrap and min_width keep it whole; "ignore" would drop the justification)
+        else:
+            col.no_wrap = False
+            col.overflow = "fold"
+    return table
+
+
 def _row_json(r: Row) -> dict:
     per = r.per_image
     at = r.at_batch
@@ -68,6 +85,16 @@ def _time_cell(r: Row) -> str:
     return format_seconds(t) + ("*" if r.time_source == "estimated" else "") if t is not None else "-"
 
 
+def _at_batch_cell(at) -> str:
+    """The peak at the batch asked for, as the JSON's peak_bytes_at_batch: a number only when
+    the step ran to its end there."""
+    if at is None:
+        return "-"
+    if at.status == "ok":
+        return format_bytes(total_bytes(at), 1)
+    return "out of memory" if at.status == "oom" else at.status
+
+
 def render_advice(a: Advice, console: Console) -> None:
     g = a.target.gpu
     shape = f"{a.channels} x {a.height} x {a.width}" + (f", batch {a.batch}" if a.batch else "")
@@ -91,11 +118,11 @@ def render_advice(a: Advice, console: Console) -> None:
             at = r.at_batch
             table.add_row(
                 escape(r.display), r.backend or ("bmm+ckpt" if r.options.get("checkpoint") else "bmm"), short.get(r.dtype, r.dtype), format_bytes(total_bytes(r.per_image), 1),
-                str(r.max_batch), format_bytes(total_bytes(at), 1) if at and r.batch else "-",
-                _time_cell(r) if at and r.batch else "-",
+                str(r.max_batch), _at_batch_cell(at) if r.batch else "-",
+                _time_cell(r) if at and at.status == "ok" and r.batch else "-",
                 Text("yes", style="green") if r.fits else Text("no", style="red"),
             )
-        console.print(table)
+        console.print(_numbers_whole(table))
         for r in (r for r in a.rows if r.mode == mode and r.status == "error"):
             console.print(f"[yellow]error[/] {escape(r.display)} {short.get(r.dtype, r.dtype)}: "
                           f"{escape(r.message or 'no reason given')}", overflow="fold")
@@ -106,7 +133,8 @@ def render_advice(a: Advice, console: Console) -> None:
                     "else measured[/]")
     for mode, rec in a.recommendations.items():
         if rec.row is None:
-            console.print(f"[bold red]{mode}:[/] {escape(rec.reason)} on this target; see the alternatives below.")
+            console.print(f"[bold red]{mode}:[/] {escape(rec.reason)} on this target"
+                          + ("; see the alternatives below." if a.alternatives else "."))
             continue
         r = rec.row
         batch = r.max_batch if a.batch is None else a.batch
@@ -139,7 +167,7 @@ def render_gpus(gpus, console: Console) -> None:
         table.add_row(escape(g.key), escape(g.name), format_bytes(g.total_memory, 1), f"{g.capability[0]}.{g.capability[1]}",
                       f"{g.fp32_flops / 1e12:g}", f"{g.fp16_flops / 1e12:g}",
                       f"{g.bandwidth / 1e9:g}")
-    console.print(table)
+    console.print(_numbers_whole(table))
     console.print("[dim]memory: as torch reports it (total_memory), binary units; CC: compute capability (bfloat16 from 8.0); "
                   "TF: dense peak TFLOP/s (FP16 on tensor cores where present); GB/s: memory bandwidth[/]")
 
@@ -166,7 +194,7 @@ def render_fit(result, console: Console) -> None:
     total = s.peak_total or 1
     for cat, b in s.breakdown.items():
         table.add_row(escape(cat), format_bytes(b), f"{b / total:.0%}")
-    console.print(table)
+    console.print(_numbers_whole(table))
     if s.modules:
         mods = Table(title="Activations at the peak by top-level module", title_justify="left", box=box.SIMPLE_HEAD,
                      header_style="bold")
@@ -174,7 +202,7 @@ def render_fit(result, console: Console) -> None:
         mods.add_column("memory", justify="right")
         for name, b in sorted(s.modules.items(), key=lambda kv: -kv[1]):
             mods.add_row(escape(name), format_bytes(b))
-        console.print(mods)
+        console.print(_numbers_whole(mods))
     calls = getattr(s, "attention_calls", None) or []
     if calls:
         where = "this CPU" if result.target.startswith("CPU") else escape(result.target)
@@ -188,7 +216,7 @@ def render_fit(result, console: Console) -> None:
             mask = "causal" if c.get("is_causal") else ("x".join(map(str, c["mask"])) if c.get("mask") else "-")
             att_calls.add_row(escape(c["module"]), c["backend"], str(c["calls"]), c["dtype"],
                               "x".join(map(str, c["query"])), kv, mask)
-        console.print(att_calls)
+        console.print(_numbers_whole(att_calls))
     if s.attention_layers:
         share = f"{s.attention_bytes / total:.0%} of it" if s.peak_total else "unknown"
         sagan = getattr(s, "sagan_layers", s.attention_layers)
@@ -212,4 +240,4 @@ def render_fit(result, console: Console) -> None:
             else:
                 peak, fits = (format_bytes(c.peak_total) if c.peak_total else "out of memory"), ("yes" if ok else "no")
             att.add_row(escape(label), peak, fits, escape(f'convert(model, "{impl}"{opts})'))
-        console.print(att)
+        console.print(_numbers_whole(att))

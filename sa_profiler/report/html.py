@@ -794,6 +794,12 @@ class SweepResult:
     def write_html(self, out: str | Path) -> Path:
         return write_html(self.frame, out, self.meta, self.largest)
 
+    def __repr__(self) -> str:  # the short answer, in a plain Python or IPython terminal
+        recs = self.recommendations
+        targets = sorted({str(t) for t in self.frame.get("target", [])}) if len(self.frame) else []
+        return (f"SweepResult({self.folder}: {len(self.frame)} rows on {', '.join(targets) or 'no target'}, "
+                f"{len(recs)} recommendation groups)")
+
     def _repr_html_(self) -> str:
         figs = figures(self.frame, self.meta, self.largest)
         return page.fragment(lambda prefix: f"<style>{TABLE_STYLE}</style>" +

@@ -170,17 +170,40 @@ def document(title: str, body: str, figures: list[dict], script: str = "") -> st
 """
 
 
+_plotly_inlined = False  # plotly.js went out with an earlier output of this process (one notebook)
+
+
+def inline_plotly_again() -> None:
+    """The next notebook output carries plotly.js again (after the output that had it was cleared)."""
+    global _plotly_inlined
+    _plotly_inlined = False
+
+
 def fragment(body_of, figures: list[dict], script: str = "") -> str:
     """A piece of a notebook output: `body_of(prefix)` gives the HTML with figure divs named
-    `prefix0`, `prefix1`, ...; ids are unique per call, plotly.js is inlined (outputs open
-    offline, and Colab shows each output in its own frame)."""
+    `prefix0`, `prefix1`, ...; ids are unique per call. plotly.js (about 4.7 MB) is inlined in
+    the first output of the process only, so a notebook holds it once and still opens offline;
+    later outputs draw once `window.Plotly` is there. Colab shows each output in a frame of its
+    own, so there every output carries it."""
+    global _plotly_inlined
     prefix = "sa" + uuid.uuid4().hex[:10] + "_"
     _, calls = plot_divs(figures, prefix)
-    # an AMD loader (classic Jupyter's require.js) would take plotly.js as a module and leave
-    # window.Plotly unset: hide `define` while it loads
+    import sys
+
+    loader = ""
+    if not _plotly_inlined or "google.colab" in sys.modules:
+        # an AMD loader (classic Jupyter's require.js) would take plotly.js as a module and leave
+        # window.Plotly unset: hide `define` while it loads
+        loader = (f"<script>(function(){{var d=window.define;window.define=undefined;try{{\n{plotly_js()}\n}}"
+                  f"finally{{window.define=d;}}}})();</script>")
+        _plotly_inlined = True
+    note = ("plotly.js came with the first sa-profiler output of this notebook, which is not on this page "
+            "(cleared?): run sa_profiler.report.page.inline_plotly_again() and this cell again")
+    draw = (f"(function draw(n){{if(!window.Plotly){{if(n>200){{var e=document.getElementById('{prefix}0');"
+            f"if(e){{e.textContent={json.dumps(note)};}}return;}}return setTimeout(function(){{draw(n+1);}},50);}}"
+            f"\n{script}\n{calls}\n}})(0);")
     return (f"<div class=\"sa-profiler\"><style>{_scoped(prefix)}</style>{body_of(prefix)}</div>"
-            f"<script>(function(){{var d=window.define;window.define=undefined;try{{\n{plotly_js()}\n}}"
-            f"finally{{window.define=d;}}}})();</script><script>{script}\n{calls}</script>")
+            f"{loader}<script>{draw}</script>")
 
 
 def _scoped(prefix: str) -> str:

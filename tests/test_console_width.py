@@ -1,0 +1,27 @@
+"""Tables read in any terminal: at 80 and 100 columns, and piped, no number is cut (rich's
+ellipsis never appears; a table too wide folds its text columns instead)."""
+
+import pytest
+from click.testing import CliRunner
+
+from sa_profiler.cli import cli
+
+COMMANDS = [
+    ["--gpu", "t4", "--shape", "128x256x256"],
+    ["--gpu-mem", "12G", "--shape", "128x64x64", "--batch", "64"],
+    ["gpus"],
+    ["fit", "examples/sagan.py:Generator", "--arg", "ch=8", "--arg", "image_size=32", "--input", "128", "--batch", "4",
+     "--gpu", "t4", "--amp", "fp16", "--find-max-batch"],
+]
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a)[:40])
+def test_no_number_is_cut(args, width, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    out = CliRunner().invoke(cli, args, env={"COLUMNS": str(width), "SA_PROFILER_CACHE": "off"})
+    assert out.exit_code == 0, out.output
+    assert "…" not in out.output
+    assert max(len(line) for line in out.output.splitlines()) <= width

@@ -1,0 +1,60 @@
+"""Tests for bugs that were planted by hand and survived the suite: each pins what a user would
+have seen go wrong."""
+
+import torch
+from torch import nn
+
+from sa_profiler import gpus
+from sa_profiler.fit import fit, run_step
+
+
+class _Named(nn.Module):
+    """A model whose module name is markup: a page must show it as text."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("<b>evil</b>", nn.Linear(64, 64))
+
+    def forward(self, x):
+        return getattr(self, "<b>evil</b>")(x).relu()
+
+
+def test_module_names_are_escaped_in_the_tensors_at_the_peak(tmp_path):
+    from sa_profiler.report.fit_html import write_html
+
+    result = fit(_Named, 64, 256, "t4", conversions=())
+    assert any(t.module == "<b>evil</b>" for t in result.step.top_tensors)
+    page = write_html(result, tmp_path / "fit.html", "sa-profile fit").read_text()
+    assert "<b>evil</b>" not in page and "&lt;b&gt;evil&lt;/b&gt;" in page
+
+
+class _Masked(nn.Module):
+    """One SDPA call with a float mask whose last dim (100) is not a multiple of 16."""
+
+    def __init__(self, tokens=100, heads=2, dim=64):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.heads, self.tokens = heads, tokens
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        mask = torch.zeros(b, 1, n, n, dtype=x.dtype, device=x.device)
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask).sum()
+
+
+def test_the_efficient_kernels_mask_is_padded_to_16():
+    """attention.cpp preprocess_mask: the memory-efficient kernel takes a copy of the mask with its
+    last dim padded to a multiple of 16 (100 -> 112); without it a T4 fp16 step is low."""
+    from sa_profiler.attention import routing
+
+    step = run_step(_Masked, ["100x64"], 8, gpus.lookup("t4"), amp="fp16", timeline=True)
+    assert step.backends == {"efficient": 1}
+    real = routing._preprocess_mask
+    try:
+        routing._preprocess_mask = lambda mask, q, k: mask.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        unpadded = run_step(_Masked, ["100x64"], 8, gpus.lookup("t4"), amp="fp16")
+    finally:
+        routing._preprocess_mask = real
+    # the padded copy is alive at the peak: without it the step is lower
+    assert step.peak_total > unpadded.peak_total
