@@ -277,12 +277,12 @@ class _Attribution:
         # object can take its id
         stop = {id(n): n for n in (t.grad_fn for t in tensors_in(args)) if n is not None}
         # nodes made before the layer ran (sequence numbers grow as nodes are made) are not its
-        before = max((n._sequence_nr() for n in stop.values()), default=-1)
+        before = max((torch_compat.sequence_nr(n) for n in stop.values()), default=-1)
         frontier = [t.grad_fn for t in tensors_in(out) if t.grad_fn is not None]
         seen = {}
         while frontier:
             node = frontier.pop()
-            if node is None or id(node) in seen or id(node) in stop or node._sequence_nr() <= before:
+            if node is None or id(node) in seen or id(node) in stop or torch_compat.sequence_nr(node) <= before:
                 continue
             seen[id(node)] = node
             frontier += [n for n, _ in node.next_functions]

@@ -245,6 +245,12 @@ def make_saved_tensor():
     return getattr(torch._C._autograd, "_make_saved_tensor", None)
 
 
+def sequence_nr(node) -> int:
+    """An autograd node's sequence number (grows as nodes are made; `Node._sequence_nr`, private
+    but present in every supported release)."""
+    return node._sequence_nr()
+
+
 def function_mode_stack() -> list:
     """The torch-function modes on the stack now (innermost last)."""
     from torch.overrides import _get_current_function_mode_stack

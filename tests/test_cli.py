@@ -115,7 +115,7 @@ BAD = [
     (["--shape", "abc", "--gpu", "t4"], "cannot read shape 'abc'"),
     (["--shape", "128x64x64", "--gpu-mem", "12X"], "cannot read memory size '12X': expected a size such as 12G"),
     (["--shape", "128x64x64", "--gpu-mem", "-1G"], "cannot read memory size '-1G'"),
-    (["--shape", "128x64x64", "--gpu-mem", "0"], "memory size '0' must be positive"),
+    (["--shape", "128x64x64", "--gpu-mem", "0G"], "memory size '0G' must be positive"),
     (["--shape", "128x64x64", "--gpu", "t5"], "unknown GPU 't5'; did you mean t4"),
     (["--shape", "128x64x64", "--gpu", "t4", "--batch", "0"], "--batch must be a positive integer"),
     (["--shape", "128x64x64", "--gpu", "t4", "--batch", "x"], "'x' is not a valid integer"),
