@@ -58,3 +58,16 @@ def test_the_efficient_kernels_mask_is_padded_to_16():
         routing._preprocess_mask = real
     # the padded copy is alive at the peak: without it the step is lower
     assert step.peak_total > unpadded.peak_total
+
+
+def test_a_narrow_time_axis_still_has_ticks():
+    """A sweep whose times span less than a decade showed a single tick ("10 ms")."""
+    import math as m
+
+    from sa_profiler.report.page import time_axis
+
+    for lo, hi in [(0.012, 0.04), (0.02, 0.021), (3e-4, 9e-4), (1e-5, 2.0)]:
+        axis = time_axis(lo, hi)
+        shown = [v for v in axis["tickvals"] if axis["range"][0] <= m.log10(v) <= axis["range"][1]]
+        assert len(shown) >= 2 and len(set(axis["ticktext"])) == len(axis["ticktext"]), (lo, hi, axis["ticktext"])
+    assert time_axis(1e-5, 2.0)["ticktext"] == ["10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s"]

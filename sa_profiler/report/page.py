@@ -78,12 +78,17 @@ def short_time(s: float) -> str:
 
 
 def time_axis(lo: float, hi: float) -> dict:
-    """A log y axis in seconds, ticks at decades labelled µs / ms / s."""
+    """A log y axis in seconds labelled µs / ms / s: ticks at decades, or at 1-2-5 (then finer)
+    steps where fewer than three decades show, so that a narrow range still reads."""
     lo, hi = max(float(lo), 1e-9), max(float(hi), 2e-9)
-    k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    vals = [10.0 ** k for k in range(k0, k1 + 1)]
-    return {"type": "log", "tickvals": vals, "ticktext": [short_time(v) for v in vals],
-            "range": [math.log10(lo) - 0.15, math.log10(hi) + 0.15]}
+    shown = (math.log10(lo) - 0.15, math.log10(hi) + 0.15)
+    k0, k1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+    for steps in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+        vals = [m * 10.0 ** k for k in range(k0, k1 + 1) for m in steps]
+        vals = [v for v in vals if shown[0] <= math.log10(v) <= shown[1]]
+        if len(vals) >= 3:
+            break
+    return {"type": "log", "tickvals": vals, "ticktext": [short_time(v) for v in vals], "range": list(shown)}
 
 
 def fig(data: list, layout: dict, height: int = 420) -> dict:
