@@ -71,3 +71,22 @@ def test_a_narrow_time_axis_still_has_ticks():
         shown = [v for v in axis["tickvals"] if axis["range"][0] <= m.log10(v) <= axis["range"][1]]
         assert len(shown) >= 2 and len(set(axis["ticktext"])) == len(axis["ticktext"]), (lo, hi, axis["ticktext"])
     assert time_axis(1e-5, 2.0)["ticktext"] == ["10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s"]
+
+
+def test_the_float32_overlay_lines_up_with_the_phase_bands(tmp_path):
+    """An AMP step's float32 twin runs other ops (no casts): drawn on the AMP step's op axis,
+    each of its phases lies within the same phase band, and its peak inside its own phase's."""
+    from sa_profiler.report.fit_html import _phase_runs, timeline_figure
+
+    result = fit("examples/sagan.py:Generator", 128, 4, "t4", amp="fp16", compare_fp32=True, conversions=())
+    main, twin = result.step.timeline, result.fp32_step.timeline
+    assert len(main) != len(twin)
+    fig = timeline_figure(result)
+    overlay = next(d for d in fig["data"] if d["name"] == "as is (float32)")
+    bands = _phase_runs(main)
+    twin_runs = _phase_runs(twin)
+    for x, text in zip(overlay["x"], overlay["text"]):
+        i = int(text.split(":")[0].split()[1])
+        k = next(k for k, (_, a, b) in enumerate(twin_runs) if a <= i <= b)
+        _, a, b = bands[k]
+        assert a - 1e-9 <= x <= b + 1e-9

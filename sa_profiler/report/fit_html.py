@@ -69,6 +69,23 @@ def _phase_runs(timeline: list) -> list[tuple[str, int, int]]:
     return [tuple(r) for r in runs]
 
 
+def _aligned_x(timeline: list, main: list, idx: list[int]) -> list[float]:
+    """x positions on `main`'s op axis for ops `idx` of another step's `timeline` (the float32
+    twin of an AMP step runs other ops): phase by phase, each of its phases stretched over the
+    same phase of `main`; proportionally over the whole step where the phases do not pair up."""
+    runs, main_runs = _phase_runs(timeline), _phase_runs(main)
+    if [r[0] for r in runs] != [r[0] for r in main_runs]:
+        scale = (len(main) - 1) / max(len(timeline) - 1, 1)
+        return [i * scale for i in idx]
+    out = []
+    for i in idx:
+        k = next(k for k, (_, a, b) in enumerate(runs) if a <= i <= b)
+        _, a, b = runs[k]
+        _, c, d = main_runs[k]
+        out.append(c + (i - a) * (d - c) / max(b - a, 1))
+    return out
+
+
 def timeline_figure(result) -> dict | None:
     main = result.step
     timeline = getattr(main, "timeline", None) or []
@@ -82,16 +99,19 @@ def timeline_figure(result) -> dict | None:
         idx = _thin(s.timeline)
         ys = [s.timeline[i][1] for i in idx]
         top = max(top, max(ys))
-        data.append({"type": "scatter", "mode": "lines", "x": idx, "y": ys, "name": esc(name),
+        # the overlay on the main step's op axis, phase against phase; its hover names its own op
+        xs = idx if s is main else _aligned_x(s.timeline, timeline, idx)
+        data.append({"type": "scatter", "mode": "lines", "x": xs, "y": ys, "name": esc(name),
                      "line": {"color": colour, "width": 1.5, "shape": "hv"},
-                     "text": [esc(f"{s.timeline[i][0]} · {s.timeline[i][2]} · {s.timeline[i][3] or '(top level)'}")
+                     "text": [esc(f"op {i}: {s.timeline[i][0]} · {s.timeline[i][2]} · {s.timeline[i][3] or '(top level)'}")
                               for i in idx],
-                     "hovertemplate": "op %{x}: %{text}<br>%{customdata}<extra></extra>",
+                     "hovertemplate": "%{text}<br>%{customdata}<extra></extra>",
                      "customdata": [esc(format_bytes(y)) for y in ys]})
         if s.peak_index is not None and s.peak_index < len(s.timeline):
             op, _, phase, module = s.timeline[s.peak_index]
             peak = s.peak_total if s.peak_total is not None else s.timeline[s.peak_index][1]
-            data.append({"type": "scatter", "mode": "markers", "x": [s.peak_index], "y": [peak],
+            px = s.peak_index if s is main else _aligned_x(s.timeline, timeline, [s.peak_index])[0]
+            data.append({"type": "scatter", "mode": "markers", "x": [px], "y": [peak],
                          "name": esc(f"peak of {name}"), "showlegend": False,
                          "marker": {"color": "#b3261e", "size": 11, "symbol": "star"},
                          "hovertemplate": esc(f"peak {format_bytes(peak)}: {op} ({phase}, {module or 'top level'})")
