@@ -105,10 +105,7 @@ def advise(target: Target, channels: int, height: int, width: int, *, batch: int
     SDPA backends as that torch would (a simulation only); None: the running torch."""
     from .attention.backends import assume_torch, checked_torch_version
 
-    torch_version = checked_torch_version(torch_version)
-    if torch_version and engine == "measure":
-        raise ValueError("--torch-version asks about another torch, but measuring runs the installed one; "
-                         "add --engine simulate")
+    torch_version = checked_torch_version(torch_version, engine)
     with assume_torch(torch_version):
         return _advise(target, channels, height, width, batch=batch, dtypes=dtypes, modes=modes, impls=impls,
                        engine=engine, progress=progress)

@@ -112,9 +112,7 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     _check_page_path(html_out)
     target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)
-    torch_version = _torch_version(torch_version)
-    if torch_version and engine == "measure":
-        _fail("--torch-version asks about another torch, but measuring runs the installed one; add --engine simulate")
+    torch_version = _torch_version(torch_version, engine)
     dtype_list = _dtypes(dtypes)
     impl_list = _impls(impls)
     modes = ("forward", "train") if mode == "both" else (mode,)
@@ -144,16 +142,14 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
             _write_page(html_out, lambda command: write_html(result, html_out, command))
 
 
-def _torch_version(value: str | None) -> str | None:
-    """`--torch-version X.Y[.Z]` within the supported range."""
+def _torch_version(value: str | None, engine: str = "simulate") -> str | None:
+    """`--torch-version X.Y[.Z]` within the supported range (simulations only)."""
     from .attention.backends import checked_torch_version
 
     try:
-        return checked_torch_version(value)
+        return checked_torch_version(value, engine)
     except ValueError as err:
         _fail(str(err))
-
-
 
 
 def _check_page_path(path: str | None) -> None:
@@ -541,6 +537,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
 
     from . import batch_search
     from . import sweep as sweeping
+    from .attention.backends import assume_torch
     from .executors import ExecutorError
     from .lock import FolderBusy, folder_lock
     from .report.html import write_report
@@ -574,7 +571,8 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
                                err=True)
                     sys.exit(130)
                 progress.update(task, description="largest batch of each configuration (the engine's search)")
-                batch_search.write(batch_search.search(rows), out)
+                with assume_torch(torch_version):  # the largest batches as the grid's rows: as that torch chooses
+                    batch_search.write(batch_search.search(rows), out)
             report = write_report(f"{out}/results.csv")
     except FolderBusy as err:
         if runner is not None:
@@ -652,7 +650,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
     if batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
     _check_page_path(html_out)
-    torch_version = _torch_version(torch_version)
+    torch_version = _torch_version(torch_version, engine)
     kwargs = {}
     for item in args:
         key, sep, value = item.partition("=")

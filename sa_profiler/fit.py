@@ -20,6 +20,7 @@ scales the loss.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import importlib.util
 import sys
@@ -595,12 +596,9 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str = "adam",
     from .attention.backends import assume_torch, checked_torch_version
 
     try:
-        torch_version = checked_torch_version(torch_version)
+        torch_version = checked_torch_version(torch_version, engine)
     except ValueError as err:
         raise FitError(str(err)) from None
-    if torch_version and engine == "measure":
-        raise FitError("--torch-version asks about another torch, but measuring runs the installed one; "
-                       "use --engine simulate")
     with assume_torch(torch_version):
         result = _fit(model, input_shape, batch, target, optimizer=optimizer, amp=amp, headroom=headroom,
                       find_max_batch=find_max_batch, conversions=conversions, name=name, engine=engine,
@@ -625,19 +623,27 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
                        "(CUDA steps are measured by benchmarks/validate_fit_cuda.py on the card)")
     device = "cpu" if engine == "measure" else "meta"
 
-    def verdict(s: StepResult, **kw) -> StepResult:
-        """`s` with `fits_cap` set where it could fit: the step under the cap, as `max_batch` runs it."""
-        if gpu is not None and s.ok and s.peak_total <= tgt.usable:
-            capped = run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device,
-                              cap=tgt.usable, **kw)
-            s.fits_cap = capped.status == "ok"
-            if not s.fits_cap:
-                s.message = ("the caching allocator runs out of blocks under the usable memory although the peak is "
-                             "below it (fragmentation)")
-        return s
+    def step_at(**kw) -> StepResult:
+        """The step with the verdict every view shows: on a GPU target it runs with the usable
+        memory as the allocator's cap, as `max_batch` runs each batch (a step that runs to its
+        end there is the same step as without the cap); only one that runs out is run again
+        without it, for what it would need."""
+        run = functools.partial(run_step, factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device,
+                                timeline=timeline, **kw)
+        if gpu is None:
+            return run()
+        capped = run(cap=tgt.usable)
+        if capped.status != "oom":
+            capped.fits_cap = capped.ok
+            return capped
+        full = run()
+        full.fits_cap = False
+        if full.ok and full.peak_total <= tgt.usable:
+            full.message = ("the caching allocator runs out of blocks under the usable memory although the peak is "
+                            "below it (fragmentation)")
+        return full
 
-    step = verdict(run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device,
-                            timeline=timeline))
+    step = step_at()
     shape = specs[0].shape if specs else ()
     result = FitResult(name, shape, batch, tgt.gpu.name, tgt.usable, optimizer, amp, step,
                        inputs=model_inputs.describe(specs), engine=engine)
@@ -647,9 +653,7 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
         for impl, opts in conversions:
             label = impl + "".join(f"[{k}={v}]" for k, v in opts.items())
             try:
-                result.conversions[label] = verdict(run_step(factory, specs, batch, gpu, optimizer=optimizer, amp=amp,
-                                                             convert_to=(impl, opts), device=device,
-                                                             timeline=timeline), convert_to=(impl, opts))
+                result.conversions[label] = step_at(convert_to=(impl, opts))
             except FitError as err:  # one conversion that fails is a row with its reason
                 result.conversions[label] = StepResult(None, step.baseline, status="error", message=str(err),
                                                        sagan_layers=step.sagan_layers)

@@ -285,6 +285,10 @@ class Recommendation:
     alternative: Row | None = None  # a forced backend that would rank first but rests on an assumption
 
 
+class NoAnswer(ValueError):
+    """A question with no computable answer: the rows that could decide it failed."""
+
+
 def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
     """`_rank` over the rows whose evidence allows recommending them: a forced backend whose
     availability or memory on the target is an assumption (evidence.py) is not recommended;
@@ -304,10 +308,6 @@ def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
     if failed:
         rec.reason += "; not compared (could not be computed): " + ", ".join(f"{r.display} {r.dtype}" for r in failed)
     return rec
-
-
-class NoAnswer(ValueError):
-    """A question with no computable answer: the rows that could decide it failed."""
 
 
 def _rank(rows: list[Row], mode: str, batch: int | None) -> Recommendation:

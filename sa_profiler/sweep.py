@@ -62,9 +62,12 @@ class Sweep:
             raise SweepError("a sweep needs at least one target")
         self.target = self.targets[0]
         self._by_key = {t.key: t for t in self.targets}
-        if self.torch_version and self.engine == "measure":
-            raise SweepError("--torch-version asks about another torch, but measuring runs the installed one; "
-                             "add --engine simulate")
+        from .attention.backends import checked_torch_version
+
+        try:
+            self.torch_version = checked_torch_version(self.torch_version, self.engine)
+        except ValueError as err:
+            raise SweepError(str(err)) from None
 
     @property
     def engine_spec(self) -> str:
@@ -185,7 +188,8 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
         on_note(duplicates_note(path, dropped, len(existing)))
     existing = _rewrite(path, raw, [r for r in existing if not lost(r)])  # retry lost rows; one row per key
     meta = {"command": sweep.command, "target": _target_meta(sweep.target),
-            "engine": sweep.engine, "torch_version": sweep.torch_version, "executor": executor.describe(), "environment": environment(),
+            "engine": sweep.engine, "torch_version": sweep.torch_version, "executor": executor.describe(),
+            "environment": environment(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra}
     if len(sweep.targets) > 1:
         meta["targets"] = [_target_meta(t) for t in sweep.targets]

@@ -18,8 +18,12 @@ Guards (the torch source each follows is cited where it is applied):
   ours in any release (2.4-2.12: none at all; 2.13: the captured device context; 2.14: a fresh
   `DeviceContext(device)`), so the simulation's routing is entered around each non-reentrant
   recompute; and before 2.5 `_get_device_module("meta")` raises (no `torch.meta`).
-- `make_saved_tensor`: `torch._C._autograd._make_saved_tensor` (2.13 and later); before it the
-  inputs of a checkpoint are kept by a no-op autograd function, as torch's own checkpoint did.
+- `make_saved_tensor`: `torch._C._autograd._make_saved_tensor` (2.13 and later), which the
+  chunked layer's checkpoint mirror needs; before it the layer takes torch's own checkpoint.
+- `group_norm_backward_copies_grad` / `group_norm_copies_in`: group norm copies its strided
+  operands as ops of its own up to 2.13, inside its kernels from 2.14 (#186414).
+- `sdp_defaults`: the default `torch.backends.cuda.*_sdp_enabled()` flags (cuDNN opt-in in 2.4).
+- `function_mode_stack`, `sequence_nr`: private accessors the engine reads.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ NOT_RUN: dict[str, str] = {
     r"python benchmarks/fit_speed\.py$": "real ResNet-50 and ViT-S/16 training steps on the CPU: 55 s on 2 cores even "
                                          "at --batch 1 --repeats 1; tests/test_fit.py holds simulated = real on the zoo",
     r"python FILE\.py$": "prose: how a model file is imported (`FILE.py` is a placeholder)",
-    r"python benchmarks/torch_matrix\.py --torch": "installs each torch in an environment of its own (about 3 GB each); "
+    r"python benchmarks/torch_matrix\.py --torch": "installs each torch in an environment of its own (a few GB each); "
                                                 "`.ci/run` runs it as CI's compatibility step",
     r"python tests/golden/regen\.py$": "rewrites tests/golden/answers.json; tests/test_golden.py checks those answers",
     r"python benchmarks/mutation\.py": "mutmut over a module's tests (the `mutation` extra, not installed here); hours "

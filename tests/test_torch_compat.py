@@ -230,6 +230,8 @@ def test_sweep_answers_as_the_torch_asked(tmp_path):
         assert json.loads((tmp_path / version / "meta.json").read_text())["torch_version"] == version
     backends_ = {v: set(pd.read_csv(tmp_path / v / "results.csv").backend) for v in ("2.8", "2.9")}
     assert backends_ == {"2.8": {"efficient"}, "2.9": {"cudnn"}}  # q/k heads of 8 beside v of 64: not flash
+    largest = {v: set(pd.read_csv(tmp_path / v / "largest.csv").backend) for v in ("2.8", "2.9")}
+    assert largest == backends_  # the largest-batch search chooses as the grid's rows did
 
 
 @pytest.mark.parametrize("command", [["--gpu", "t4", "--shape", "64x32x32"], VIT[:-1],

@@ -55,8 +55,6 @@ def simulating(caps: DeviceCaps):
     that device would run (`routing.AttentionRouting`, yielded: it logs the calls)."""
     from .routing import AttentionRouting
 
-    from .. import torch_compat
-
     torch_compat.prepare()  # meta kernels an older torch lacks; behaviour probes
     token = _simulated_device.set(caps)
     try:
@@ -114,9 +112,10 @@ TORCH_RANGE = tuple(torch_compat.version_tuple(v) for v in torch_compat.SUPPORTE
 _assumed_torch: contextvars.ContextVar[str | None] = contextvars.ContextVar("sa_profiler_torch", default=None)
 
 
-def checked_torch_version(value: str | None) -> str | None:
+def checked_torch_version(value: str | None, engine: str = "simulate") -> str | None:
     """A `--torch-version` (X.Y or X.Y.Z) within the supported range, stripped; None stays None.
-    Raises ValueError (one line, with the accepted form) otherwise."""
+    Raises ValueError (one line, with the accepted form) otherwise, and for `engine` "measure",
+    which runs the installed torch."""
     import re
 
     if value is None:
@@ -126,6 +125,9 @@ def checked_torch_version(value: str | None) -> str | None:
     if not m or not lo <= (int(m[1]), int(m[2])) <= hi:
         raise ValueError(f"--torch-version {value!r}: expected X.Y or X.Y.Z from {lo[0]}.{lo[1]} to "
                          f"{hi[0]}.{hi[1]}, e.g. 2.6")
+    if engine == "measure":
+        raise ValueError("--torch-version asks about another torch, but measuring runs the installed one; "
+                         "add --engine simulate")
     return str(value).strip()
 
 
@@ -206,9 +208,7 @@ def local_cudnn_preferred(capability: tuple[int, int]) -> bool:
     return cudnn_preferred(capability, torch.__version__, _local_cudnn())
 
 
-def _version_tuple(version: str) -> tuple[int, int]:
-    parts = version.split("+")[0].split(".")
-    return int(parts[0]), int(parts[1])
+_version_tuple = torch_compat.version_tuple
 
 
 def _alignment(caps: DeviceCaps, dtype: torch.dtype) -> int:

@@ -15,7 +15,7 @@ kernel-internal allocations come from the rule table (`engine/rules.py`).
 The same mode applies the AMP emulation's casts (`amp.py`) when one is attached. Autograd runs
 backward code with no torch-function mode on the stack, and checkpoint recomputation re-runs
 forward code there. No torch release re-enters a mode of ours around the recompute (each does
-something else: `engine/torch_compat.py`), so `simulating` has torch's non-reentrant checkpoint
+something else: `torch_compat.py`), so `simulating` has torch's non-reentrant checkpoint
 enter `reentered()` around each recompute (`torch_compat.checkpoint_scope`), the chunked
 layer's own checkpoint does the same (`recompute.py`), and `fit` re-enters the mode from
 module hooks for reentrant checkpoints: a checkpointed block is routed and autocast in the
@@ -232,7 +232,7 @@ def _cuda_group_norm(torch_version: str, input, num_groups, weight=None, bias=No
     """`group_norm` on a CUDA target as torch `torch_version` runs it, whichever torch runs the
     simulation (`torch_compat.group_norm_backward_copies_grad`): up to 2.13 the composite makes
     the input contiguous as an op of its own, a copy the backward keeps; from 2.14 the kernels
-    copy it inside (a transient: engine/rules.py `_group_norm`) and the input itself is kept."""
+    copy it inside (a transient: engine/rules.py `MOVED_COPIES`) and the input itself is kept."""
     if torch_compat.group_norm_copies_in(torch_version) and not torch_compat.group_norm_backward_copies_grad():
         return F.group_norm(input.contiguous(), num_groups, weight, bias, eps)
     # a 2.14 target on an older torch keeps the older composite's copy: an answer on the safe

@@ -21,15 +21,11 @@ def _numbers_whole(table: Table) -> Table:
     as a compute capability) keeps the width of its widest cell; a table too wide for the
     terminal folds its text columns instead."""
     for col in table.columns:
-        cells = [str(getattr(c, "plain", c)) for c in col._cells] + [str(col.header)]
-        widest = max((len(c) for c in cells), default=0)
-        if col.justify == "right" or widest <= 6:
+        widest = max(len(str(getattr(c, "plain", c))) for c in [*col.cells, col.header])
+        col.overflow = "fold"  # not "ignore", which drops the justification
+        col.no_wrap = col.justify == "right" or widest <= 6
+        if col.no_wrap:
             col.min_width = widest
-            col.no_wrap = True
-            col.overflow = "fold"  # (no_wrap and min_width keep it whole; "ignore" would drop the justification)
-        else:
-            col.no_wrap = False
-            col.overflow = "fold"
     return table
 
 

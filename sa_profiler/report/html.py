@@ -558,7 +558,8 @@ def comparison_figure(frame: pd.DataFrame) -> dict | None:
     keys = ["impl", "options", "batch", "channels", "height", "width", "dtype", "mode"]
     sim = frame[frame.source == "simulated"].set_index(keys)
     meas = frame[frame.source == "measured"].set_index(keys)
-    both = sim[["peak_bytes", "label"]].join(meas[["peak_bytes"]], lsuffix="_sim", rsuffix="_meas", how="inner").dropna()
+    both = sim[["peak_bytes", "label"]].merge(meas[["peak_bytes"]], left_index=True, right_index=True, how="inner",
+                                              suffixes=("_sim", "_meas")).dropna()
     if both.empty:
         return None
     err = (both.peak_bytes_sim - both.peak_bytes_meas) / both.peak_bytes_meas
@@ -795,10 +796,8 @@ class SweepResult:
         return write_html(self.frame, out, self.meta, self.largest)
 
     def __repr__(self) -> str:  # the short answer, in a plain Python or IPython terminal
-        recs = self.recommendations
         targets = sorted({str(t) for t in self.frame.get("target", [])}) if len(self.frame) else []
-        return (f"SweepResult({self.folder}: {len(self.frame)} rows on {', '.join(targets) or 'no target'}, "
-                f"{len(recs)} recommendation groups)")
+        return f"SweepResult({self.folder}: {len(self.frame)} rows on {', '.join(targets) or 'no target'})"
 
     def _repr_html_(self) -> str:
         figs = figures(self.frame, self.meta, self.largest)
