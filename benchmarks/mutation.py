@@ -71,7 +71,7 @@ def _config(paths: list[str], tests: list[str]) -> str:
             f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not cuda and not ray and not slow", '
             '"--deselect", "tests/test_engine.py::test_tracker_sees_what_the_process_allocates"]\n'
-            'also_copy = ["reports", "examples", "benchmarks", "README.md"]\n'
+            'also_copy = ["reports", "examples", "benchmarks", "README.md", "docs"]\n'
             "use_git_change_detection = false\n")
 
 

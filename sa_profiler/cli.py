@@ -612,12 +612,14 @@ def _sweep_summary(rows, console) -> None:
 
 
 @cli.command("fit")
-@click.argument("model", metavar="FILE.py:NAME|module:NAME")
-@click.option("--input", "input_specs", required=True, multiple=True, metavar="[NAME=]SHAPE[:DTYPE]",
+@click.argument("model", metavar="MODEL")
+@click.option("--input", "input_specs", multiple=True, metavar="[NAME=]SHAPE[:DTYPE][:VALUES]",
               help="One input per sample (repeatable, positional in order, or NAME= for a keyword argument): "
                    "an image CxHxW, a vector N, B (one value per sample) or scalar (one for the batch); "
-                   "DTYPE float32 (default), float16, bfloat16, int64, int32 or bool. "
-                   "E.g. --input 3x64x64 --input timestep=scalar:int64.")
+                   "DTYPE float32 (default), float16, bfloat16, int64, int32 or bool; VALUES ones, zeros, pad=F "
+                   "(a padded mask), range=LO..HI or file=PATH. "
+                   "E.g. --input 3x64x64 --input timestep=scalar:int64 --input attention_mask=128:int64:pad=0.25. "
+                   "A library model has a default.")
 @click.option("--batch", type=int, default=1, show_default=True, metavar="B",
               help="Samples per training step (the first dimension of every input).")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`), or cpu for this machine.")
@@ -626,7 +628,7 @@ def _sweep_summary(rows, console) -> None:
 @click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Mixed precision (autocast with a grad scaler).")
 @click.option("--checkpointing", is_flag=True, help="Pass checkpointing=True to the model's factory (models that support it).")
 @click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits (a search on the engine).")
-@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory argument (repeatable); numbers are parsed.")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable); numbers, lists and tuples are read as Python literals.")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
 @click.option("--engine", type=click.Choice(["simulate", "measure"]), default="simulate", show_default=True,
               help="simulate (any target), or measure: run the step for real on this CPU under the tracker (--gpu cpu).")
@@ -638,6 +640,11 @@ def _sweep_summary(rows, console) -> None:
 def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom,
             engine, as_json, html_out, torch_version):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
+
+    MODEL is FILE.py:NAME or module:NAME (a class or factory), timm:NAME, torchvision:NAME,
+    transformers:MODEL_TYPE (e.g. bert, gpt2, vit; --arg overrides its default config),
+    diffusers:CLASS (e.g. UNet2DConditionModel; --arg gives config values), or a model folder
+    with a config.json (its weights are not read).
 
     Builds the model on the meta device (no memory), runs forward, a loss, backward and the
     optimizer step under the memory tracker, and reports the peak, whether it fits, a
@@ -668,8 +675,11 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
                   "(CUDA steps are measured on the card by benchmarks/validate_fit_cuda.py)")
         target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
     try:
-        specs = parse_inputs(list(input_specs))
         factory = load(model, kwargs)
+        input_specs = input_specs or getattr(factory, "default_inputs", None)
+        if not input_specs:
+            _fail(f"{model} needs its inputs: give --input [NAME=]SHAPE[:DTYPE] for each (e.g. --input 3x224x224)")
+        specs = parse_inputs(list(input_specs))
         result = fit(factory, specs, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
                      name=model, engine=engine, compare_fp32=bool(html_out and amp), torch_version=torch_version)
     except FitError as err:
@@ -689,12 +699,17 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
 
 
 def _literal(value: str):
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+    """An --arg value: a Python literal (number, list, tuple, string in quotes), true/false/none,
+    or else the text as it is."""
+    import ast
+
+    lowered = {"true": True, "false": False, "none": None}
+    if value.lower() in lowered:
+        return lowered[value.lower()]
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
 
 
 @cli.command("report")

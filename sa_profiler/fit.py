@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import gpus, torch_compat
+from . import gpus, library_models, torch_compat
 from . import inputs as model_inputs
 from .amp import DTYPES as AMP_DTYPES
 from .amp import AutocastEmulation
@@ -44,6 +44,7 @@ from .engine.layouts import ChainedRules, LayoutRules
 from .engine.rules import CudaRules
 from .engine import workspaces
 from .engine.tracker import MemoryTracker, tensors_in
+from .engine.values import InputValues, ValueBranch
 from .engine.workload import TensorInfo
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
@@ -59,13 +60,21 @@ class FitError(ValueError):
 
 # -- loading ------------------------------------------------------------------------------
 def load(spec: str, args: dict | None = None) -> Callable[[], nn.Module]:
-    """`FILE.py:NAME` or `module:NAME` -> a zero-argument factory of the model.
+    """`FILE.py:NAME`, `module:NAME` or a library model (`timm:NAME`, `torchvision:NAME`,
+    `transformers:MODEL_TYPE`, `diffusers:CLASS`, a folder with a config.json: see
+    `library_models.py`) -> a zero-argument factory of the model.
 
     A file is imported as `python FILE.py` would see it: its folder is importable (so a
     `from spectral import SpectralNorm` beside it works); a file inside a package (folders
     with `__init__.py`) is imported as that package's module, so relative imports work too."""
+    if library_models.is_library_spec(spec):
+        try:
+            return library_models.load(spec, args)
+        except library_models.LibraryError as err:
+            raise FitError(str(err)) from None
     if ":" not in spec:
-        raise FitError(f"cannot read model {spec!r}: expected FILE.py:NAME or module:NAME")
+        raise FitError(f"cannot read model {spec!r}: expected FILE.py:NAME, module:NAME, timm:NAME, torchvision:NAME, "
+                       f"transformers:MODEL_TYPE, diffusers:CLASS or a folder with a config.json")
     where, name = spec.rsplit(":", 1)
     if where.endswith(".py"):
         module = _import_file(Path(where), spec)
@@ -387,6 +396,9 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
         convert(model, convert_to[0], **convert_to[1])
     params = [p for p in model.parameters() if p.requires_grad]
     args, kwargs = model_inputs.make(specs, batch, device)
+    specs_in_order = [s for s in specs if not s.name] + [s for s in specs if s.name]
+    input_values = [(t, s.value(batch)) for s, t in zip(specs_in_order, [*args, *kwargs.values()])
+                    if device == "meta" and s.has_values]
     cuda = gpu is not None
     opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
     if cuda:
@@ -426,6 +438,10 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
             if routing is not None:
                 routing.autocast = autocast
             stack.enter_context(tracker)
+            if device == "meta":  # what is computed from inputs alone, computed for real (values.py)
+                values = stack.enter_context(InputValues(lambda t: tracker.made_by(t, attribution.innermost())))
+                for tensor, value in input_values:
+                    values.add(tensor, value)
             for _ in range(2):  # the second step is the steady state: optimizer state exists
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
@@ -460,6 +476,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
         return result
     except FitError:
         raise
+    except ValueBranch as err:
+        raise FitError(str(err)) from None
     except Exception as err:
         raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
                        f"{type(err).__name__}: {_one_line(err)}") from None

@@ -26,9 +26,10 @@ FENCE = re.compile(r"^\s*(```+|~~~+)\s*([\w+-]*)")
 class Command:
     text: str                   # the command with quotes resolved, tokens joined by one space
     argv: tuple[str, ...]
-    line: int                   # 1-based line in README.md where it starts
+    line: int                   # 1-based line in its page where it starts
     source: str                 # "shell", "transcript" or "inline"
     output: tuple[str, ...] = field(default=(), compare=False)  # a transcript's lines after the command
+    doc: str = field(default="README.md", compare=False)  # the page it is on (README.md or docs/*.md)
 
     @property
     def program(self) -> str:
@@ -39,6 +40,7 @@ class Command:
 class Snippet:
     code: str
     line: int                   # line of its first code line
+    doc: str = field(default="README.md", compare=False)
 
 
 def _command(text: str, line: int, source: str, output=()) -> list[Command]:

@@ -134,7 +134,12 @@ def test_assert_fits_helper():
 BAD = [
     (["nope.py:Model", "--input", "128"], "no such file: 'nope.py'"),
     (["examples/sagan.py:Nope", "--input", "128"], "has no 'Nope'"),
-    (["examples/sagan.py", "--input", "128"], "expected FILE.py:NAME or module:NAME"),
+    (["examples/sagan.py", "--input", "128"], "expected FILE.py:NAME, module:NAME, timm:NAME"),
+    (["examples/sagan.py:Generator"], "needs its inputs: give --input"),
+    (["examples/sagan.py:Generator", "--input", "128:int64:pad=2"], "pad=F takes the padded fraction"),
+    (["examples/sagan.py:Generator", "--input", "128:int64:range=9..3"], "range=LO..HI takes two integers"),
+    (["examples/sagan.py:Generator", "--input", "128:int64:file=nope.pt"], "no file 'nope.pt'"),
+    (["examples/sagan.py:Generator", "--input", "128:int64:twos"], "expected ones, zeros, pad=F, range=LO..HI or file=PATH"),
     (["no_such_module_xyz:Model", "--input", "128"], "no module 'no_such_module_xyz'"),
     (["examples/sagan.py:Generator", "--input", "128", "--arg", "bogus=1"], "building the model failed: TypeError"),
     (["examples/sagan.py:Discriminator", "--input", "128", "--arg", "ch=8"], "the model rejected a batch of 1 x 128"),

@@ -1,4 +1,4 @@
-"""README as tests: every command README.md documents runs here, on the CPU.
+"""README as tests: every command README.md and docs/*.md document runs here, on the CPU.
 
 tests/readme_commands.py finds the commands (shell blocks, `$ ` transcripts, inline code that
 starts with a program) and the Python blocks. Each command must match exactly one entry of
@@ -17,7 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -27,8 +27,13 @@ from click.testing import CliRunner
 from readme_commands import Command, parse
 
 REPO = Path(__file__).resolve().parents[1]
-README_TEXT = (REPO / "README.md").read_text()
-COMMANDS, SNIPPETS = parse(README_TEXT)
+PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]  # the README and its docs
+README_TEXT = "\n\n".join((REPO / page).read_text() for page in PAGES)
+COMMANDS, SNIPPETS = [], []
+for _page in PAGES:
+    _cmds, _snips = parse((REPO / _page).read_text())
+    COMMANDS += [replace(c, doc=_page) for c in _cmds]
+    SNIPPETS += [replace(s, doc=_page) for s in _snips]
 ENV = {"COLUMNS": "100", "SA_PROFILER_CACHE": "off"}  # the README's transcripts are 100 columns wide
 
 
@@ -312,7 +317,7 @@ def check_transcript(cmd: Command, output: str) -> None:
     """Every line of the README's transcript is in the output, in order (whitespace aside: the
     README's lines wrap where the 100-column terminal did)."""
     missing = contains_in_order(tokens(output), [tokens(line) for line in cmd.output])
-    assert missing is None, (f"README.md line {cmd.line} shows `{missing}` in the output of `{cmd.text}`, "
+    assert missing is None, (f"{cmd.doc} line {cmd.line} shows `{missing}` in the output of `{cmd.text}`, "
                              f"which now prints:\n{output}")
 
 
@@ -368,7 +373,7 @@ def check_floors(output: str) -> None:
 
 def check_validation_tables(output: str) -> None:
     """Every row of the README's validation tables is a row `python -m sa_profiler.validation` prints."""
-    section = README_TEXT.split("### How accurate is it", 1)[1].split("\n#", 1)[0]
+    section = README_TEXT.split("## How accurate is it", 1)[1].split("\n#", 1)[0]
     rows = [line.strip() for line in section.splitlines() if re.match(r"\|\s*H100", line.strip())]
     assert rows, "no validation table rows found in README.md's 'How accurate is it'"
     printed = {" ".join(line.split()) for line in output.splitlines()}
@@ -423,7 +428,7 @@ def _params():
 @pytest.mark.parametrize("cmd", list(_params()))
 def test_readme_command(cmd: Command, scratch):
     found = entries_for(cmd)
-    assert found, (f"README.md line {cmd.line}: `{cmd.text}` is in neither RUN nor NOT_RUN of tests/test_readme.py. "
+    assert found, (f"{cmd.doc} line {cmd.line}: `{cmd.text}` is in neither RUN nor NOT_RUN of tests/test_readme.py. "
                    f"Add it to RUN (a regex matching its start, with the substitutions that make it fast on the CPU: "
                    f"smaller --batch/--input/grid, --out under {{tmp}}; same flags) or to NOT_RUN with the reason.")
     assert len(found) == 1, f"`{cmd.text}` matches several entries of tests/test_readme.py: {found}"
@@ -432,7 +437,7 @@ def test_readme_command(cmd: Command, scratch):
         pytest.skip(f"not run: {NOT_RUN[key]}")
     run = RUN[key]
     outcome = execute(key, scratch)
-    assert outcome.exit_code == 0, (f"README.md line {cmd.line}: `{' '.join(outcome.argv)}` exited "
+    assert outcome.exit_code == 0, (f"{cmd.doc} line {cmd.line}: `{' '.join(outcome.argv)}` exited "
                                     f"{outcome.exit_code}:\n{outcome.output[-6000:]}")
     if run.expect:
         assert re.search(run.expect, outcome.output, re.M), \
@@ -485,12 +490,12 @@ def _snippet_params():
 @pytest.mark.parametrize("snip", list(_snippet_params()))
 def test_readme_python_block(snip):
     found = [k for k in SNIPPET_SETUP if re.search(k, snip.code)]
-    assert len(found) <= 1, f"the Python block at README.md line {snip.line} matches several SNIPPET_SETUP entries"
+    assert len(found) <= 1, f"the Python block at {snip.doc} line {snip.line} matches several SNIPPET_SETUP entries"
     setup = SNIPPET_SETUP[found[0]] if found else Setup()
     code = snip.code
     for pattern, repl in setup.subs:
         new = re.sub(pattern, repl, code)
-        assert new != code, f"substitution {pattern!r} no longer applies to the block at README.md line {snip.line}"
+        assert new != code, f"substitution {pattern!r} no longer applies to the block at {snip.doc} line {snip.line}"
         code = new
     namespace: dict = {"__name__": "readme"}
     cwd = os.getcwd()
@@ -498,9 +503,9 @@ def test_readme_python_block(snip):
     try:
         exec(compile(setup.prelude, "SNIPPET_SETUP", "exec"), namespace)
         try:
-            exec(compile("\n" * (snip.line - 1) + code, str(REPO / "README.md"), "exec"), namespace)
+            exec(compile("\n" * (snip.line - 1) + code, str(REPO / snip.doc), "exec"), namespace)
         except NameError as err:
-            pytest.fail(f"the Python block at README.md line {snip.line} is not self-contained ({err}): give it a "
+            pytest.fail(f"the Python block at {snip.doc} line {snip.line} is not self-contained ({err}): give it a "
                         f"prelude in SNIPPET_SETUP of tests/test_readme.py")
         for name, fn in list(namespace.items()):
             if name.startswith("test_") and callable(fn):

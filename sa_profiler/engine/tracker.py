@@ -111,6 +111,15 @@ class MemoryTracker(TorchDispatchMode):
         found = [b for op, b in BACKEND_OPS.items() if op in self.ops]
         return found[0] if found else ("math" if self.sdpa_math and "_softmax" in self.ops else "")
 
+    def made_by(self, t: torch.Tensor, module: str = "") -> str:
+        """Which op made `t` and in which module (`module`, the one running now, where given),
+        for a message; "" if the tracker did not see it."""
+        alloc = self._live.get(self.key_of.get(t.untyped_storage(), -1))
+        if alloc is None:
+            return ""
+        module = module or alloc.info.module.replace("/attention", "")
+        return f"made by {alloc.info.op} in " + (module or "the model's own forward")
+
     def held_workspaces(self, workspace_bytes: dict[str, int]) -> int:
         """Bytes of the library workspaces the step's matrix products hold once it has run."""
         return sum(workspace_bytes[lib] for lib, _ in self.blas_handles)
