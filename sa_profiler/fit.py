@@ -37,7 +37,8 @@ from . import gpus, library_models, torch_compat
 from . import inputs as model_inputs
 from .amp import DTYPES as AMP_DTYPES
 from .amp import AutocastEmulation
-from .attention import backends, convert, is_sagan_attention
+from .attention import backends, convert, fused, is_sagan_attention
+from .attention.explicit import Finder
 from .attention.routing import AttentionRouting, active_modes
 from .engine.allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .engine.layouts import ChainedRules, LayoutRules
@@ -224,9 +225,11 @@ class _Attribution:
             if module is model:
                 continue
             self.handles += [module.register_forward_pre_hook(self._push), module.register_forward_hook(self._pop)]
+        self.explicit: dict[str, tuple] = {}  # module -> its attention probabilities' shape (written out by hand)
         if routing is not None:
             routing.where = self.innermost
             routing.on_call = self._found_attention
+            routing.explicit = Finder(self._found_explicit)
 
     @staticmethod
     def _tops(model) -> dict[int, str]:
@@ -241,6 +244,11 @@ class _Attribution:
 
     def innermost(self) -> str:
         return self.names.get(id(self.stack[-1]), "") if self.stack else ""
+
+    def _found_explicit(self, shape) -> None:
+        if self.stack and self.tracker.phase == "forward":
+            self.explicit.setdefault(self.innermost() or TOP_ATTENTION, shape)
+            self._found_attention(None, None)
 
     def _found_attention(self, call, out) -> None:
         if self.stack and id(self.stack[-1]) not in self.attention:
@@ -327,7 +335,10 @@ class StepResult:
     attention_bytes: int = 0  # allocated by attention layers (forward or backward) and alive at the peak
     attention_layers: int = 0  # SAGAN layers, nn.MultiheadAttention and modules that call SDPA
     sagan_layers: int = 0
+    sagan_modules: list = field(default_factory=list)  # their names
     attention_calls: list = field(default_factory=list)  # per module: the SDPA backend the target runs
+    explicit_attention: dict = field(default_factory=dict)  # module -> probabilities' shape, attention written out
+    fused_lines: list = field(default_factory=list)  # the library switches this step was run with (fuse=True)
     backends: dict = field(default_factory=dict)  # SDPA backend -> calls in one step
     top_tensors: list[TensorInfo] = field(default_factory=list)
     timeline: list = field(default_factory=list)  # (op, allocated bytes, phase, module) per op, both steps
@@ -365,7 +376,7 @@ def _materialise(model: nn.Module, device) -> None:
 
 def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpus.GPU | None, *,
              optimizer: str = "adam", amp: str | None = None, convert_to: tuple[str, dict] | None = None,
-             device: str = "meta", cap: int | None = None, timeline: bool = False) -> StepResult:
+             device: str = "meta", cap: int | None = None, timeline: bool = False, fuse: bool = False) -> StepResult:
     """Two training steps of the model on `device` (meta: simulated; cpu: measured under the
     tracker) costed for `gpu` (None: the CPU). `input_shape`: the model's inputs (see
     `inputs.py`: a shape, a `--input` string, a list of them, or a dict by argument name)."""
@@ -391,9 +402,12 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     if device != "meta":
         _materialise(model, device)
     model.to(device).train()
-    sagan = sum(is_sagan_attention(m) for m in model.modules())
+    sagan = [n for n, m in model.named_modules() if is_sagan_attention(m)]
     if convert_to:
         convert(model, convert_to[0], **convert_to[1])
+    fused_lines = fused.switch(model) if fuse else []
+    if fuse and not fused_lines:
+        raise FitError("no library switch routes this model's explicit attention through scaled_dot_product_attention")
     params = [p for p in model.parameters() if p.requires_grad]
     args, kwargs = model_inputs.make(specs, batch, device)
     specs_in_order = [s for s in specs if not s.name] + [s for s in specs if s.name]
@@ -413,7 +427,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     if timeline:
         tracker.timeline = []
     tracker.phase = "baseline"
-    result = StepResult(None, 0, sagan_layers=sagan)
+    result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
     try:
         tracker.add_baseline([*model.parameters(), *model.buffers()], "parameters")
         tracker.add_baseline([*args, *kwargs.values()], "input")
@@ -482,6 +496,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
         raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
                        f"{type(err).__name__}: {_one_line(err)}") from None
     result.attention_layers = attribution.layers
+    result.explicit_attention = {m: list(s) for m, s in attribution.explicit.items()}
     result.attention_calls = _calls_by_module(forward_calls)
     result.backends = dict(Counter(c.backend for c in forward_calls))
     result.peak_total = tracker.allocator.peak
@@ -530,6 +545,8 @@ class FitResult:
     engine: str = "simulate"
     fp32_step: StepResult | None = None  # the same step without AMP, when AMP was asked for
     torch_version: str | None = None  # the torch whose backend choice was simulated (None: the running one)
+    fused: StepResult | None = None  # the step with explicit attention routed through SDPA (library switch)
+    fused_note: str = ""  # why there is no fused step, where explicit attention was found
 
     @property
     def fits(self) -> bool:
@@ -547,6 +564,8 @@ class FitResult:
             parts.append(f"largest batch {self.max_batch}")
         for label, c in self.conversions.items():
             parts.append(f"{label}: {format_bytes(c.peak_total) if c.peak_total else c.status}")
+        if self.fused is not None:
+            parts.append(f"fused: {format_bytes(self.fused.peak_total) if self.fused.peak_total else self.fused.status}")
         return "; ".join(parts) + ")"
 
     def step_fits(self, s: StepResult) -> bool:
@@ -559,7 +578,7 @@ class FitResult:
             return {"status": s.status, "message": s.message, "peak_bytes": s.peak_total, "baseline_bytes": s.baseline,
                     "fits": self.step_fits(s), "breakdown": s.breakdown, "modules": s.modules,
                     "attention_bytes": s.attention_bytes, "attention_calls": s.attention_calls,
-                    "sdpa_backends": s.backends}
+                    "sdpa_backends": s.backends, "explicit_attention": s.explicit_attention}
 
         out = {"model": self.model, "input": list(self.input_shape), "inputs": self.inputs, "batch": self.batch,
                "target": self.target, "engine": self.engine, "usable_bytes": self.usable, "optimizer": self.optimizer,
@@ -569,6 +588,9 @@ class FitResult:
                **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()}}
         if self.fp32_step is not None:
             out["fp32"] = step(self.fp32_step)
+        out["fused"] = None if self.fused is None else {**step(self.fused), "change": self.fused.fused_lines}
+        if self.fused_note:
+            out["fused_note"] = self.fused_note
         return out
 
     def _repr_html_(self) -> str:  # notebooks
@@ -675,6 +697,12 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
             except FitError as err:  # one conversion that fails is a row with its reason
                 result.conversions[label] = StepResult(None, step.baseline, status="error", message=str(err),
                                                        sagan_layers=step.sagan_layers)
+    if set(step.explicit_attention) - set(step.sagan_modules) and engine == "simulate":
+        try:  # the same step with the explicit attention fused by its library's switch
+            result.fused = step_at(fuse=True)
+        except FitError as err:
+            result.fused_note = (f"{err}: call torch.nn.functional.scaled_dot_product_attention in "
+                                 f"{next(iter(step.explicit_attention))} instead")
     if find_max_batch:
         result.max_batch = max_batch(factory, specs, tgt, optimizer=optimizer, amp=amp, device=device)
     return result

@@ -229,3 +229,88 @@ def test_values_from_a_file(tmp_path):
     for name in ("mask.pt", "mask.txt"):
         by_file = run_step(Branchy, ["16x16", f"mask=16:int64:file={tmp_path / name}"], 4, None)
         assert by_file.peak_total == by_pad.peak_total and by_file.attention_calls == by_pad.attention_calls
+
+
+# -- attention written out by hand -------------------------------------------------------------
+def _timm_fused(enable: bool):
+    from timm.layers import config
+
+    before = config._USE_FUSED_ATTN
+    config._USE_FUSED_ATTN = 2 if enable else 0
+    return before
+
+
+def test_swin_reports_its_explicit_attention_and_the_fused_step_is_the_fused_model():
+    pytest.importorskip("timm")
+    from timm.layers import config
+
+    result = fit(load("timm:swin_tiny_patch4_window7_224", dict(SWIN)), ["3x56x56"], 2, "t4", conversions=(),
+                 timeline=False)
+    assert result.step.attention_layers == 2
+    assert set(result.step.explicit_attention) == {"layers.0.blocks.0.attn", "layers.1.blocks.0.attn"}
+    assert result.step.backends == {} and result.fused.backends == {"efficient": 2}
+    before = _timm_fused(True)
+    try:  # the same model built with timm's fused path
+        built_fused = fit(load("timm:swin_tiny_patch4_window7_224", dict(SWIN)), ["3x56x56"], 2, "t4",
+                          conversions=(), timeline=False)
+    finally:
+        config._USE_FUSED_ATTN = before
+    assert built_fused.step.explicit_attention == {} and built_fused.fused is None
+    assert result.fused.peak_total == built_fused.step.peak_total
+    assert "set_fused_attn" in result.to_json()["fused"]["change"][0]
+
+
+def test_transformers_eager_attention_fused_is_the_sdpa_model():
+    pytest.importorskip("transformers")
+    eager = fit(load("transformers:bert", dict(BERT, attn_implementation="eager")), list(PADDED), 4, "t4",
+                conversions=(), timeline=False)
+    sdpa = fit(load("transformers:bert", dict(BERT, attn_implementation="sdpa")), list(PADDED), 4, "t4",
+               conversions=(), timeline=False)
+    assert len(eager.step.explicit_attention) == 2 and eager.step.attention_layers == 2
+    assert sdpa.step.explicit_attention == {} and sdpa.fused is None
+    assert eager.fused.peak_total == sdpa.step.peak_total and eager.fused.backends == sdpa.step.backends
+    assert eager.to_json()["fused"]["change"] == ['attn_implementation="sdpa" in from_pretrained / from_config']
+
+
+class HandWritten(nn.Module):
+    """Research-code attention: scale, a bias, masked_fill, softmax, dropout, then the values."""
+
+    def __init__(self, dim=16, heads=2):
+        super().__init__()
+        self.heads, self.qkv, self.bias = heads, nn.Linear(dim, 3 * dim), nn.Parameter(torch.zeros(heads, 8, 8))
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / (d // self.heads) ** 0.5 + self.bias
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+        probs = F.dropout(scores.softmax(dim=-1), 0.1, self.training)
+        return (probs @ v).transpose(1, 2).reshape(b, n, d)
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([HandWritten(), HandWritten()])
+        self.mlp = nn.Sequential(nn.Linear(16, 16), nn.Softmax(dim=-1))  # a softmax that is not attention
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)
+        return self.mlp(x) @ x.new_ones(16, 4)
+
+
+def test_hand_written_attention_is_found_without_a_library_switch():
+    result = fit(TwoBlocks, ["8x16"], 2, "t4", conversions=(), timeline=False)
+    assert set(result.step.explicit_attention) == {"blocks.0", "blocks.1"}
+    assert result.step.explicit_attention["blocks.0"] == [2, 2, 8, 8]
+    assert result.step.attention_layers == 2 and result.fused is None
+    assert "no library switch" in result.fused_note and "blocks.0" in result.fused_note
+    real = run_step(TwoBlocks, ["8x16"], 2, None, device="cpu")
+    assert real.explicit_attention == run_step(TwoBlocks, ["8x16"], 2, None).explicit_attention
+
+
+def test_sagan_layers_are_explicit_attention_with_convert_as_their_alternative():
+    result = fit(load("examples/sagan.py:Generator", {"ch": 8, "image_size": 32}), ["128"], 2, "t4", timeline=False)
+    assert set(result.step.explicit_attention) == set(result.step.sagan_modules) and result.step.sagan_modules
+    assert result.fused is None and not result.fused_note and "sdpa" in result.conversions

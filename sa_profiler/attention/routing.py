@@ -117,6 +117,7 @@ class AttentionRouting(TorchFunctionMode):
         self.where = where or (lambda: "")
         self.calls: list[RoutedCall] = []
         self.on_call: Callable[[RoutedCall, torch.Tensor], None] | None = None
+        self.explicit = None  # an explicit.Finder that sees every call's result, or None
 
     @contextlib.contextmanager
     def reentered(self):
@@ -131,6 +132,12 @@ class AttentionRouting(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        out = self._call(func, args, kwargs)
+        if self.explicit is not None:
+            self.explicit.observe(func, args, kwargs, out)
+        return out
+
+    def _call(self, func, args, kwargs):
         if self.autocast is not None:
             out = self.autocast.half_to_float(func, args, kwargs)
             if out is not None:

@@ -220,6 +220,7 @@ def render_fit(result, console: Console) -> None:
                  f"of the peak ({share})")
         if not result.conversions:
             console.print(f"[bold]{title}[/]")
+            _render_fused(result, console)
             return
         att = Table(title=title + "; with the SAGAN layers converted, the whole step becomes",
                     title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
@@ -237,3 +238,27 @@ def render_fit(result, console: Console) -> None:
                 peak, fits = (format_bytes(c.peak_total) if c.peak_total else "out of memory"), ("yes" if ok else "no")
             att.add_row(escape(label), peak, fits, escape(f'convert(model, "{impl}"{opts})'))
         console.print(_numbers_whole(att))
+        _render_fused(result, console)
+
+
+def _render_fused(result, console: Console) -> None:
+    """Attention written out by hand, and the same step with it fused by the library's switch."""
+    explicit = {m: s for m, s in result.step.explicit_attention.items() if m not in result.step.sagan_modules}
+    if not explicit:
+        return
+    names = list(explicit)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    console.print(f"Attention written out by hand (matmul, softmax, matmul) in {len(names)} module"
+                  f"{'s' if len(names) != 1 else ''}: {escape(shown)}")
+    f = result.fused
+    if f is None:
+        if result.fused_note:
+            console.print(f"  {escape(result.fused_note)}")
+        return
+    if f.status == "error" or f.peak_total is None:
+        console.print(f"  fused through SDPA: {escape(f.message or f.status)}")
+        return
+    verdict = "fits" if result.step_fits(f) else "does not fit"
+    backends = ", ".join(f"{b} x{n}" for b, n in f.backends.items())
+    console.print(f"  fused through scaled_dot_product_attention ({backends}): peak {format_bytes(f.peak_total)}, "
+                  f"{verdict}; change: {escape('; '.join(f.fused_lines))}")
