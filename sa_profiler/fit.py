@@ -19,6 +19,7 @@ scales the loss.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib
@@ -452,8 +453,9 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
             if routing is not None:
                 routing.autocast = autocast
             stack.enter_context(tracker)
+            values = None
             if device == "meta":  # what is computed from inputs alone, computed for real (values.py)
-                values = stack.enter_context(InputValues(lambda t: tracker.made_by(t, attribution.innermost())))
+                values = InputValues(lambda t: tracker.made_by(t, attribution.innermost()))
                 for tensor, value in input_values:
                     values.add(tensor, value)
             for _ in range(2):  # the second step is the steady state: optimizer state exists
@@ -462,18 +464,19 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
                 tracker.phase = "forward"
                 if routing is not None:
                     routing.calls.clear()
-                if autocast is not None:
-                    with autocast.region():
+                with values if values is not None else contextlib.nullcontext():  # not the optimizer: no values there
+                    if autocast is not None:
+                        with autocast.region():
+                            loss = _first_tensor(model(*args, **kwargs)).float().mean()
+                        loss = loss * 65536.0  # GradScaler
+                    else:
                         loss = _first_tensor(model(*args, **kwargs)).float().mean()
-                    loss = loss * 65536.0  # GradScaler
-                else:
-                    loss = _first_tensor(model(*args, **kwargs)).float().mean()
-                if routing is not None:
-                    forward_calls = list(routing.calls)
-                tracker.phase = "backward"
-                if loss.requires_grad:
-                    loss.backward()
-                del loss
+                    if routing is not None:
+                        forward_calls = list(routing.calls)
+                    tracker.phase = "backward"
+                    if loss.requires_grad:
+                        loss.backward()
+                    del loss
                 grads |= {tracker.key_of.get(p.grad.untyped_storage()) for p in params if p.grad is not None}
                 tracker.phase = "optimizer"
                 if opt is None:

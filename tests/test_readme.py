@@ -95,6 +95,16 @@ RUN: dict[str, Run] = {
     r"--amp fp16$": Run(subs=((r"--input 3x64x64", "--input 3x32x32"), (r"--batch 8", "--batch 2"))),
     r"sa-profile fit examples/zoo/bert.py:bert_mini --input input_ids=128:int64 --input attention_mask=128:int64 "
     r"--batch 16 --gpu rtx-3060$": Run(),
+    # library models by name (the test extras install the libraries)
+    r"sa-profile fit timm:swin_tiny_patch4_window7_224 --batch 32 --gpu t4 --amp fp16$": Run(
+        subs=((r"--batch 32", "--batch 2"),), expect=r"Attention written out by hand .* in 12 modules"),
+    r"sa-profile fit transformers:bert --arg num_hidden_layers=4 --input input_ids=512:int64 --input "
+    r"attention_mask=512:int64:pad=0\.25 --batch 16 --gpu t4$": Run(expect=r"efficient"),
+    # the full Stable Diffusion UNet's channels, at a quarter of its latent size and one block per level
+    r"sa-profile fit diffusers:UNet2DConditionModel --arg sample_size=32 --batch 2 --gpu a100-40gb --amp bf16$": Run(
+        subs=((r"--arg sample_size=32", "--arg sample_size=16 --arg layers_per_block=1"),), expect=r"fits"),
+    r"sa-profile fit torchvision:vit_b_16 --batch 64 --gpu-mem 24G --amp bf16$": Run(
+        subs=((r"--batch 64", "--batch 2"),), expect=r"Attention layers \(12"),
     # a real step on this CPU: the file's small ViT (patch 8, 2 blocks) on its 32 x 32 input, the same flags
     r"sa-profile fit examples/zoo/vit.py:vit_small --input 3x224x224 --batch 8 --gpu cpu --engine measure$": Run(
         subs=((r"vit_small", "vit_tiny_test"), (r"--input 3x224x224", "--input 3x32x32"), (r"--batch 8", "--batch 2"))),
