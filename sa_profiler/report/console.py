@@ -205,14 +205,26 @@ def render_fit(result, console: Console) -> None:
         att_calls = Table(title=f"scaled_dot_product_attention calls, as {where} runs them (one step)",
                           title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
         for col in ("module", "backend", "calls", "dtype", "query", "key / value", "mask"):
-            att_calls.add_column(col, justify="right" if col == "calls" else "left",
+            att_calls.add_column(col, justify="left" if col in ("module", "backend", "dtype") else "right",
                                  overflow="fold", min_width=12 if col == "module" else None)
+        rows = []
         for c in calls:
             kv = "x".join(map(str, c["key"])) + (" / " + "x".join(map(str, c["value"])) if c["value"] != c["key"] else "")
             mask = "causal" if c.get("is_causal") else ("x".join(map(str, c["mask"])) if c.get("mask") else "-")
-            att_calls.add_row(escape(c["module"]), c["backend"], str(c["calls"]), c["dtype"],
-                              "x".join(map(str, c["query"])), kv, mask)
-        console.print(_numbers_whole(att_calls))
+            rows.append((escape(c["module"]), c["backend"], str(c["calls"]), c["dtype"],
+                         "x".join(map(str, c["query"])), kv, mask))
+            att_calls.add_row(*rows[-1])
+        att_calls = _numbers_whole(att_calls)
+        for col in att_calls.columns[1:]:  # only the module name may fold
+            col.no_wrap, col.min_width = True, max(len(str(x)) for x in [*col._cells, col.header])
+        needed = 12 + sum(col.min_width for col in att_calls.columns[1:]) + 2 * len(att_calls.columns) + 2
+        if needed <= console.width:
+            console.print(att_calls)
+        else:  # too narrow for the table: one call per line, no number cut
+            console.print(f"[bold]{att_calls.title}[/]")
+            for module, backend, n, dtype, q, kv, mask in rows:
+                console.print(f"  {module}: {backend} x{n}, {dtype}, query {q}, key/value {kv}, mask {mask}",
+                              overflow="fold")
     if s.attention_layers:
         share = f"{s.attention_bytes / total:.0%} of it" if s.peak_total else "unknown"
         sagan = getattr(s, "sagan_layers", s.attention_layers)
