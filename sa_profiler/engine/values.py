@@ -47,9 +47,9 @@ class InputValues(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        flat, _ = tree_flatten((args, kwargs))
-        metas = [t for t in flat if isinstance(t, torch.Tensor) and t.is_meta]
-        known = all(t in self.values for t in metas)
+        metas = _metas(args, kwargs)
+        values = self.values
+        known = all(t in values for t in metas)
         if func in READS:
             return self._read(func, args, kwargs, metas)
         try:
@@ -60,8 +60,8 @@ class InputValues(TorchDispatchMode):
             return self._data_dependent(func, args, kwargs)
         if not known:
             for t in metas:  # written by an op on values it does not have: its values are gone
-                if t in self.values and _writes(func, args, kwargs, t):
-                    del self.values[t]
+                if t in values and _writes(func, args, kwargs, t):
+                    del values[t]
             return out
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.is_meta]
         if not outs:  # a CPU op, or nothing made
@@ -73,7 +73,7 @@ class InputValues(TorchDispatchMode):
         real = self._run(func, args, kwargs)
         for m, r in zip(tree_flatten(out)[0], tree_flatten(real)[0]):
             if isinstance(m, torch.Tensor) and m.is_meta and isinstance(r, torch.Tensor):
-                self.values[m] = r
+                values[m] = r
         return out
 
     def _run(self, func, args, kwargs):
@@ -118,6 +118,19 @@ class InputValues(TorchDispatchMode):
                 f"({t.numel():,} elements)") if t in self.too_large else "a tensor computed from parameters or activations"
         return (f"the model {verb} {what}{(' (' + made + ')') if made else ''}; a simulation has no values there: "
                 f"run the step for real with --engine measure --gpu cpu")
+
+
+def _metas(args, kwargs) -> list:
+    """The meta tensors among an op's arguments (and in its list arguments): a plain loop, as
+    this runs for every op of a forward."""
+    found = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            if a.is_meta:
+                found.append(a)
+        elif isinstance(a, (list, tuple)):
+            found += [x for x in a if isinstance(x, torch.Tensor) and x.is_meta]
+    return found
 
 
 def _writes(func, args, kwargs, t) -> bool:
