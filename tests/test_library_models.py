@@ -314,3 +314,23 @@ def test_sagan_layers_are_explicit_attention_with_convert_as_their_alternative()
     result = fit(load("examples/sagan.py:Generator", {"ch": 8, "image_size": 32}), ["128"], 2, "t4", timeline=False)
     assert set(result.step.explicit_attention) == set(result.step.sagan_modules) and result.step.sagan_modules
     assert result.fused is None and not result.fused_note and "sdpa" in result.conversions
+
+
+def _torchvision():
+    """torchvision where it imports cleanly: its wheels match the index's own torch builds only."""
+    try:
+        import torchvision.models  # noqa: F401
+    except Exception as err:  # ImportError, or a build for another torch (missing operators)
+        pytest.skip(f"torchvision does not import with this torch: {type(err).__name__}")
+
+
+def test_torchvision_models_by_name():
+    _torchvision()
+    assert load("torchvision:resnet18").default_inputs == ["3x224x224"]
+    assert load("torchvision:inception_v3").default_inputs == ["3x299x299"]
+    factory = load("torchvision:resnet18", {"num_classes": 10})
+    sim = run_step(factory, ["3x32x32"], 2, None)
+    real = run_step(factory, ["3x32x32"], 2, None, device="cpu")
+    assert sim.status == real.status == "ok" and sim.peak_total == real.peak_total
+    out = CliRunner().invoke(cli, ["fit", "torchvision:no_such_net"])
+    assert out.exit_code == 2 and "torchvision has no model 'no_such_net'" in out.stderr

@@ -51,7 +51,6 @@ class MemoryTracker(TorchDispatchMode):
         self.rules = rules
         self.timer = timer  # a timing.StepTimer that costs each op, or None
         self.baseline = 0
-        self.peak_tensors: list[TensorInfo] = []
         self.ops: dict[str, int] = {}
         self._live: dict[int, _Alloc] = {}
         self._seen = weakref.WeakSet()  # storages already allocated
@@ -64,8 +63,12 @@ class MemoryTracker(TorchDispatchMode):
         self.peak_index: int | None = None  # index in `timeline` of the op that set the peak
         self.phase = ""  # set by whole-model steps: forward / backward / optimizer
         self.module = ""  # the top-level module running now
-        self.keep_peak_live = False  # keep every allocation alive at the peak (for breakdowns)
-        self.peak_live: list[tuple[int, TensorInfo]] = []
+        self.keep_peak_live = False  # give every allocation alive at the peak (for breakdowns)
+        # every allocation and release in order, (key, info) and (key, None): the allocations alive
+        # at the peak are read back from it once, at the end, rather than copied at each new peak
+        self._events: list[tuple[int, TensorInfo | None]] = []
+        self._peak_event: int | None = None  # events up to the peak
+        self._at_peak: dict[int, TensorInfo] | None = None
         self.key_of = weakref.WeakKeyDictionary()  # storage -> allocation key
         self.sdpa_math = False  # the step called SDPA (a fused kernel or else math)
         self._scopes: list = []  # lazy.outside_compile scopes entered with the mode
@@ -216,20 +219,41 @@ class MemoryTracker(TorchDispatchMode):
         key = self._next
         self._next += 1
         self._live[key] = _Alloc(handle, info)
+        self._events.append((key, info))
         return key
 
     def _release(self, key: int) -> None:
         alloc = self._live.pop(key, None)
         if alloc is not None:
             self.allocator.free(alloc.handle)
+            self._events.append((key, None))
 
     def _note_peak(self) -> None:
         if self.allocator.peak > self._peak_seen:
             self._peak_seen = self.allocator.peak
             if self.timeline is not None:
                 self.peak_index = len(self.timeline)  # the op being dispatched now
-            live = [a.info for a in self._live.values() if a.info.op != "baseline" and a.info.phase != "baseline" and a.info.bytes]
-            live.sort(key=lambda i: -i.bytes)
-            self.peak_tensors = [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note, i.phase, i.module) for i in live[:12]]
-            if self.keep_peak_live:
-                self.peak_live = [(k, a.info) for k, a in self._live.items()]
+            self._peak_event, self._at_peak = len(self._events), None
+
+    def _live_at_peak(self) -> dict[int, TensorInfo]:
+        if self._at_peak is None:
+            live: dict[int, TensorInfo] = {}
+            for key, info in self._events[:self._peak_event or 0]:
+                if info is None:
+                    live.pop(key, None)
+                else:
+                    live[key] = info
+            self._at_peak = live
+        return self._at_peak
+
+    @property
+    def peak_live(self) -> list[tuple[int, TensorInfo]]:
+        """Every allocation alive at the peak (with `keep_peak_live`)."""
+        return list(self._live_at_peak().items()) if self.keep_peak_live and self._peak_event is not None else []
+
+    @property
+    def peak_tensors(self) -> list[TensorInfo]:
+        """The twelve largest tensors alive at the peak, the baseline left out."""
+        live = [i for i in self._live_at_peak().values() if i.op != "baseline" and i.phase != "baseline" and i.bytes]
+        live.sort(key=lambda i: -i.bytes)
+        return [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note, i.phase, i.module) for i in live[:12]]
