@@ -41,6 +41,7 @@ from .amp import AutocastEmulation
 from .attention import backends, convert, fused, is_sagan_attention
 from .attention.explicit import Finder
 from .attention.routing import AttentionRouting, active_modes
+from .attention.routing import simulating as routing_simulating
 from .engine.allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
 from .engine.layouts import ChainedRules, LayoutRules
 from .engine.rules import CudaRules
@@ -442,7 +443,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     try:
         with ExitStack() as stack:
             if device == "meta":
-                routing = stack.enter_context(backends.simulating(caps))
+                routing = stack.enter_context(routing_simulating(caps))
             else:  # a real step: the same mode only logs the SDPA calls torch runs
                 routing = AttentionRouting(caps)
                 stack.enter_context(torch_compat.checkpoint_scope(routing.reentered))

@@ -42,7 +42,9 @@ def test_caps_of_a_device_and_the_simulated_one():
     assert B.caps_for(torch.device("cpu")) is CPU
     assert B.caps_for(torch.device("meta")) is CPU  # nothing simulated: CPU
     h100 = cuda((9, 0))
-    with B.simulating(h100) as routing:
+    from sa_profiler.attention.routing import simulating
+
+    with simulating(h100) as routing:
         assert B.caps_for(torch.device("meta")) is h100
         assert B.caps_for(torch.device("cpu")) is CPU
         assert routing.caps is h100

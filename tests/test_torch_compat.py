@@ -15,6 +15,7 @@ import torch.utils.checkpoint
 
 from sa_profiler import torch_compat
 from sa_profiler.attention import backends
+from sa_profiler.attention.routing import simulating as routing_simulating
 from sa_profiler.torch_compat import version_tuple
 
 VERSION = version_tuple(torch.__version__)
@@ -166,7 +167,7 @@ def test_torchs_checkpoint_recompute_is_routed_on_meta(monkeypatch):
     fork = torch.random.fork_rng
     routed = _routed(monkeypatch)
     caps = backends.DeviceCaps("cuda", (8, 0), torch_version=torch.__version__)
-    with backends.simulating(caps):
+    with routing_simulating(caps):
         x = torch.empty(2, 256, 32, device="meta", dtype=torch.float16, requires_grad=True)
         _checkpointed_sdpa(x).backward()
     assert len(routed) == 2  # the forward's call and the recompute's
@@ -183,7 +184,7 @@ def test_a_context_fn_of_the_callers_own_is_kept(monkeypatch):
         return contextlib.nullcontext(), contextlib.nullcontext()
 
     caps = backends.DeviceCaps("cuda", (8, 0), torch_version=torch.__version__)
-    with backends.simulating(caps):
+    with routing_simulating(caps):
         x = torch.empty(2, 4, 64, 16, device="meta", dtype=torch.float16, requires_grad=True)
         torch.utils.checkpoint.checkpoint(lambda t: F.scaled_dot_product_attention(t, t, t).sum(), x,
                                           use_reentrant=False, context_fn=context_fn).backward()

@@ -50,17 +50,12 @@ _simulated_device: contextvars.ContextVar[DeviceCaps | None] = contextvars.Conte
 
 
 @contextlib.contextmanager
-def simulating(caps: DeviceCaps):
-    """Pretend meta tensors live on `caps`: every SDPA call on them is routed to the kernel
-    that device would run (`routing.AttentionRouting`, yielded: it logs the calls)."""
-    from .routing import AttentionRouting
-
-    torch_compat.prepare()  # meta kernels an older torch lacks; behaviour probes
+def simulated_device(caps: DeviceCaps):
+    """Meta tensors stand for tensors on `caps` while inside (`caps_for`); routing.simulating
+    enters it with the routing mode."""
     token = _simulated_device.set(caps)
     try:
-        routing = AttentionRouting(caps)
-        with torch_compat.checkpoint_scope(routing.reentered), routing:
-            yield routing
+        yield caps
     finally:
         _simulated_device.reset(token)
 

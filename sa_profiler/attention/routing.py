@@ -106,6 +106,17 @@ def active_modes() -> list | None:
         return None
 
 
+@contextlib.contextmanager
+def simulating(caps: backends.DeviceCaps):
+    """Pretend meta tensors live on `caps`: every SDPA call on them is routed to the kernel
+    that device would run (`AttentionRouting`, yielded: it logs the calls)."""
+    torch_compat.prepare()  # meta kernels an older torch lacks; behaviour probes
+    with backends.simulated_device(caps):
+        routing = AttentionRouting(caps)
+        with torch_compat.checkpoint_scope(routing.reentered), routing:
+            yield routing
+
+
 class AttentionRouting(TorchFunctionMode):
     """Routes SDPA calls on meta tensors to the simulated device's kernel; logs each call;
     applies an attached AMP emulation's casts."""

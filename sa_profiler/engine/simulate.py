@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from ..attention import backends
+from ..attention.routing import simulating as routing_simulating
 from ..attention.sdpa import BackendUnavailable
 from . import step, targets, workspaces
 from .allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
@@ -36,7 +37,7 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
         timer = (timer or StepTimer(gpu)) if timing else None
         tracker = MemoryTracker(CudaCachingAllocator(cap), "meta", rules=ChainedRules(LayoutRules(), CudaRules(gpu)), timer=timer)
     try:
-        with backends.simulating(caps):
+        with routing_simulating(caps):
             layer, x = step.make(w, "meta")
             tracker.add_baseline(list(layer.parameters()) + [x])
             tracker.sdpa_math = w.impl == "sdpa"
