@@ -19,14 +19,12 @@ scales the loss.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import importlib
 import importlib.util
 import sys
 from collections import Counter
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,25 +32,17 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import gpus, library_models, torch_compat
+from . import gpus, library_models
 from . import inputs as model_inputs
 from .amp import DTYPES as AMP_DTYPES
-from .amp import AutocastEmulation
 from .attention import backends, convert, fused, is_sagan_attention
-from .attention.explicit import Finder
-from .attention.routing import AttentionRouting, active_modes
-from .attention.routing import simulating as routing_simulating
-from .engine.allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
-from .engine.layouts import ChainedRules, LayoutRules
-from .engine.rules import CudaRules
-from .engine import workspaces
-from .engine.tracker import MemoryTracker, tensors_in
-from .engine.values import InputValues, ValueBranch
+from .engine import runner
+from .engine.allocator import SimulatedOOM
+from .engine.attribution import breakdown, calls_by_module
+from .engine.values import ValueBranch
 from .engine.workload import TensorInfo
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
-CATEGORIES = ("parameters", "input", "gradients", "optimizer state", "activations", "temporary",
-              "library workspaces")
 CONVERSIONS = (("sdpa", {}), ("chunked", {"chunk": 1024, "checkpoint": True}))
 ENGINES = ("simulate", "measure")
 
@@ -197,135 +187,6 @@ def _first_tensor(out):
     raise FitError(f"the model returned {type(out).__name__}, not a floating-point tensor to take a loss of")
 
 
-def is_attention_module(module: nn.Module) -> bool:
-    """Attention known by structure before it runs: SAGAN layers, nn.MultiheadAttention (its
-    explicit-weights path computes attention without SDPA). Modules that call SDPA are found
-    when they do."""
-    return is_sagan_attention(module) or isinstance(module, nn.MultiheadAttention)
-
-
-class _Attribution:
-    """Names the top-level module running forward (the children of ModuleLists, which are never
-    called themselves, count as top level) and marks the attention layers forward and backward,
-    so the peak can be attributed. Attention layers: SAGAN layers, nn.MultiheadAttention, and
-    every module that calls scaled_dot_product_attention itself (found by the routing when it
-    does; from then on the whole module counts). Backward: hooks on the autograd nodes an
-    attention layer created (nothing is wrapped or kept)."""
-
-    def __init__(self, model: nn.Module, tracker: MemoryTracker, routing=None):
-        self.tracker = tracker
-        self.routing = routing
-        self.reentered: list[nn.Module] = []
-        self.stack: list[nn.Module] = []
-        self.backward_depth = 0
-        self.hooked: dict[int, object] = {}  # autograd nodes hooked (held: ids stay theirs)
-        self.names = {id(m): n for n, m in model.named_modules()}
-        self.attention = {id(m) for m in model.modules() if is_attention_module(m)}
-        self.tops = self._tops(model)
-        self.handles = []
-        for name, module in model.named_modules():
-            if module is model:
-                continue
-            self.handles += [module.register_forward_pre_hook(self._push), module.register_forward_hook(self._pop)]
-        self.explicit: dict[str, tuple] = {}  # module -> its attention probabilities' shape (written out by hand)
-        if routing is not None:
-            routing.where = self.innermost
-            routing.on_call = self._found_attention
-            routing.explicit = Finder(self._found_explicit)
-
-    @staticmethod
-    def _tops(model) -> dict[int, str]:
-        tops = {}
-        for name, child in model.named_children():
-            if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
-                for sub, m in child.named_children():
-                    tops[id(m)] = f"{name}.{sub}"
-            else:
-                tops[id(child)] = name
-        return tops
-
-    def innermost(self) -> str:
-        return self.names.get(id(self.stack[-1]), "") if self.stack else ""
-
-    def _found_explicit(self, shape) -> None:
-        if self.stack and self.tracker.phase == "forward":
-            self.explicit.setdefault(self.innermost() or TOP_ATTENTION, shape)
-            self._found_attention(None, None)
-
-    def _found_attention(self, call, out) -> None:
-        if self.stack and id(self.stack[-1]) not in self.attention:
-            self.attention.add(id(self.stack[-1]))
-            self._update()
-
-    def _update(self) -> None:
-        top = next((self.tops[id(m)] for m in self.stack if id(m) in self.tops), "")
-        attention = self.backward_depth > 0 or any(id(m) in self.attention for m in self.stack)
-        self.tracker.module = "/".join(p for p in (top, "attention" if attention else "") if p)
-
-    def _push(self, module, args):
-        self.stack.append(module)
-        self._update()
-        if self.routing is not None and self.tracker.phase == "backward":
-            # forward code re-run in the backward (reentrant checkpoint): autograd cleared the
-            # torch-function modes, so the routing (and AMP) is re-entered around the module
-            modes = active_modes()
-            if modes is not None and self.routing not in modes:
-                self.routing.__enter__()
-                self.reentered.append(module)
-
-    def _pop(self, module, args, out):
-        if self.reentered and self.reentered[-1] is module:
-            self.reentered.pop()
-            self.routing.__exit__(None, None, None)
-        if self.stack and self.stack[-1] is module:
-            self.stack.pop()
-        self._update()
-        if id(module) in self.attention and torch.is_grad_enabled():
-            self._mark_backward(args, out)
-
-    def _enter_backward(self, *_):
-        self.backward_depth += 1
-        self._update()
-
-    def _leave_backward(self, *_):
-        self.backward_depth = max(0, self.backward_depth - 1)
-        self._update()
-
-    def _mark_backward(self, args, out) -> None:
-        # nodes held by id -> node while walking, each read once: before torch 2.9 `t.grad_fn`
-        # makes a new Python object per read, which dies with the read, and a later node's
-        # object can take its id
-        stop = {id(n): n for n in (t.grad_fn for t in tensors_in(args)) if n is not None}
-        # nodes made before the layer ran (sequence numbers grow as nodes are made) are not its
-        before = max((torch_compat.sequence_nr(n) for n in stop.values()), default=-1)
-        frontier = [t.grad_fn for t in tensors_in(out) if t.grad_fn is not None]
-        seen = {}
-        while frontier:
-            node = frontier.pop()
-            if node is None or id(node) in seen or id(node) in stop or torch_compat.sequence_nr(node) <= before:
-                continue
-            seen[id(node)] = node
-            frontier += [n for n, _ in node.next_functions]
-            if id(node) in self.hooked:  # a parameter's AccumulateGrad node outlives the step
-                continue
-            self.hooked[id(node)] = node
-            self.handles += [node.register_prehook(lambda grad_outputs: self._enter_backward()),
-                             node.register_hook(lambda grad_inputs, grad_outputs: self._leave_backward())]
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.tracker.module = ""
-
-    @property
-    def layers(self) -> int:
-        return len(self.attention)
-
-
-OUTSIDE = "(the model's own code, outside its modules)"  # activations made by the top-level forward itself
-TOP_ATTENTION = "(attention called at the top level)"
-
-
 @dataclass
 class StepResult:
     peak_total: int | None  # bytes at the peak, baseline included (what the card must hold)
@@ -352,14 +213,6 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok" and self.peak_total is not None
-
-
-def _calls_by_module(calls) -> list[dict]:
-    groups: dict[tuple, int] = Counter(
-        (c.module, c.backend, c.dtype, c.query, c.key, c.value, c.mask, c.is_causal) for c in calls)
-    return [{"module": m or "(top level)", "backend": b, "calls": n, "dtype": dt, "query": list(q), "key": list(k),
-             "value": list(v), "mask": list(mask) if mask is not None else None, "is_causal": causal}
-            for (m, b, dt, q, k, v, mask, causal), n in groups.items()]
 
 
 def _materialise(model: nn.Module, device) -> None:
@@ -417,80 +270,20 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
                     if device == "meta" and s.has_values]
     cuda = gpu is not None
     opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
-    if cuda:
-        tracker = MemoryTracker(CudaCachingAllocator(cap), device, rules=ChainedRules(LayoutRules(), CudaRules(gpu)))
-        caps = gpu.caps()
-    else:  # host-side scalars are CPU memory too; a measured step needs no layout corrections
-        tracker = MemoryTracker(ExactAllocator(), (device, "cpu"), rules=LayoutRules(cuda=False) if device == "meta" else None)
-        caps = backends.CPU
+    tracker = runner.tracker_for(gpu, device, cap=cap, host=True, first_use_workspaces=True)
     tracker.keep_peak_live = True
-    if cuda:  # a fresh process: each thread's cuBLAS/cuBLASLt workspace at its first product (workspaces.py)
-        tracker.workspace_bytes = workspaces.sizes(gpu.cublas_workspace)
     if timeline:
         tracker.timeline = []
-    tracker.phase = "baseline"
+    step = runner.Step(model, args, kwargs, baseline=[([*model.parameters(), *model.buffers()], "parameters"),
+                                                      ([*args, *kwargs.values()], "input")],
+                       loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
+                       values=input_values if device == "meta" else None)
     result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
-    try:
-        tracker.add_baseline([*model.parameters(), *model.buffers()], "parameters")
-        tracker.add_baseline([*args, *kwargs.values()], "input")
+    try:  # two steps: the second is the steady state, with the optimizer state there
+        outcome = runner.run(lambda: step, tracker, gpu.caps() if cuda else backends.CPU, device, attribute=True)
     except SimulatedOOM as err:
         result.status, result.message = "oom", f"out of memory (simulated): {err}"
-        return result
-    result.baseline = tracker.baseline
-    grads, states = set(), set()
-    attribution = None
-    forward_calls = []
-    try:
-        with ExitStack() as stack:
-            if device == "meta":
-                routing = stack.enter_context(routing_simulating(caps))
-            else:  # a real step: the same mode only logs the SDPA calls torch runs
-                routing = AttentionRouting(caps)
-                stack.enter_context(torch_compat.checkpoint_scope(routing.reentered))
-                stack.enter_context(routing)
-            attribution = _Attribution(model, tracker, routing)
-            stack.callback(attribution.close)
-            autocast = AutocastEmulation(amp_dtype) if amp_dtype is not None else None
-            if routing is not None:
-                routing.autocast = autocast
-            stack.enter_context(tracker)
-            values = None
-            if device == "meta":  # what is computed from inputs alone, computed for real (values.py)
-                values = InputValues(lambda t: tracker.made_by(t, attribution.innermost()))
-                for tensor, value in input_values:
-                    values.add(tensor, value)
-            for _ in range(2):  # the second step is the steady state: optimizer state exists
-                if opt is not None:
-                    opt.zero_grad(set_to_none=True)
-                tracker.phase = "forward"
-                if routing is not None:
-                    routing.calls.clear()
-                with values if values is not None else contextlib.nullcontext():  # not the optimizer: no values there
-                    if autocast is not None:
-                        with autocast.region():
-                            loss = _first_tensor(model(*args, **kwargs)).float().mean()
-                        loss = loss * 65536.0  # GradScaler
-                    else:
-                        loss = _first_tensor(model(*args, **kwargs)).float().mean()
-                    if routing is not None:
-                        forward_calls = list(routing.calls)
-                    tracker.phase = "backward"
-                    if loss.requires_grad:
-                        loss.backward()
-                    del loss
-                grads |= {tracker.key_of.get(p.grad.untyped_storage()) for p in params if p.grad is not None}
-                tracker.phase = "optimizer"
-                if opt is None:
-                    continue
-                if amp_dtype is not None:
-                    for p in params:
-                        if p.grad is not None:
-                            p.grad.mul_(1 / 65536.0)  # GradScaler.unscale_ (in place)
-                opt.step()
-                states |= {tracker.key_of.get(t.untyped_storage()) for st in opt.state.values()
-                           for t in st.values() if isinstance(t, torch.Tensor) and t.device.type in tracker.device_types}
-    except SimulatedOOM as err:
-        result.status, result.message = "oom", f"out of memory (simulated): {err}"
+        result.baseline = tracker.baseline
         return result
     except FitError:
         raise
@@ -499,36 +292,16 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     except Exception as err:
         raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
                        f"{type(err).__name__}: {_one_line(err)}") from None
+    attribution = outcome.attribution
+    result.baseline = tracker.baseline
     result.attention_layers = attribution.layers
     result.explicit_attention = {m: list(s) for m, s in attribution.explicit.items()}
-    result.attention_calls = _calls_by_module(forward_calls)
-    result.backends = dict(Counter(c.backend for c in forward_calls))
+    result.attention_calls = calls_by_module(outcome.calls)
+    result.backends = dict(Counter(c.backend for c in outcome.calls))
     result.peak_total = tracker.allocator.peak
     result.top_tensors = tracker.peak_tensors
     result.timeline, result.peak_index = tracker.timeline or [], tracker.peak_index
-    breakdown = dict.fromkeys(CATEGORIES, 0)
-    modules: dict[str, int] = {}
-    for key, info in tracker.peak_live:
-        if info.op == "workspace":
-            cat = "library workspaces"
-        elif info.phase == "baseline":
-            cat = "input" if info.op == "input" else "parameters"
-        elif key in grads:
-            cat = "gradients"
-        elif key in states:
-            cat = "optimizer state"
-        elif info.phase == "forward":
-            cat = "activations"
-        else:
-            cat = "temporary"
-        breakdown[cat] += info.bytes
-        path = info.module.split("/") if info.module and info.op != "workspace" else []
-        if cat == "activations":  # every activation byte under one name: the table adds up to the category
-            name = (OUTSIDE if not path else TOP_ATTENTION if path[0] == "attention" else path[0])
-            modules[name] = modules.get(name, 0) + info.bytes
-        if "attention" in path:
-            result.attention_bytes += info.bytes
-    result.breakdown, result.modules = breakdown, modules
+    result.breakdown, result.modules, result.attention_bytes = breakdown(tracker, outcome.grads, outcome.states)
     return result
 
 

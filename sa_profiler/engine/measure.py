@@ -9,10 +9,10 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..attention import backends
 from ..attention.sdpa import BackendUnavailable
-from . import step, targets
-from .allocator import ExactAllocator
-from .tracker import BACKEND_OPS, MemoryTracker
+from . import runner, step, targets
+from .tracker import BACKEND_OPS
 from .workload import Record, Workload
 
 
@@ -54,11 +54,9 @@ def measure(w: Workload, repeats: int = 5, warmup: int = 1) -> Record:
 def _measure_cpu(w: Workload, repeats: int) -> Record:
     rec = Record(w, source="measured", device_name="cpu")
     try:
-        layer, x = step.make(w, "cpu")
-        tracker = MemoryTracker(ExactAllocator(), "cpu")
-        tracker.add_baseline(list(layer.parameters()) + [x])
-        with tracker:
-            step.run(layer, x, w.mode)
+        tracker = runner.tracker_for(None, "cpu")
+        outcome = runner.run(lambda: step.layer_step(w, "cpu"), tracker, backends.CPU, "cpu")
+        layer, x = outcome.step.model, outcome.step.args[0]
         rec.peak_bytes, rec.baseline_bytes = tracker.peak_over_baseline, tracker.baseline
         rec.backend, rec.top_tensors = tracker.backend, tracker.peak_tensors
         del tracker

@@ -5,14 +5,10 @@ from __future__ import annotations
 import time
 
 from ..attention import backends
-from ..attention.routing import simulating as routing_simulating
 from ..attention.sdpa import BackendUnavailable
-from . import step, targets, workspaces
-from .allocator import CudaCachingAllocator, ExactAllocator, SimulatedOOM
-from .layouts import ChainedRules, LayoutRules
-from .rules import CudaRules
+from . import runner, step, targets, workspaces
+from .allocator import SimulatedOOM
 from .timing import StepTimer, method as timing_method
-from .tracker import MemoryTracker
 from .workload import Record, Workload
 
 
@@ -31,18 +27,11 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
         rec.status, rec.message = "unsupported", why
         return rec
     caps = gpu.caps(torch_version) if gpu else backends.CPU
-    if gpu is None:
-        tracker = MemoryTracker(ExactAllocator(), "meta", rules=LayoutRules(cuda=False))
-    else:
-        timer = (timer or StepTimer(gpu)) if timing else None
-        tracker = MemoryTracker(CudaCachingAllocator(cap), "meta", rules=ChainedRules(LayoutRules(), CudaRules(gpu)), timer=timer)
+    timer = (timer or StepTimer(gpu)) if gpu is not None and timing else None
+    tracker = runner.tracker_for(gpu, "meta", cap=cap, timer=timer)
+    tracker.sdpa_math = w.impl == "sdpa"
     try:
-        with routing_simulating(caps):
-            layer, x = step.make(w, "meta")
-            tracker.add_baseline(list(layer.parameters()) + [x])
-            tracker.sdpa_math = w.impl == "sdpa"
-            with tracker:
-                step.run(layer, x, w.mode)
+        runner.run(lambda: step.layer_step(w, "meta"), tracker, caps)
     except BackendUnavailable as err:
         rec.status, rec.message = "unsupported", str(err)
         return rec

@@ -1,10 +1,12 @@
-"""One step of a workload: the layer and its input, and forward or forward + backward."""
+"""One step of a workload: the layer and its input, and forward or forward + backward; as a
+`runner.Step` (a model step with one module, one input, a `sum()` loss and no optimizer)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..attention import build
+from .runner import Step
 from .workload import Workload
 
 
@@ -21,6 +23,13 @@ def make(w: Workload, device: str | torch.device):
     if w.mode == "train":
         x.requires_grad_(True)
     return layer, x
+
+
+def layer_step(w: Workload, device) -> Step:
+    """The workload as the runner runs it: the layer's parameters and the input are the baseline."""
+    layer, x = make(w, device)
+    return Step(layer, [x], baseline=[(list(layer.parameters()) + [x], "baseline")], loss=lambda out: out[0].sum(),
+                train=w.mode == "train", phases=False)
 
 
 def run(layer, x, mode: str) -> None:
