@@ -78,3 +78,23 @@ def test_the_circle_finder_finds_one():
     assert "sa_profiler.attention.backends" in graph["sa_profiler.attention.routing"]
     graph["sa_profiler.attention.backends"].add("sa_profiler.attention.routing")  # the circle there was
     assert ["sa_profiler.attention.backends", "sa_profiler.attention.routing"] in circles(graph)
+
+
+def test_the_architecture_map_names_what_exists():
+    """ARCHITECTURE.md: every path it names exists, every module imports, every object is there."""
+    import importlib
+    import re
+
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    named = set(re.findall(r"`(sa_profiler[\w./:]*)`", text))
+    assert len(named) > 30
+    for name in sorted(named):
+        if "/" in name:
+            assert (PACKAGE.parent / name).exists(), name
+            continue
+        module, _, attr = name.partition(":")
+        imported = importlib.import_module(module)
+        if attr:
+            assert hasattr(imported, attr), name
+    for path in re.findall(r"`((?:tests|sa_profiler)/[\w./]+\.py)`", text):
+        assert (PACKAGE.parent / path).is_file(), path
