@@ -153,6 +153,11 @@ NOT_RUN: dict[str, str] = {
     r"python -c import torch$": "the baseline that benchmarks/cli_latency.py times, run by that benchmark",
     r"python benchmarks/fit_speed\.py$": "real ResNet-50 and ViT-S/16 training steps on the CPU: 55 s on 2 cores even "
                                          "at --batch 1 --repeats 1; tests/test_fit.py holds simulated = real on the zoo",
+    r"python benchmarks/fit_speed\.py --models library": "real training steps of six library models on the CPU (about "
+                                                       "three minutes on 2 cores); tests/test_library_models.py holds "
+                                                       "simulated = real on small ones",
+    r"python benchmarks/fit_cli_latency\.py": "36 fresh processes, each importing torch and a model library (about four "
+                                              "minutes on 2 cores)",
     r"python FILE\.py$": "prose: how a model file is imported (`FILE.py` is a placeholder)",
     r"python benchmarks/torch_matrix\.py --torch": "installs each torch in an environment of its own (a few GB each); "
                                                 "`.ci/run` runs it as CI's compatibility step",
