@@ -10,7 +10,7 @@ question at most 1.5x, a repeated one at most 1.1x. The machine's CUDA devices d
 cache is used at all (sa_profiler/answer_cache.py); the script says so.
 
 `sa-profile` freezes torch's objects out of the cyclic collector once torch is imported
-(cli.py `_loaded_for_good`), which also spares it the collection over them at interpreter exit
+(cli/common.py `_loaded_for_good`), which also spares it the collection over them at interpreter exit
 that the bare import pays. The second baseline pays neither, so the ratio to it is the one
 without that advantage, and the time beyond it, as a share of the bare import, is the cost of
 everything but the import itself (the 1.5x goal allows 0.5x).

@@ -1,0 +1,5 @@
+"""`python -m sa_profiler.cli`."""
+
+from . import main
+
+main()

@@ -1,0 +1,114 @@
+"""`sa-profile fit`: will this whole model train on that GPU at that batch?"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import (
+    _check_page_path, _cpu_target, _fail, _target, _torch_version, _torch_version_option,
+    _write_page,
+)
+from .headline import cli
+
+
+@cli.command("fit")
+@click.argument("model", metavar="MODEL")
+@click.option("--input", "input_specs", multiple=True, metavar="[NAME=]SHAPE[:DTYPE][:VALUES]",
+              help="One input per sample (repeatable, positional in order, or NAME= for a keyword argument): "
+                   "an image CxHxW, a vector N, B (one value per sample) or scalar (one for the batch); "
+                   "DTYPE float32 (default), float16, bfloat16, int64, int32 or bool; VALUES ones, zeros, pad=F "
+                   "(a padded mask), range=LO..HI or file=PATH. "
+                   "E.g. --input 3x64x64 --input timestep=scalar:int64 --input attention_mask=128:int64:pad=0.25. "
+                   "A library model has a default.")
+@click.option("--batch", type=int, default=1, show_default=True, metavar="B",
+              help="Samples per training step (the first dimension of every input).")
+@click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`), or cpu for this machine.")
+@click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
+@click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
+@click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Mixed precision (autocast with a grad scaler).")
+@click.option("--checkpointing", is_flag=True, help="Pass checkpointing=True to the model's factory (models that support it).")
+@click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits (a search on the engine).")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable); numbers, lists and tuples are read as Python literals.")
+@click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
+@click.option("--engine", type=click.Choice(["simulate", "measure"]), default="simulate", show_default=True,
+              help="simulate (any target), or measure: run the step for real on this CPU under the tracker (--gpu cpu).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML page: the step's memory timeline, the tensors at the peak, the "
+                   "breakdowns and each conversion side by side (with --amp, the float32 step overlaid).")
+@_torch_version_option
+def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom,
+            engine, as_json, html_out, torch_version):
+    """Will this whole model train on that GPU at that batch? A training step, simulated.
+
+    MODEL is FILE.py:NAME or module:NAME (a class or factory), timm:NAME, torchvision:NAME,
+    transformers:MODEL_TYPE (e.g. bert, gpt2, vit; --arg overrides its default config),
+    diffusers:CLASS (e.g. UNet2DConditionModel; --arg gives config values), or a model folder
+    with a config.json (its weights are not read).
+
+    Builds the model on the meta device (no memory), runs forward, a loss, backward and the
+    optimizer step under the memory tracker, and reports the peak, whether it fits, a
+    breakdown by category and by top-level module, the attention layers' share and the
+    SDPA backend each attention module runs on the target, and the peak after converting
+    the SAGAN layers to each efficient implementation.
+    """
+    from ..fit import FitError, fit, load, parse_inputs
+
+    if batch < 1:
+        _fail(f"--batch must be a positive integer, got {batch}")
+    _check_page_path(html_out)
+    torch_version = _torch_version(torch_version, engine)
+    kwargs = {}
+    for item in args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"cannot read --arg {item!r}: expected KEY=VALUE")
+        kwargs[key] = _literal(value)
+    if checkpointing:
+        kwargs["checkpointing"] = True
+    if gpu_name and gpu_name.strip().lower() == "cpu":
+        target, _ = _cpu_target(gpu_mem, headroom, engine)
+        target = target[0]
+    else:
+        if engine == "measure":
+            _fail("--engine measure runs the step on this CPU: add --gpu cpu "
+                  "(CUDA steps are measured on the card by benchmarks/validate_fit_cuda.py)")
+        target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
+    try:
+        factory = load(model, kwargs)
+        input_specs = input_specs or getattr(factory, "default_inputs", None)
+        if not input_specs:
+            _fail(f"{model} needs its inputs: give --input [NAME=]SHAPE[:DTYPE] for each (e.g. --input 3x224x224)")
+        specs = parse_inputs(list(input_specs))
+        result = fit(factory, specs, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
+                     name=model, engine=engine, compare_fp32=bool(html_out and amp), torch_version=torch_version)
+    except FitError as err:
+        _fail(str(err))
+    if html_out:
+        from ..report.fit_html import write_html
+
+        _write_page(html_out, lambda command: write_html(result, html_out, command))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    from rich.console import Console
+
+    from ..report.console import render_fit
+
+    render_fit(result, Console())
+
+
+def _literal(value: str):
+    """An --arg value: a Python literal (number, list, tuple, string in quotes), true/false/none,
+    or else the text as it is."""
+    import ast
+
+    lowered = {"true": True, "false": False, "none": None}
+    if value.lower() in lowered:
+        return lowered[value.lower()]
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value

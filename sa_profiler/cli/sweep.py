@@ -1,0 +1,172 @@
+"""`sa-profile sweep`: a grid of workloads to CSV, JSON and an HTML report."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import (
+    _cpu_target, _dtypes, _engine, _fail, _impls, _ray_executor, _ray_targets, _target,
+    _torch_version, _torch_version_option,
+)
+from .headline import cli
+
+
+@cli.command("sweep")
+@click.option("--batch", "batches", default="1", show_default=True, metavar="LIST", help="Batches: 1,2,4,8 or 1:64:x2.")
+@click.option("--channels", default="64", show_default=True, metavar="LIST", help="Channels C: 64,128 or 32:256:x2.")
+@click.option("--res", default="32:128:x2", show_default=True, metavar="LIST",
+              help="Resolutions: R (square) or HxW, lists and ranges: 32:256:x2, 32:256:+32, 64x128.")
+@click.option("--impl", "impls", default="all", show_default=True, metavar="LIST",
+              help="reference, sdpa, sdpa:BACKEND, chunked, pooled; all = reference, sdpa, chunked.")
+@click.option("--dtype", "dtypes", default="fp32", show_default=True, metavar="LIST", help="fp32, fp16, bf16, fp64.")
+@click.option("--mode", type=click.Choice(["forward", "train", "both"]), default="both", show_default=True)
+@click.option("--gpu", "gpu_name", metavar="NAME",
+              help="A GPU from the catalogue (`sa-profile gpus`), cpu (this machine's CPU), or with --executor ray "
+                   "all-workers (measure on every GPU kind of the cluster).")
+@click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
+@click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
+@click.option("--engine", type=click.Choice(["auto", "simulate", "measure"]), default="auto", show_default=True,
+              help="auto measures when the target is at hand (the local card or CPU; with Ray, a GPU kind of the "
+                   "cluster), and simulates otherwise.")
+@click.option("--out", required=True, metavar="DIR", help="Folder for results.csv, results.json and report.html.")
+@click.option("--resume", is_flag=True, help="Finish a sweep in --out: rows already there are not run again "
+              "(rows whose worker died are).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: one workload at a time here; ray: each workload a task on a Ray cluster "
+                   "(pip install -e \".[ray]\" in the repository).")
+@click.option("--ray-address", metavar="auto|HOST:PORT",
+              help="The Ray cluster to join (default: RAY_ADDRESS, else a new one on this machine).")
+@_torch_version_option
+def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, headroom, engine, out, resume, executor,
+              ray_address, torch_version):
+    """Run a grid of batch x channels x resolution x implementation x dtype x mode.
+
+    Each row is written to DIR/results.csv as soon as it is done (a crash loses at most the
+    running one; --resume finishes the rest). Out-of-memory and unsupported workloads are rows
+    with their status; after an OOM, larger batches of that configuration are skipped. At the
+    end: DIR/results.json and DIR/report.html, a self-contained report that opens offline.
+    """
+    from ..grid import parse_ints, parse_resolutions
+    from ..units import ParseError
+
+    try:
+        batch_list = parse_ints(batches, "batches")
+        channel_list = parse_ints(channels, "channels")
+        res_list = parse_resolutions(res)
+    except ParseError as err:
+        _fail(str(err))
+    if min(channel_list) < 8:
+        _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
+    import os
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        _fail(f"--out {out!r} is a file; expected a folder for the sweep's files (a new one, or one a sweep wrote)")
+    torch_version = _torch_version(torch_version)
+    runner = None
+    if executor == "ray":
+        runner = _ray_executor(ray_address)
+        target_list, engine = _ray_targets(runner, gpu_name, gpu_mem, headroom, engine)
+    elif gpu_name and gpu_name.strip().lower() == "all-workers":
+        _fail("--gpu all-workers measures on every GPU kind of a Ray cluster: add --executor ray")
+    elif gpu_name and gpu_name.strip().lower() == "cpu":
+        target_list, engine = _cpu_target(gpu_mem, headroom, engine)
+    else:
+        target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
+        target_list, engine = [target], _engine(engine, local)
+    from ..engine.workload import DTYPES
+
+    dtype_list = _dtypes(dtypes) or ["float32"]
+    for target in target_list:
+        for d in dtype_list:
+            why = target.gpu.supports(DTYPES[d])
+            if why:
+                _fail(f"{d} cannot run on this target: {why}")
+    specs = _impls(impls) or ["reference", "sdpa", "chunked"]
+    impl_list = []
+    for spec in specs:
+        name, _, backend = spec.partition(":")
+        impl_list.append((name, {"backend": backend} if backend else ({"pool": 2} if name == "pooled" else {})))
+    modes = ["forward", "train"] if mode == "both" else [mode]
+
+    import shlex
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .. import batch_search
+    from .. import sweep as sweeping
+    from ..attention.backends import assume_torch
+    from ..executors import ExecutorError
+    from ..lock import FolderBusy, folder_lock
+    from ..report.html import write_report
+
+    try:
+        spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
+                              command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                              torch_version=torch_version)
+    except sweeping.SweepError as err:
+        _fail(str(err))
+    console = Console(stderr=True)
+    try:
+        with folder_lock(out):  # one writer per folder: the grid, the batch search and the report
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task("sweep", total=len(spec))
+
+                def on_row(w, rec, skipped):
+                    status = "resumed" if skipped else rec.status
+                    progress.update(task, advance=1, description=escape(
+                        f"{w.label} {w.dtype} {w.mode} B={w.batch} C={w.channels} {w.height}x{w.width}: {status}"))
+
+                try:
+                    rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner,
+                                        on_note=lambda note: console.print(f"note: {note}", markup=False,
+                                                                           highlight=False))
+                except (sweeping.SweepError, ExecutorError) as err:
+                    _fail(str(err))
+                except KeyboardInterrupt:
+                    click.echo(f"sa-profile: interrupted; the rows done are in {out}/results.csv: finish with --resume",
+                               err=True)
+                    sys.exit(130)
+                progress.update(task, description="largest batch of each configuration (the engine's search)")
+                with assume_torch(torch_version):  # the largest batches as the grid's rows: as that torch chooses
+                    batch_search.write(batch_search.search(rows), out)
+            report = write_report(f"{out}/results.csv")
+    except FolderBusy as err:
+        if runner is not None:
+            runner.close()
+        _fail(str(err))
+    _sweep_summary(rows, Console())
+    click.echo(f"wrote {out}/results.csv, {out}/results.json, {out}/{batch_search.LARGEST} and {report}")
+
+
+def _sweep_summary(rows, console) -> None:
+    import pandas as pd
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..units import format_bytes
+
+    import json
+
+    frame = pd.DataFrame(rows)
+    frame["total"] = pd.to_numeric(frame.total_bytes, errors="coerce")
+    frame["tokens"] = pd.to_numeric(frame.tokens)
+    frame["options"] = [  # one group per implementation and backend / checkpointing, whatever the chunk
+        " ".join(f"{k}={v}" for k, v in json.loads(o or "{}").items() if k in ("backend", "checkpoint", "pool"))
+        for o in frame.options]
+    table = Table(title="Sweep summary", title_justify="left", header_style="bold")
+    for col in ("implementation", "dtype", "mode", "rows", "ok", "oom", "skipped", "largest N that fits", "peak there"):
+        table.add_column(col, justify="left" if col in ("implementation", "dtype", "mode") else "right")
+    for (impl, opts, dtype, mode), g in frame.groupby(["impl", "options", "dtype", "mode"], sort=False):
+        ok = g[g.status == "ok"]
+        top = ok.sort_values(["tokens", "total"]).iloc[-1] if len(ok) else None
+        label = impl + (f" [{opts}]" if opts else "")
+        counts = g.status.value_counts()
+        table.add_row(escape(label), dtype, mode, str(len(g)), str(counts.get("ok", 0)), str(counts.get("oom", 0)),
+                      str(counts.get("skipped", 0)), str(int(top.tokens)) if top is not None else "-",
+                      format_bytes(top.total) if top is not None and top.total == top.total else "-")
+    console.print(table)
