@@ -7,6 +7,9 @@ aten/src/ATen/native/transformers/cuda/sdp_utils.cpp (`can_use_flash_attention`,
 `can_use_mem_efficient_attention`, `can_use_cudnn_attention`, `select_sdp_backend`) and
 sdp_utils_cpp.cpp for CPU; the order is `Context::sDPPriorityOrder()` (flash, efficient,
 math, cudnn), with cuDNN moved first where `check_prefer_cudnn_attention()` holds.
+
+Over 400 lines on purpose: torch's selection is one function across its four backends and
+their version differences, and reading it side by side with sdp_utils.cpp is how it is checked.
 """
 
 from __future__ import annotations
