@@ -156,6 +156,7 @@ NOT_RUN: dict[str, str] = {
     r"python benchmarks/fit_speed\.py --models library": "real training steps of six library models on the CPU (about "
                                                        "three minutes on 2 cores); tests/test_library_models.py holds "
                                                        "simulated = real on small ones",
+    r"sa-profile fit NAME ": "a placeholder (NAME: each library model benchmarks/fit_cli_latency.py times)",
     r"python benchmarks/fit_cli_latency\.py": "36 fresh processes, each importing torch and a model library (about four "
                                               "minutes on 2 cores)",
     r"python FILE\.py$": "prose: how a model file is imported (`FILE.py` is a placeholder)",
