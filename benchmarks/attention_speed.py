@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from classic_sagan import Self_Attn  # noqa: E402
-from sa_profiler import gpus  # noqa: E402
+from sa_profiler.targets import gpus  # noqa: E402
 from sa_profiler.attention import BackendUnavailable, build  # noqa: E402
 
 SHAPES = [(8, 64, 32, 32), (2, 128, 64, 64), (1, 128, 128, 128)]

@@ -7,7 +7,7 @@ the same import followed by `gc.freeze()`; each command with an empty answer cac
 question); and the same command again with the cache its first run filled (an identical repeated
 question). Prints medians and the ratios to the bare import, against the goals: a fresh default
 question at most 1.5x, a repeated one at most 1.1x. The machine's CUDA devices decide whether the
-cache is used at all (sa_profiler/answer_cache.py); the script says so.
+cache is used at all (sa_profiler/advice/answer_cache.py); the script says so.
 
 `sa-profile` freezes torch's objects out of the cyclic collector once torch is imported
 (cli/common.py `_loaded_for_good`), which also spares it the collection over them at interpreter exit
@@ -69,7 +69,7 @@ def simulations(argv: list[str]) -> int:
 
 
 def main():
-    from sa_profiler.answer_cache import cuda_possible
+    from sa_profiler.advice.answer_cache import cuda_possible
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)

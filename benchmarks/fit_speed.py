@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import torch  # noqa: E402
 
-from sa_profiler.fit import load, run_step  # noqa: E402
+from sa_profiler.models.fit import load, run_step  # noqa: E402
 
 MODELS = [  # label, model, its arguments, inputs (None: the library model's default)
     ("ResNet-50", "examples/zoo/resnet.py:resnet50", {}, ["3x224x224"]),

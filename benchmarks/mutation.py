@@ -47,7 +47,7 @@ MODULES = {
                   "tests/test_golden.py::test_engine_answers_are_pinned"]),
     # test_cli.py and the golden whole-model fits (30 s) left out: test_recommend_mutants.py holds
     # the search, the candidates and the ranking to hand-worked answers
-    "recommend": (["sa_profiler/recommend.py"],
+    "recommend": (["sa_profiler/advice/recommend.py"],
                   ["tests/test_recommend_mutants.py", "tests/test_user_strings.py", "tests/test_evidence.py"]
                   + [f"tests/test_golden.py::test_command_answers_are_pinned[{case}]" for case in (
                       "forum on a T4", "forum on a 12 GiB card", "README headline", "README fit forum_cnn")]),

@@ -39,7 +39,7 @@ PROBES = [
           ("tests/test_rule_coverage.py", "tests/test_tolerance.py")),
     Probe("drop the _safe_softmax rule", "sa_profiler/engine/rules.py", "", '\ndel RULES["_safe_softmax"]\n',
           ("tests/test_rule_coverage.py", "tests/test_tolerance.py")),
-    Probe("disable the AMP weight-cast cache", "sa_profiler/amp.py", "",
+    Probe("disable the AMP weight-cast cache", "sa_profiler/models/amp.py", "",
           "\n_cast_cached = AutocastEmulation._cast\n\n\n"
           "def _cast_uncached(self, t, dtype):\n"
           "    caching, self._caching = self._caching, False\n"
@@ -59,12 +59,12 @@ PROBES = [
           """f'<td>{row[d] if isinstance(row[d], str) else "-"}</td>'""", ("tests/test_html_escaping.py",)),
     Probe("stop escaping the <title> in the HTML", "sa_profiler/report/page.py",
           "<title>{esc(title)}</title>", "<title>{title}</title>", ("tests/test_html_escaping.py",)),
-    Probe("a batch search that returns one batch too many", "sa_profiler/recommend.py",
+    Probe("a batch search that returns one batch too many", "sa_profiler/advice/recommend.py",
           "            hi = mid\n    return lo, seen", "            hi = mid\n    return lo + 1, seen",
           ("tests/test_golden.py",)),
     Probe("a model name printed as rich markup", "sa_profiler/report/console.py",
           "[bold]{escape(result.model)}[/]", "[bold]{result.model}[/]", ("tests/test_user_strings.py",)),
-    Probe("implementation lists not de-duplicated", "sa_profiler/recommend.py",
+    Probe("implementation lists not de-duplicated", "sa_profiler/advice/recommend.py",
           "        if c not in unique:\n            unique.append(c)", "        unique.append(c)",
           ("tests/test_user_strings.py",)),
 ]

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler import gpus  # noqa: E402
+from sa_profiler.targets import gpus  # noqa: E402
 from sa_profiler.engine import Workload, step  # noqa: E402
 
 CASES = [("sdpa", {}, 55, 128, 256, 256, "float32", "forward"),

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler import gpus  # noqa: E402
+from sa_profiler.targets import gpus  # noqa: E402
 from sa_profiler.engine.allocator import round_size  # noqa: E402
 from sa_profiler.engine.reduce import reduction_scratch  # noqa: E402
 

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler import gpus  # noqa: E402
+from sa_profiler.targets import gpus  # noqa: E402
 
 ROWS = (1, 7, 64, 1000, 4096, 6304, 16384, 65536, 262144)
 COLS = (1, 3, 64, 192, 384, 1536, 4096)

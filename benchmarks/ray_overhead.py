@@ -19,10 +19,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler import gpus  # noqa: E402
-from sa_profiler.executors import RayExecutor  # noqa: E402
-from sa_profiler.recommend import make_target  # noqa: E402
-from sa_profiler.sweep import Sweep, run  # noqa: E402
+from sa_profiler.targets import gpus  # noqa: E402
+from sa_profiler.sweeps.executors import RayExecutor  # noqa: E402
+from sa_profiler.advice.recommend import make_target  # noqa: E402
+from sa_profiler.sweeps.sweep import Sweep, run  # noqa: E402
 
 
 def grid() -> Sweep:

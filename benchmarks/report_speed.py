@@ -21,10 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler import batch_search, gpus  # noqa: E402
-from sa_profiler.recommend import make_target  # noqa: E402
+from sa_profiler.advice import batch_search
+
+from sa_profiler.targets import gpus  # noqa: E402
+from sa_profiler.advice.recommend import make_target  # noqa: E402
 from sa_profiler.report.html import write_report  # noqa: E402
-from sa_profiler.sweep import Sweep, columns, read_rows, run  # noqa: E402
+from sa_profiler.sweeps.sweep import Sweep, columns, read_rows, run  # noqa: E402
 
 IMPLS = [("reference", {}), ("sdpa", {}), ("sdpa", {"backend": "math"}), ("chunked", {}), ("pooled", {"pool": 2})]
 

@@ -44,7 +44,7 @@ def probe() -> dict:
     from zoo_cases import MODELS
 
     from sa_profiler.cli import cli
-    from sa_profiler.fit import FitError, fit, load, run_step
+    from sa_profiler.models.fit import FitError, fit, load, run_step
 
     start = time.perf_counter()
     out = {"torch": torch.__version__, "python": sys.version.split()[0], "headline": {}, "zoo": {}, "amp": {}}

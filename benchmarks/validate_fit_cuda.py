@@ -1,4 +1,4 @@
-"""Whole-model training steps on the local CUDA card vs `sa_profiler.fit`'s simulation.
+"""Whole-model training steps on the local CUDA card vs `sa_profiler.models.fit`'s simulation.
 
     python benchmarks/validate_fit_cuda.py --out reports/validation            # the examples
     python benchmarks/validate_fit_cuda.py --zoo --probe --out reports/validation  # and the zoo
@@ -29,10 +29,12 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler import files, gpus  # noqa: E402
-from sa_profiler import inputs as model_inputs  # noqa: E402
+from sa_profiler.sweeps import files
+
+from sa_profiler.targets import gpus  # noqa: E402
+from sa_profiler.models import inputs as model_inputs  # noqa: E402
 from sa_profiler.attention.routing import _OPENED, _unchecked  # noqa: E402
-from sa_profiler.fit import _first_tensor, load, parse_inputs, run_step  # noqa: E402
+from sa_profiler.models.fit import _first_tensor, load, parse_inputs, run_step  # noqa: E402
 
 CASES = [  # model, its arguments, its inputs, batch, AMP
     ("examples/sagan.py:Generator", {"ch": 32, "image_size": 64}, "128", 16, None),

@@ -7,7 +7,7 @@ __all__ = ["__version__", "IMPLEMENTATIONS", "build", "convert"]
 
 def __getattr__(name):  # torch is imported on first use, so a kept CLI answer needs none
     if name in ("IMPLEMENTATIONS", "build", "convert"):
-        from . import attention
+        from sa_profiler import attention
 
         return getattr(attention, name)
     raise AttributeError(f"module 'sa_profiler' has no attribute {name!r}")

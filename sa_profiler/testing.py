@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from .fit import fit
-from .units import format_bytes
+from sa_profiler.models.fit import fit
+from sa_profiler.units import format_bytes
 
 
 def assert_fits(model, input_shape, batch: int, target="t4", **options):

@@ -392,7 +392,7 @@ def group_norm_backward_copies_grad() -> bool:
     import torch.nn.functional as F
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from .engine import lazy
+    from sa_profiler.engine import lazy
 
     class _Ops(TorchDispatchMode):
         def __init__(self):

@@ -2,7 +2,7 @@
 
 import torch
 
-from sa_profiler.amp import AutocastEmulation
+from sa_profiler.models.amp import AutocastEmulation
 
 MiB = 2**20
 
@@ -26,8 +26,8 @@ def test_weight_cast_is_cached_within_a_region_and_dropped_after():
 def test_a_weight_used_three_times_costs_one_cast():
     """Simulated AMP step of two layers applied three times: one float16 copy of each weight
     (16 MiB), not three (without the cache the four extra copies add 64 MiB)."""
-    from sa_profiler import gpus
-    from sa_profiler.fit import run_step
+    from sa_profiler.targets import gpus
+    from sa_profiler.models.fit import run_step
 
     class Thrice(torch.nn.Module):
         def __init__(self):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sa_profiler import answer_cache
+from sa_profiler.advice import answer_cache
 
 ARGS = ["--gpu", "t4", "--shape", "64x32x32", "--mode", "forward", "--dtype", "fp16", "--impl", "sdpa"]
 PROBE = ("import sys; sys.argv = ['sa-profile'] + sys.argv[1:]\n"

@@ -1,7 +1,7 @@
 """The answer cache tells questions apart: every option that changes the answer, and the
 installed torch, are in its key (a planted bug that dropped one printed the previous answer)."""
 
-from sa_profiler import answer_cache
+from sa_profiler.advice import answer_cache
 
 BASE = ["--shape", "64x32x32"]
 VARIANTS = [["--gpu", "t4"], ["--gpu", "l4"], ["--gpu-mem", "12G"], ["--gpu", "t4", "--headroom", "20%"],

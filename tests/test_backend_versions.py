@@ -5,7 +5,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.attention import backends
 from sa_profiler.cli import cli
 

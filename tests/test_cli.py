@@ -5,10 +5,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sa_profiler import __version__, gpus
+from sa_profiler import __version__
+
+from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 from sa_profiler.engine import Workload, simulate
-from sa_profiler.recommend import make_target, total_bytes
+from sa_profiler.advice.recommend import make_target, total_bytes
 
 GiB = 2**30
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.engine import Record, Workload, measure, simulate, to_frame
 from sa_profiler.engine.allocator import CudaCachingAllocator, allocation_size, round_size
 

@@ -240,7 +240,7 @@ def test_cap_releases_free_segments_then_runs_out():
 
 # -- simulate's outcomes ------------------------------------------------------------------------
 def test_simulate_outcomes():
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
 
     t4 = gpus.lookup("t4")
     rec = simulate(Workload("reference", 1, 16, 8, 8, "bfloat16", "train", "t4"))
@@ -256,7 +256,7 @@ def test_simulate_outcomes():
 
 
 def test_simulate_baseline_time_and_device():
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
 
     t4 = gpus.lookup("t4")
     w = Workload("reference", 1, 16, 8, 8, "float16", "train", "t4")
@@ -295,7 +295,7 @@ def test_step_make_and_run(mode, device):
 
 
 def test_targets():
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
     from sa_profiler.engine import targets
 
     assert targets.resolve("cpu") is None and targets.key_of(None) == "cpu"
@@ -323,7 +323,7 @@ def test_a_one_byte_peak_is_recorded():
 def test_op_log_and_timeline_of_a_gpu_step():
     """What the per-op probes and fit's timeline read: each op's new output bytes and hidden
     bytes, and the allocated high point per op (kernel temporaries included)."""
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
     from sa_profiler.engine import step
     from sa_profiler.engine.allocator import CudaCachingAllocator, round_size
     from sa_profiler.engine.layouts import ChainedRules, LayoutRules

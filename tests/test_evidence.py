@@ -1,8 +1,10 @@
-"""Recommendations only as sure as their evidence (sa_profiler/evidence.py)."""
+"""Recommendations only as sure as their evidence (sa_profiler/targets/evidence.py)."""
 
-from sa_profiler import evidence, gpus
-from sa_profiler.advise import advise
-from sa_profiler.recommend import make_target
+from sa_profiler.targets import evidence
+
+from sa_profiler.targets import gpus
+from sa_profiler.advice.advise import advise
+from sa_profiler.advice.recommend import make_target
 from sa_profiler.report.console import advice_json
 
 

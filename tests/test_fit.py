@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from sa_profiler.cli import cli
-from sa_profiler.fit import FitError, fit, load, run_step
+from sa_profiler.models.fit import FitError, fit, load, run_step
 from sa_profiler.testing import assert_fits
 
 EXAMPLES = [
@@ -67,7 +67,7 @@ def test_conversion_lowers_the_peak_within_the_attention_share(spec, args, shape
 
 
 def result_gpu(name):
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
     return gpus.lookup(name)
 
 
@@ -105,8 +105,8 @@ def test_json_and_max_batch():
     assert set(data["breakdown"]) == {"parameters", "input", "gradients", "optimizer state", "activations", "temporary",
                                       "library workspaces"}
     factory = load("examples/sagan.py:Generator", {"ch": 8, "image_size": 32})
-    from sa_profiler import gpus
-    from sa_profiler.recommend import make_target
+    from sa_profiler.targets import gpus
+    from sa_profiler.advice.recommend import make_target
     target = make_target(gpus.custom(2**30))
     at = run_step(factory, (128,), data["max_batch"], target.gpu, cap=target.usable)
     over = run_step(factory, (128,), data["max_batch"] + 1, target.gpu, cap=target.usable)
@@ -116,7 +116,7 @@ def test_json_and_max_batch():
 
 def test_amp_runs_and_bf16_on_t4_is_refused():
     factory = load("examples/sagan.py:Discriminator", {"ch": 8, "image_size": 32})
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
     amp = run_step(factory, (3, 32, 32), 4, gpus.lookup("a100"), amp="bf16")
     full = run_step(factory, (3, 32, 32), 4, gpus.lookup("a100"))
     assert amp.status == "ok" and amp.peak_total != full.peak_total

@@ -13,11 +13,13 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from sa_profiler import build, convert, gpus
+from sa_profiler import build, convert
+
+from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 from sa_profiler.engine.layouts import conv_format, suggests_channels_last
-from sa_profiler.fit import FitError, fit, load, meta_copy, run_step
-from sa_profiler.inputs import Input, InputError, parse, parse_all
+from sa_profiler.models.fit import FitError, fit, load, meta_copy, run_step
+from sa_profiler.models.inputs import Input, InputError, parse, parse_all
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN = ("examples/sagan.py:Generator", {"ch": 8, "image_size": 32})
@@ -68,7 +70,7 @@ def test_checkpointed_sdpa_is_routed_in_the_recompute():
 
 
 def test_a_failing_conversion_is_a_row_not_the_answer(monkeypatch):
-    from sa_profiler import fit as fit_module
+    from sa_profiler.models import fit as fit_module
 
     real = fit_module.run_step
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from sa_profiler.cli import cli
-from sa_profiler.fit import FitError, fit, load, run_step
+from sa_profiler.models.fit import FitError, fit, load, run_step
 from zoo_cases import memtracker_peak
 
 BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,

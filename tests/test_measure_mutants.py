@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.attention.sdpa import BackendUnavailable
 from sa_profiler.engine import Workload, measure, simulate, step
 

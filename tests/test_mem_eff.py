@@ -24,7 +24,7 @@ Derivation (pytorch/pytorch aten/src/ATen/native/transformers/cuda/):
 import pytest
 import torch
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.engine import mem_eff
 from sa_profiler.engine.rules import RULES
 

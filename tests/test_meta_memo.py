@@ -11,7 +11,7 @@ import torch
 
 from sa_profiler.engine import Workload, meta_memo, simulate, timing
 from sa_profiler.engine import tracker as tracking
-from sa_profiler.fit import fit
+from sa_profiler.models.fit import fit
 
 
 def _step(w: Workload, made: list, cap=None) -> tuple:

@@ -7,10 +7,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
-from sa_profiler.fit import fit, load
-from sa_profiler.recommend import make_target
+from sa_profiler.models.fit import fit, load
+from sa_profiler.advice.recommend import make_target
 from sa_profiler.report.fit_html import _answer
 from sa_profiler.testing import assert_fits
 

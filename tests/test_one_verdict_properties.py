@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
-from sa_profiler import gpus
-from sa_profiler.fit import fit
-from sa_profiler.recommend import make_target
+from sa_profiler.targets import gpus
+from sa_profiler.models.fit import fit
+from sa_profiler.advice.recommend import make_target
 from sa_profiler.report.fit_html import _answer
 from sa_profiler.testing import assert_fits
 
@@ -116,7 +116,7 @@ def headline_cases(draw):
 def test_headline_rows_fit_exactly_up_to_their_largest_batch(case, offset):
     """Each headline row at a drawn --batch says yes exactly up to its own largest batch (asked
     without --batch), in the rows and the JSON, and a row that does not fit has no peak."""
-    from sa_profiler.advise import advise
+    from sa_profiler.advice.advise import advise
     from sa_profiler.report.console import advice_json
 
     gpu, channels, side, mode, dtype = case

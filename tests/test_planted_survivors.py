@@ -4,8 +4,8 @@ have seen go wrong."""
 import torch
 from torch import nn
 
-from sa_profiler import gpus
-from sa_profiler.fit import fit, run_step
+from sa_profiler.targets import gpus
+from sa_profiler.models.fit import fit, run_step
 
 
 class _Named(nn.Module):

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from sa_profiler import gpus, sweep
+from sa_profiler.targets import gpus
+
+from sa_profiler.sweeps import sweep
 from sa_profiler.cli import cli
-from sa_profiler.executors import LocalExecutor, RayExecutor, gpu_kinds
-from sa_profiler.recommend import make_target
+from sa_profiler.sweeps.executors import LocalExecutor, RayExecutor, gpu_kinds
+from sa_profiler.advice.recommend import make_target
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -83,7 +85,7 @@ def _slow_on(key, pidfile):
             with open(pidfile, "w") as fh:
                 fh.write(str(os.getpid()))
             time.sleep(120)
-        from sa_profiler.sweep import run_workload
+        from sa_profiler.sweeps.sweep import run_workload
 
         return run_workload(w, engine, cap)
     return run
@@ -139,7 +141,7 @@ def test_a_task_that_raises_is_an_error_row_not_retried(cluster, tmp_path):
     def broken(w, engine, cap):
         if w.batch == 4:
             raise ValueError("bad workload")
-        from sa_profiler.sweep import run_workload
+        from sa_profiler.sweeps.sweep import run_workload
 
         return run_workload(w, engine, cap)
 
@@ -223,7 +225,7 @@ def test_gpu_kinds_from_ray_nodes():
     ("host:", "cannot read --ray-address 'host:'"),
 ])
 def test_bad_ray_address_fails_fast(address, message):
-    from sa_profiler.executors import ExecutorError, check_address
+    from sa_profiler.sweeps.executors import ExecutorError, check_address
 
     start = time.time()
     with pytest.raises(ExecutorError, match=message.replace("(", r"\(").replace("[", r"\[").replace("?", r"\?")):

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from sa_profiler import executors, gpus
+from sa_profiler.sweeps import executors
+
+from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 
 ray = pytest.importorskip("ray")
@@ -47,7 +49,7 @@ def fake_t4(monkeypatch):
 
     def measure(w, engine, cap):
         from sa_profiler.engine.workload import Record
-        from sa_profiler.sweep import run_workload
+        from sa_profiler.sweeps.sweep import run_workload
 
         if engine != "measure":
             return run_workload(w, engine, cap)
@@ -98,9 +100,9 @@ def test_a_killed_measuring_process_is_a_lost_row_and_is_replaced(t4_cluster, tm
     import threading
     import time
 
-    from sa_profiler import sweep
-    from sa_profiler.executors import RayExecutor
-    from sa_profiler.recommend import make_target
+    from sa_profiler.sweeps import sweep
+    from sa_profiler.sweeps.executors import RayExecutor
+    from sa_profiler.advice.recommend import make_target
 
     t4 = make_target(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
     spec = sweep.Sweep(t4, [("reference", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)], [1, 2, 4],
@@ -137,9 +139,9 @@ def test_a_killed_measuring_process_is_a_lost_row_and_is_replaced(t4_cluster, tm
 def test_a_process_with_a_lost_cuda_context_measures_no_more(t4_cluster, tmp_path):
     import time
 
-    from sa_profiler import sweep
-    from sa_profiler.executors import RayExecutor
-    from sa_profiler.recommend import make_target
+    from sa_profiler.sweeps import sweep
+    from sa_profiler.sweeps.executors import RayExecutor
+    from sa_profiler.advice.recommend import make_target
 
     t4 = make_target(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
     spec = sweep.Sweep(t4, [("reference", {}), ("sdpa", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)],

@@ -113,7 +113,7 @@ RUN: dict[str, Run] = {
     # validation and time-model figures: re-simulations of committed data, run as they are
     r"python -m sa_profiler\.validation$": Run(),
     r"python -m sa_profiler\.validation --floors$": Run(),
-    r"python -m sa_profiler\.timing_fit --check$": Run(),
+    r"python -m sa_profiler\.validation\.timing_fit --check$": Run(),
     # benchmarks: their smallest form
     r"python benchmarks/simulate_speed\.py$": Run(prelude=(  # no size flag: 0.02 s per rate instead of 0.5 s
         "import importlib; s = importlib.import_module('sa_profiler.engine.simulate'); f = s.simulations_per_second\n"
@@ -148,7 +148,7 @@ NOT_RUN: dict[str, str] = {
     r"sa-profile fit mypkg\.models:build": "placeholder model `mypkg.models:build`",
     r"sa-profile fit FILE\.py:NAME": "placeholders (FILE.py:NAME, SHAPE, B) in the overview",
     r"sa-profile sweep$": "the name of the subcommand in the overview, not a command",
-    r"python -m sa_profiler\.timing_fit$": "refits and rewrites sa_profiler/engine/timing_constants.py; its `--check` "
+    r"python -m sa_profiler\.validation\.timing_fit$": "refits and rewrites sa_profiler/engine/timing_constants.py; its `--check` "
                                            "form is run",
     r"python -c import torch$": "the baseline that benchmarks/cli_latency.py times, run by that benchmark",
     r"python benchmarks/fit_speed\.py$": "real ResNet-50 and ViT-S/16 training steps on the CPU: 55 s on 2 cores even "
@@ -388,13 +388,13 @@ def check_floors(output: str) -> None:
 
 
 def check_validation_tables(output: str) -> None:
-    """Every row of the README's validation tables is a row `python -m sa_profiler.validation` prints."""
+    """Every row of the README's validation tables is a row `python -m sa_profiler.validation.accuracy` prints."""
     section = README_TEXT.split("## How accurate is it", 1)[1].split("\n#", 1)[0]
     rows = [line.strip() for line in section.splitlines() if re.match(r"\|\s*H100", line.strip())]
     assert rows, "no validation table rows found in README.md's 'How accurate is it'"
     printed = {" ".join(line.split()) for line in output.splitlines()}
     stale = [row for row in rows if " ".join(row.split()) not in printed]
-    assert not stale, "README.md rows that `python -m sa_profiler.validation` no longer prints:\n" + \
+    assert not stale, "README.md rows that `python -m sa_profiler.validation.accuracy` no longer prints:\n" + \
         "\n".join(stale) + "\n\nit prints:\n" + output
 
 

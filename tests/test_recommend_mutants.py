@@ -7,8 +7,10 @@ tests/test_backends_mutants.py); the ranking against rows whose times and bytes 
 
 import pytest
 
-from sa_profiler import evidence, gpus
-from sa_profiler import recommend as R
+from sa_profiler.targets import evidence
+
+from sa_profiler.targets import gpus
+from sa_profiler.advice import recommend as R
 from sa_profiler.attention import backends
 from sa_profiler.engine import Record, Workload, timing
 

@@ -15,7 +15,7 @@ import torch.utils.checkpoint
 from sa_profiler.attention import build, recompute
 from sa_profiler.engine import Workload, simulate
 from sa_profiler.engine import tracker as tracking
-from sa_profiler.fit import fit
+from sa_profiler.models.fit import fit
 
 
 # the mirror needs torch._C._autograd._make_saved_tensor (torch 2.13 and later); before it the

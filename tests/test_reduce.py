@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.engine.allocator import round_size
 from sa_profiler.engine.reduce import (MAX_THREADS_PER_SM, max_threads_per_sm, reduce_config, reduction_scratch,
                                        temps_for)

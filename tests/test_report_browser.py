@@ -186,10 +186,10 @@ def test_fit_report(tmp_path):
 
 
 def test_atlas_report_renders_a_column_per_device(tmp_path):
-    from sa_profiler import gpus
-    from sa_profiler.recommend import make_target
+    from sa_profiler.targets import gpus
+    from sa_profiler.advice.recommend import make_target
     from sa_profiler.report.html import write_report
-    from sa_profiler.sweep import Sweep, run
+    from sa_profiler.sweeps.sweep import Sweep, run
 
     out = tmp_path / "atlas"
     spec = Sweep([make_target(gpus.lookup("t4")), make_target(gpus.lookup("l4"))], [("reference", {}), ("sdpa", {})],
@@ -208,9 +208,9 @@ def test_atlas_report_renders_a_column_per_device(tmp_path):
 
 def test_notebook_outputs_draw_beside_each_other_under_an_amd_loader(tmp_path):
     """Two `_repr_html_` outputs in one page (as in classic Jupyter, which has require.js)."""
-    from sa_profiler import gpus
-    from sa_profiler.advise import advise
-    from sa_profiler.recommend import make_target
+    from sa_profiler.targets import gpus
+    from sa_profiler.advice.advise import advise
+    from sa_profiler.advice.recommend import make_target
 
     from sa_profiler.report import page
 

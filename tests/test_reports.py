@@ -6,18 +6,20 @@ import sys
 import pandas as pd
 from click.testing import CliRunner
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
-from sa_profiler.recommend import make_target, profile_row
+from sa_profiler.advice.recommend import make_target, profile_row
 
 
 def test_runner_sits_below_sweep_and_executors():
     """The dependency runs one way: sweep -> executors -> runner."""
-    code = ("import sys, sa_profiler.executors, sa_profiler.runner; "
-            "print('sa_profiler.sweep' in sys.modules)")
+    code = ("import sys, sa_profiler.sweeps.executors, sa_profiler.sweeps.rows; "
+            "print('sa_profiler.sweeps.sweep' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    from sa_profiler import executors, runner, sweep
+    from sa_profiler.sweeps import executors
+    from sa_profiler.sweeps import rows as runner
+    from sa_profiler.sweeps import sweep
 
     assert executors.run_workload is runner.run_workload is sweep.run_workload and sweep.LOST == runner.LOST
 

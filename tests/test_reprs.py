@@ -1,9 +1,9 @@
 """In a plain Python or IPython terminal the results print the short answer, not their insides."""
 
-from sa_profiler import gpus
-from sa_profiler.advise import advise
-from sa_profiler.fit import fit, load
-from sa_profiler.recommend import make_target
+from sa_profiler.targets import gpus
+from sa_profiler.advice.advise import advise
+from sa_profiler.models.fit import fit, load
+from sa_profiler.advice.recommend import make_target
 
 
 def test_fit_result_repr_is_the_answer():

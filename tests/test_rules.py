@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.engine.allocator import round_size
 from sa_profiler.engine.rules import RULES, CudaRules, _flash_splits, is_dense
 
@@ -123,7 +123,7 @@ def test_the_rules_name_every_op_they_act_on():
     """The tracker skips the rules for an op no rule set names (`ops`): every other op a step
     dispatches must get nothing from them. Each op of a training step of every implementation
     (and the ops named) is put to every rule set."""
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
     from sa_profiler.engine import Workload, simulate
     from sa_profiler.engine import tracker as tracking
     from sa_profiler.engine.layouts import ChainedRules, LayoutRules

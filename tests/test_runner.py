@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from sa_profiler import inputs as model_inputs
+from sa_profiler.models import inputs as model_inputs
 from sa_profiler.attention.backends import CPU
 from sa_profiler.engine import runner, step
 from sa_profiler.engine.workload import Workload
-from sa_profiler.fit import load
+from sa_profiler.models.fit import load
 
 LAYERS = [("reference", {}), ("sdpa", {}), ("sdpa", {"backend": "math"}), ("chunked", {"chunk": 16}),
           ("chunked", {"chunk": 16, "checkpoint": True}), ("pooled", {"pool": 2})]

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from sa_profiler.cli import cli
-from sa_profiler.grid import parse_ints, parse_resolutions
+from sa_profiler.sweeps.grid import parse_ints, parse_resolutions
 from sa_profiler.report.html import write_report
 from sa_profiler.units import ParseError
 
@@ -122,7 +122,7 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    from sa_profiler.lock import holder
+    from sa_profiler.sweeps.lock import holder
 
     assert holder(part) == proc.pid  # the lock file stays behind with the dead pid, the lock does not
     before = _rows(results)

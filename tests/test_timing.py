@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sa_profiler import gpus, timing_fit
+from sa_profiler.targets import gpus
+
+from sa_profiler.validation import timing_fit
 from sa_profiler.cli import cli
 from sa_profiler.engine import Record, Workload, simulate, timing
 from sa_profiler.engine import timing_constants as fitted
-from sa_profiler.recommend import Row, make_target, profile_row, recommend
+from sa_profiler.advice.recommend import Row, make_target, profile_row, recommend
 
 README = Path(__file__).resolve().parent.parent / "docs" / "how-the-numbers-are-made.md"  # its "Time estimates"
 
@@ -71,7 +73,7 @@ def test_identical_steps_show_the_measurement_noise(heldout_figures):
 
 def test_committed_figures_are_todays(heldout_figures):
     """timing_constants.HELDOUT is what the check gives with today's simulator (rerun
-    `python -m sa_profiler.timing_fit` when the simulator's ops change)."""
+    `python -m sa_profiler.validation.timing_fit` when the simulator's ops change)."""
     for key in ("median_ratio", "typical_factor", "p90_factor", "order_agreement"):
         assert heldout_figures[key] == pytest.approx(fitted.HELDOUT[key], abs=0.02), key
 
@@ -93,7 +95,7 @@ def test_readme_shows_the_check_command_output(heldout):
     with redirect_stdout(out):
         assert timing_fit.main(["--check"]) == 0
     text = README.read_text()
-    assert "python -m sa_profiler.timing_fit --check" in text
+    assert "python -m sa_profiler.validation.timing_fit --check" in text
     for line in out.getvalue().splitlines():
         assert line in text, f"docs/how-the-numbers-are-made.md's 'Time estimates' is stale; paste the output of the command:\n{line}"
 

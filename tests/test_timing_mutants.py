@@ -190,7 +190,7 @@ def test_method_and_assumption_texts():
                                  "its peak rates and bandwidth (unmeasured); typical error "
                                  f"x{h['typical_factor']:.2f} on held-out {fitted.CARD} workloads")
     base = (f"times are estimates: per-op efficiencies and launch costs fitted on {fitted.CARD} measurements "
-            f"(python -m sa_profiler.timing_fit); on {h['rows']} held-out workloads measured / estimated has a "
+            f"(python -m sa_profiler.validation.timing_fit); on {h['rows']} held-out workloads measured / estimated has a "
             f"median of {h['median_ratio']:.2f} and a typical error of x{h['typical_factor']:.2f} "
             f"(x{h['p90_factor']:.2f} at the 90th percentile)")
     assert timing.assumption(H100) == base

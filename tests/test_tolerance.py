@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from sa_profiler import gpus
+from sa_profiler.targets import gpus
 from sa_profiler.engine import rules
 from sa_profiler.engine.allocator import round_size
-from sa_profiler.validation import FLOORS, floors, resimulate, tolerance, validation_csvs
+from sa_profiler.validation.accuracy import FLOORS, floors, resimulate, tolerance, validation_csvs
 
 PROBES = sorted((Path(__file__).parent.parent / "reports" / "validation").glob("*probe*.csv"))
 
@@ -48,11 +48,11 @@ def today():
 
 def test_floors_are_derived_from_the_data(today):
     """FLOORS is exactly the largest residual per backend: a rule that improves must tighten it
-    (python -m sa_profiler.validation --floors prints the new values)."""
+    (python -m sa_profiler.validation.accuracy --floors prints the new values)."""
     found = floors(today)
     assert set(found) == set(FLOORS)
-    assert found == FLOORS, ("the residuals moved: set FLOORS in sa_profiler/validation.py (and the README's "
-                             f"Tolerance paragraph) to {found}, the output of python -m sa_profiler.validation --floors")
+    assert found == FLOORS, ("the residuals moved: set FLOORS in sa_profiler/validation/accuracy.py (and the README's "
+                             f"Tolerance paragraph) to {found}, the output of python -m sa_profiler.validation.accuracy --floors")
 
 
 def test_floors_are_tighter_than_the_old_goal():

@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from sa_profiler.cli import _sweep_summary, cli
-from sa_profiler import gpus
-from sa_profiler.recommend import candidates
+from sa_profiler.targets import gpus
+from sa_profiler.advice.recommend import candidates
 
 MODEL = '''
 import torch.nn as nn

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sa_profiler.validation import FOLDER, max_batch_check, resimulate, validation_csvs
+from sa_profiler.validation.accuracy import FOLDER, max_batch_check, resimulate, validation_csvs
 
 CSVS = validation_csvs()
 
@@ -42,7 +42,7 @@ def test_whole_model_steps_against_the_card(path):
     workspaces included): never more than 5 % below the card (the unsafe side; what is left is
     cuDNN convolution workspaces, unmodelled; README), at most 8 % above, and every attention
     call on the backend torch's dispatcher chose on the card."""
-    from sa_profiler.validation import fit_check
+    from sa_profiler.validation.accuracy import fit_check
 
     result = fit_check(path)
     assert len(result) >= 5

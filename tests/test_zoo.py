@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from sa_profiler.attention import backends
 from sa_profiler.cli import cli
-from sa_profiler.fit import fit, load, run_step
+from sa_profiler.models.fit import fit, load, run_step
 from zoo_cases import BY_ID, CASES, MODELS, REPO, memtracker_peak
 
 STEPS = [c for c in CASES if not c.id.startswith("unet-small")]  # the per-sample timestep too
@@ -100,7 +100,7 @@ def test_autocast_cache_takes_only_what_torch_caches():
     # requires grad and `!arg.is_view()`, keyed by its TensorImpl and holding a weak reference
     # (the address cannot be reused while cached). A view of a parameter made under no_grad (as
     # spectral_norm's `weight_mat`) is such a leaf but a view: cast afresh every time.
-    from sa_profiler.amp import AutocastEmulation
+    from sa_profiler.models.amp import AutocastEmulation
 
     emulation = AutocastEmulation(torch.float16)
     wide = torch.nn.Parameter(torch.empty(16, 144, device="meta"))

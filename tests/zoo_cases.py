@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sa_profiler import inputs as model_inputs
+from sa_profiler.models import inputs as model_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,12 +1,12 @@
 """Weight-compatible SAGAN self-attention implementations."""
 
-from .backends import BACKENDS, DeviceCaps
-from .base import SelfAttention2d
-from .chunked import ChunkedSelfAttention
-from .pooled import PooledSelfAttention
-from .reference import ReferenceSelfAttention
-from .registry import IMPLEMENTATIONS, build, convert, get, is_sagan_attention
-from .sdpa import BackendUnavailable, SDPASelfAttention
+from sa_profiler.attention.backends import BACKENDS, DeviceCaps
+from sa_profiler.attention.base import SelfAttention2d
+from sa_profiler.attention.chunked import ChunkedSelfAttention
+from sa_profiler.attention.pooled import PooledSelfAttention
+from sa_profiler.attention.reference import ReferenceSelfAttention
+from sa_profiler.attention.registry import IMPLEMENTATIONS, build, convert, get, is_sagan_attention
+from sa_profiler.attention.sdpa import BackendUnavailable, SDPASelfAttention
 
 __all__ = [
     "BACKENDS", "DeviceCaps", "SelfAttention2d", "ReferenceSelfAttention", "SDPASelfAttention",

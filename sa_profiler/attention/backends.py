@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import torch_compat
+from sa_profiler import torch_compat
 
 BACKENDS = ("math", "efficient", "flash", "cudnn")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)

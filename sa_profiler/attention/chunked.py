@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from . import recompute as _recompute
-from .base import SelfAttention2d
+from sa_profiler.attention import recompute as _recompute
+from sa_profiler.attention.base import SelfAttention2d
 
 
 def _chunk_attention(q_chunk: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import SelfAttention2d
+from sa_profiler.attention.base import SelfAttention2d
 
 
 class PooledSelfAttention(SelfAttention2d):

@@ -33,7 +33,7 @@ from collections import defaultdict
 
 import torch
 
-from .. import torch_compat
+from sa_profiler import torch_compat
 
 _make_saved_tensor = torch_compat.make_saved_tensor()  # None: torch's own checkpoint is used
 if _make_saved_tensor is not None:

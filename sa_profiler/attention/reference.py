@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import SelfAttention2d
+from sa_profiler.attention.base import SelfAttention2d
 
 
 class ReferenceSelfAttention(SelfAttention2d):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SelfAttention2d
-from .chunked import ChunkedSelfAttention
-from .pooled import PooledSelfAttention
-from .reference import ReferenceSelfAttention
-from .sdpa import SDPASelfAttention
+from sa_profiler.attention.base import SelfAttention2d
+from sa_profiler.attention.chunked import ChunkedSelfAttention
+from sa_profiler.attention.pooled import PooledSelfAttention
+from sa_profiler.attention.reference import ReferenceSelfAttention
+from sa_profiler.attention.sdpa import SDPASelfAttention
 
 IMPLEMENTATIONS: dict[str, type[SelfAttention2d]] = {
     "reference": ReferenceSelfAttention,

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .. import torch_compat
-from . import backends
+from sa_profiler import torch_compat
+from sa_profiler.attention import backends
 
 aten = torch.ops.aten
 _SDPA = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
@@ -266,7 +266,7 @@ def _cpu_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     gradient contiguous in the input's suggested format on the CPU up to torch 2.13
     (`torch_compat.group_norm_backward_copies_grad`); a meta tensor takes the other branch of
     both (plain `.contiguous()`: copies of channels-last tensors)."""
-    from ..engine.layouts import suggests_channels_last
+    from sa_profiler.engine.layouts import suggests_channels_last
 
     if not suggests_channels_last(input):
         return F.group_norm(input, num_groups, weight, bias, eps)

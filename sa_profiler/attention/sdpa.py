@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import backends
-from .base import SelfAttention2d
+from sa_profiler.attention import backends
+from sa_profiler.attention.base import SelfAttention2d
 
 LAYOUTS = ("auto", "single", "split", "pad")
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from . import catalogue, common, fit, report, sweep  # noqa: F401 (each registers its command)
-from .headline import cli
-from .sweep import _sweep_summary  # noqa: F401
+from sa_profiler.cli import catalogue, common, fit, report, sweep  # noqa: F401 (each registers its command)
+from sa_profiler.cli.headline import cli
+from sa_profiler.cli.sweep import _sweep_summary  # noqa: F401
 
 
 def main():  # console-script entry point; an identical question asked before is answered from the cache
-    from ..answer_cache import answered
+    from sa_profiler.advice.answer_cache import answered
 
     common._ONE_SHOT = True
     answered(sys.argv[1:], lambda: cli.main(prog_name="sa-profile"))

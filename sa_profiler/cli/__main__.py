@@ -1,5 +1,5 @@
 """`python -m sa_profiler.cli`."""
 
-from . import main
+from sa_profiler.cli import main
 
 main()

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .. import __version__
-from .headline import cli
+from sa_profiler import __version__
+from sa_profiler.cli.headline import cli
 
 
 @cli.command("gpus")
@@ -15,7 +15,7 @@ from .headline import cli
 def gpus_cmd(as_json):
     """The GPU catalogue: memory as torch reports it, compute capability, SMs, shared memory per
     block, peak rates, and where each figure comes from."""
-    from .. import gpus
+    from sa_profiler.targets import gpus
 
     if as_json:
         click.echo(json.dumps([{"key": g.key, "name": g.name, "total_memory": g.total_memory,
@@ -31,7 +31,7 @@ def gpus_cmd(as_json):
     from rich.markup import escape
     from rich.table import Table
 
-    from ..report.console import _numbers_whole, render_gpus
+    from sa_profiler.report.console import _numbers_whole, render_gpus
 
     console = Console()
     render_gpus(gpus.CATALOGUE.values(), console)
@@ -55,15 +55,15 @@ def doctor_cmd():
 
     import torch
 
-    from ..attention.routing import enabled_backends
-    from ..torch_compat import SUPPORTED, unsupported
+    from sa_profiler.attention.routing import enabled_backends
+    from sa_profiler.torch_compat import SUPPORTED, unsupported
 
     lines = [("sa-profiler", __version__), ("python", platform.python_version()),
              ("torch", f"{torch.__version__} ({unsupported(torch.__version__) or f'in the supported range {SUPPORTED[0]} to {SUPPORTED[1]}'})"),
              ("CUDA build", torch.version.cuda or "none (CPU build)"), ("CUDA available", str(torch.cuda.is_available())),
              ("SDPA backends enabled", ", ".join(enabled_backends()) + " (torch.backends.cuda flags; simulations honour them)")]
     if torch.cuda.is_available():
-        from .. import gpus
+        from sa_profiler.targets import gpus
 
         props = torch.cuda.get_device_properties(0)
         free, total = torch.cuda.mem_get_info()

@@ -14,7 +14,7 @@ class _OneLineErrors(click.Group):
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)
-        from ..torch_compat import installed_version, unsupported
+        from sa_profiler.torch_compat import installed_version, unsupported
 
         why = unsupported(installed_version())
         if why and not _asks_only_for_help(sys.argv[1:] if args is None else list(args)):
@@ -41,7 +41,7 @@ def _fail(message: str):
 
 
 def _torch_version_option(f):
-    from ..torch_compat import SUPPORTED
+    from sa_profiler.torch_compat import SUPPORTED
 
     return click.option("--torch-version", metavar="X.Y",
                         help=f"Choose SDPA backends as this torch would ({SUPPORTED[0]} to {SUPPORTED[1]}; e.g. "
@@ -50,7 +50,7 @@ def _torch_version_option(f):
 
 def _torch_version(value: str | None, engine: str = "simulate") -> str | None:
     """`--torch-version X.Y[.Z]` within the supported range (simulations only)."""
-    from ..attention.backends import checked_torch_version
+    from sa_profiler.attention.backends import checked_torch_version
 
     try:
         return checked_torch_version(value, engine)
@@ -97,8 +97,8 @@ def _loaded_for_good() -> None:
 def _target(gpu_name, gpu_mem, headroom, emulate=False):
     """The target card; with `emulate` (--engine measure) and --gpu-mem on a CUDA machine, the
     local card capped to that memory (its own architecture, a memory fraction)."""
-    from .. import gpus
-    from ..units import ParseError, parse_memory
+    from sa_profiler.targets import gpus
+    from sa_profiler.units import ParseError, parse_memory
 
     _loaded_for_good()  # torch is imported now
 
@@ -129,7 +129,7 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
         gpu = gpus.local()
     target = _with_headroom(gpu, headroom)
     if target.usable <= 0:
-        from ..units import format_bytes
+        from sa_profiler.units import format_bytes
 
         given = f"--gpu-mem {gpu_mem}" if gpu_mem else f"--gpu {gpu_name}"
         _fail(f"{given} leaves no usable memory: {format_bytes(gpu.total_memory)} minus the CUDA context "
@@ -139,7 +139,7 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
 
 
 def _ray_executor(address):
-    from ..executors import ExecutorError, RayExecutor
+    from sa_profiler.sweeps.executors import ExecutorError, RayExecutor
 
     try:
         return RayExecutor(address)
@@ -150,8 +150,8 @@ def _ray_executor(address):
 def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
     """Targets and engine of a sweep on Ray: a catalogue card measured where the cluster has
     that kind (simulated otherwise, unless --engine measure), every kind with all-workers."""
-    from .. import gpus
-    from ..executors import ExecutorError, cluster_gpu
+    from sa_profiler.targets import gpus
+    from sa_profiler.sweeps.executors import ExecutorError, cluster_gpu
 
     name = (gpu_name or "").strip().lower()
     if name == "cpu":
@@ -196,7 +196,7 @@ def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
 
 def _cpu_target(gpu_mem, headroom, engine):
     """`--gpu cpu`: this machine's CPU and memory, measured unless --engine simulate."""
-    from .. import gpus
+    from sa_profiler.targets import gpus
 
     if gpu_mem:
         _fail("give either --gpu cpu or --gpu-mem SIZE, not both")
@@ -204,7 +204,7 @@ def _cpu_target(gpu_mem, headroom, engine):
 
 
 def _same_card(probed, wanted) -> bool:
-    from .. import gpus
+    from sa_profiler.targets import gpus
 
     try:
         return gpus.lookup(probed.name).key == wanted.key
@@ -219,8 +219,8 @@ def _cuda() -> bool:
 
 
 def _with_headroom(gpu, headroom):
-    from ..recommend import make_target
-    from ..units import ParseError, parse_bytes
+    from sa_profiler.advice.recommend import make_target
+    from sa_profiler.units import ParseError, parse_bytes
 
     try:
         if headroom.strip().endswith("%"):
@@ -251,7 +251,7 @@ def _engine(engine: str, local: bool) -> str:
 def _dtypes(text):
     if not text:
         return None
-    from ..engine.workload import dtype_name
+    from sa_profiler.engine.workload import dtype_name
 
     try:
         return [dtype_name(d.strip()) for d in text.split(",") if d.strip()]
@@ -262,7 +262,7 @@ def _dtypes(text):
 def _impls(text):
     if not text:
         return None
-    from ..attention import BACKENDS, IMPLEMENTATIONS
+    from sa_profiler.attention import BACKENDS, IMPLEMENTATIONS
 
     out = []
     for spec in (s.strip() for s in text.split(",") if s.strip()):

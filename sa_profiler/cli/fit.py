@@ -6,11 +6,11 @@ import json
 
 import click
 
-from .common import (
+from sa_profiler.cli.common import (
     _check_page_path, _cpu_target, _fail, _target, _torch_version, _torch_version_option,
     _write_page,
 )
-from .headline import cli
+from sa_profiler.cli.headline import cli
 
 
 @cli.command("fit")
@@ -54,7 +54,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
     SDPA backend each attention module runs on the target, and the peak after converting
     the SAGAN layers to each efficient implementation.
     """
-    from ..fit import FitError, fit, load, parse_inputs
+    from sa_profiler.models.fit import FitError, fit, load, parse_inputs
 
     if batch < 1:
         _fail(f"--batch must be a positive integer, got {batch}")
@@ -87,7 +87,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
     except FitError as err:
         _fail(str(err))
     if html_out:
-        from ..report.fit_html import write_html
+        from sa_profiler.report.fit_html import write_html
 
         _write_page(html_out, lambda command: write_html(result, html_out, command))
     if as_json:
@@ -95,7 +95,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
         return
     from rich.console import Console
 
-    from ..report.console import render_fit
+    from sa_profiler.report.console import render_fit
 
     render_fit(result, Console())
 

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .. import __version__
-from .common import (
+from sa_profiler import __version__
+from sa_profiler.cli.common import (
     _OneLineErrors, _check_page_path, _dtypes, _engine, _fail, _impls, _target, _torch_version,
     _torch_version_option, _write_page,
 )
@@ -62,7 +62,7 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
                   "e.g. --shape 128x256x256")
         click.echo(ctx.get_help())
         return
-    from ..units import ParseError, parse_shape
+    from sa_profiler.units import ParseError, parse_shape
 
     try:
         b, c, h, w = parse_shape(shape)
@@ -81,12 +81,12 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     impl_list = _impls(impls)
     modes = ("forward", "train") if mode == "both" else (mode,)
 
-    from ..advise import advise
-    from ..report.console import advice_json, render_advice
+    from sa_profiler.advice.advise import advise
+    from sa_profiler.report.console import advice_json, render_advice
 
     if c < 8:
         _fail(f"--shape {shape} has {c} channels; the classic layer needs C >= 8 (query/key get C // 8 channels)")
-    from ..attention.backends import assume_torch
+    from sa_profiler.attention.backends import assume_torch
 
     with assume_torch(torch_version):
         try:
@@ -101,6 +101,6 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
 
             render_advice(result, Console())
         if html_out:
-            from ..report.advice_html import write_html
+            from sa_profiler.report.advice_html import write_html
 
             _write_page(html_out, lambda command: write_html(result, html_out, command))

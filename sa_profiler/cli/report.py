@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import _fail
-from .headline import cli
+from sa_profiler.cli.common import _fail
+from sa_profiler.cli.headline import cli
 
 
 @cli.command("report")
@@ -15,7 +15,7 @@ def report_cmd(results, out):
     """Rebuild the self-contained HTML report from a results CSV (and largest.csv beside it, when missing)."""
     import os
 
-    from ..report.html import write_report
+    from sa_profiler.report.html import write_report
 
     if not os.path.isfile(results):
         _fail(f"no such results file: {results!r}; expected the results.csv of a sweep")

@@ -6,11 +6,11 @@ import sys
 
 import click
 
-from .common import (
+from sa_profiler.cli.common import (
     _cpu_target, _dtypes, _engine, _fail, _impls, _ray_executor, _ray_targets, _target,
     _torch_version, _torch_version_option,
 )
-from .headline import cli
+from sa_profiler.cli.headline import cli
 
 
 @cli.command("sweep")
@@ -48,8 +48,8 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     with their status; after an OOM, larger batches of that configuration are skipped. At the
     end: DIR/results.json and DIR/report.html, a self-contained report that opens offline.
     """
-    from ..grid import parse_ints, parse_resolutions
-    from ..units import ParseError
+    from sa_profiler.sweeps.grid import parse_ints, parse_resolutions
+    from sa_profiler.units import ParseError
 
     try:
         batch_list = parse_ints(batches, "batches")
@@ -75,7 +75,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     else:
         target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
         target_list, engine = [target], _engine(engine, local)
-    from ..engine.workload import DTYPES
+    from sa_profiler.engine.workload import DTYPES
 
     dtype_list = _dtypes(dtypes) or ["float32"]
     for target in target_list:
@@ -96,12 +96,12 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .. import batch_search
-    from .. import sweep as sweeping
-    from ..attention.backends import assume_torch
-    from ..executors import ExecutorError
-    from ..lock import FolderBusy, folder_lock
-    from ..report.html import write_report
+    from sa_profiler.advice import batch_search
+    from sa_profiler.sweeps import sweep as sweeping
+    from sa_profiler.attention.backends import assume_torch
+    from sa_profiler.sweeps.executors import ExecutorError
+    from sa_profiler.sweeps.lock import FolderBusy, folder_lock
+    from sa_profiler.report.html import write_report
 
     try:
         spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
@@ -148,7 +148,7 @@ def _sweep_summary(rows, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..units import format_bytes
+    from sa_profiler.units import format_bytes
 
     import json
 

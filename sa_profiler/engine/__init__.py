@@ -1,7 +1,7 @@
 """The memory engine: simulate (meta tensors + allocator model) and measure (real devices)."""
 
-from .measure import measure
-from .simulate import simulate
-from .workload import Record, TensorInfo, Workload, to_frame
+from sa_profiler.engine.measure import measure
+from sa_profiler.engine.simulate import simulate
+from sa_profiler.engine.workload import Record, TensorInfo, Workload, to_frame
 
 __all__ = ["Record", "TensorInfo", "Workload", "measure", "simulate", "to_frame"]

@@ -16,11 +16,11 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .. import torch_compat
-from ..attention import is_sagan_attention
-from ..attention.explicit import Finder
-from ..attention.routing import active_modes
-from .tracker import MemoryTracker, tensors_in
+from sa_profiler import torch_compat
+from sa_profiler.attention import is_sagan_attention
+from sa_profiler.attention.explicit import Finder
+from sa_profiler.attention.routing import active_modes
+from sa_profiler.engine.tracker import MemoryTracker, tensors_in
 
 CATEGORIES = ("parameters", "input", "gradients", "optimizer state", "activations", "temporary",
               "library workspaces")

@@ -19,7 +19,7 @@ import importlib
 import sys
 import threading
 
-from .plain_shapes import plain_shapes
+from sa_profiler.engine.plain_shapes import plain_shapes
 
 # modules whose functions a step may reach through torch's lazy wrapper
 MODULES = ("torch._refs", "torch._refs.nn.functional", "torch._refs.special", "torch._refs.linalg",

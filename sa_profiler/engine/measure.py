@@ -9,11 +9,11 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..attention import backends
-from ..attention.sdpa import BackendUnavailable
-from . import runner, step, targets
-from .tracker import BACKEND_OPS
-from .workload import Record, Workload
+from sa_profiler.attention import backends
+from sa_profiler.attention.sdpa import BackendUnavailable
+from sa_profiler.engine import runner, step, targets
+from sa_profiler.engine.tracker import BACKEND_OPS
+from sa_profiler.engine.workload import Record, Workload
 
 
 class _OpNames(TorchDispatchMode):

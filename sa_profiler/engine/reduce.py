@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from .allocator import round_size
+from sa_profiler.engine.allocator import round_size
 
 WARP = 32  # at::cuda::warp_size() on NVIDIA cards
 MAX_THREADS = 512  # mnt_wrapper<T>::MAX_NUM_THREADS (256 for complex<double>)

@@ -27,9 +27,9 @@ from typing import Callable
 
 import torch
 
-from . import mem_eff, reduce
-from .. import torch_compat
-from .allocator import round_size
+from sa_profiler.engine import mem_eff, reduce
+from sa_profiler import torch_compat
+from sa_profiler.engine.allocator import round_size
 
 F32 = 4
 

@@ -26,17 +26,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import gpus, torch_compat
-from ..amp import AutocastEmulation
-from ..attention import backends
-from ..attention.routing import AttentionRouting, simulating
-from . import workspaces
-from .allocator import CudaCachingAllocator, ExactAllocator
-from .attribution import Attribution
-from .layouts import ChainedRules, LayoutRules
-from .rules import CudaRules
-from .tracker import MemoryTracker
-from .values import InputValues
+from sa_profiler import torch_compat
+
+from sa_profiler.targets import gpus
+from sa_profiler.models.amp import AutocastEmulation
+from sa_profiler.attention import backends
+from sa_profiler.attention.routing import AttentionRouting, simulating
+from sa_profiler.engine import workspaces
+from sa_profiler.engine.allocator import CudaCachingAllocator, ExactAllocator
+from sa_profiler.engine.attribution import Attribution
+from sa_profiler.engine.layouts import ChainedRules, LayoutRules
+from sa_profiler.engine.rules import CudaRules
+from sa_profiler.engine.tracker import MemoryTracker
+from sa_profiler.engine.values import InputValues
 
 GRAD_SCALE = 65536.0  # torch.amp.GradScaler's initial scale
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from ..attention import backends
-from ..attention.sdpa import BackendUnavailable
-from . import runner, step, targets, workspaces
-from .allocator import SimulatedOOM
-from .timing import StepTimer, method as timing_method
-from .workload import Record, Workload
+from sa_profiler.attention import backends
+from sa_profiler.attention.sdpa import BackendUnavailable
+from sa_profiler.engine import runner, step, targets, workspaces
+from sa_profiler.engine.allocator import SimulatedOOM
+from sa_profiler.engine.timing import StepTimer, method as timing_method
+from sa_profiler.engine.workload import Record, Workload
 
 
 def simulate(w: Workload, torch_version: str | None = None, timing: bool = True, cap: int | None = None,

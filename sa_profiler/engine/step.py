@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..attention import build
-from .runner import Step
-from .workload import Workload
+from sa_profiler.attention import build
+from sa_profiler.engine.runner import Step
+from sa_profiler.engine.workload import Workload
 
 
 def make(w: Workload, device: str | torch.device):

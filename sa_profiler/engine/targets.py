@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import gpus
+from sa_profiler.targets import gpus
 
 CPU = "cpu"
 LOCAL = "cuda"

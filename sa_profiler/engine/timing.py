@@ -12,7 +12,7 @@ forward; a view launches no kernel but is still dispatched). A step adds a fixed
 work of the layer's Python code that no dispatch mode sees (`host_calls`). The
 efficiencies are the fractions of the card's datasheet peak that the kernels achieved on an
 H100; on other cards the same fractions are applied to that card's peak rates and bandwidth,
-which no measurement has checked. The constants are fitted by `python -m sa_profiler.timing_fit`
+which no measurement has checked. The constants are fitted by `python -m sa_profiler.validation.timing_fit`
 and live in `timing_constants.py` with the data and figures of their held-out check.
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import meta_memo
-from . import timing_constants as fitted
-from .tracker import tensors_in
+from sa_profiler.engine import meta_memo
+from sa_profiler.engine import timing_constants as fitted
+from sa_profiler.engine.tracker import tensors_in
 
 # ops that create no kernel: views, aliases and uninitialised allocations
 NO_KERNEL = {"_unsafe_view", "_reshape_alias", "empty", "empty_like", "empty_strided", "new_empty",
@@ -224,7 +224,7 @@ def assumption(gpu) -> str:
     """The time model in one sentence, for a report's assumptions."""
     h = fitted.HELDOUT
     text = (f"times are estimates: per-op efficiencies and launch costs fitted on {fitted.CARD} measurements "
-            f"(python -m sa_profiler.timing_fit); on {h['rows']} held-out workloads measured / estimated has a "
+            f"(python -m sa_profiler.validation.timing_fit); on {h['rows']} held-out workloads measured / estimated has a "
             f"median of {h['median_ratio']:.2f} and a typical error of x{typical_factor():.2f} "
             f"(x{h['p90_factor']:.2f} at the 90th percentile)")
     if not _is_fitted_card(gpu):

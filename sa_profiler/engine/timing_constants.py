@@ -1,6 +1,6 @@
 """The time model's constants (engine/timing.py), fitted on measured steps. Generated: do not edit.
 
-Command: python -m sa_profiler.timing_fit
+Command: python -m sa_profiler.validation.timing_fit
 Fitted on: reports/validation/nvidia-h100-80gb-hbm3-2.11.0-cu130.csv (416 measured rows: CUDA events,
   median of 3 after a warm-up, torch 2.11.0+cu130)
 Checked on: reports/validation/nvidia-h100-80gb-hbm3-2.11.0-cu130-heldout.csv (352 rows, shapes the fit never saw)

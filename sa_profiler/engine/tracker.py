@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import lazy, meta_memo, workspaces
-from .meta_memo import tensors_in
-from .allocator import block_bytes
-from .workload import TensorInfo
+from sa_profiler.engine import lazy, meta_memo, workspaces
+from sa_profiler.engine.meta_memo import tensors_in
+from sa_profiler.engine.allocator import block_bytes
+from sa_profiler.engine.workload import TensorInfo
 
 # aliasing ops take `MemoryTracker._view`, and ops no rule names skip the rules (False: every op
 # takes the general path, to compare)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..recommend import total_bytes
-from ..units import format_bytes, format_seconds
-from . import page
-from .page import esc
+from sa_profiler.advice.recommend import total_bytes
+from sa_profiler.units import format_bytes, format_seconds
+from sa_profiler.report import page
+from sa_profiler.report.page import esc
 
 MODE_TITLE = {"forward": "Inference (forward, no_grad)", "train": "Training (forward + backward)"}
 

@@ -8,10 +8,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..advise import Advice
-from ..engine import timing
-from ..recommend import Row, total_bytes
-from ..units import format_bytes, format_seconds
+from sa_profiler.advice.advise import Advice
+from sa_profiler.engine import timing
+from sa_profiler.advice.recommend import Row, total_bytes
+from sa_profiler.units import format_bytes, format_seconds
 
 JSON_VERSION = 1
 

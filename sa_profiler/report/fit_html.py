@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..units import format_bytes
-from . import page
-from .page import esc
+from sa_profiler.units import format_bytes
+from sa_profiler.report import page
+from sa_profiler.report.page import esc
 
 PHASE_COLOURS = {"baseline": "rgba(120,120,120,0.10)", "forward": "rgba(31,119,180,0.10)",
                  "backward": "rgba(255,127,14,0.12)", "optimizer": "rgba(44,160,44,0.12)"}

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..engine import timing
-from ..units import format_bytes, format_seconds
-from . import page
-from .page import esc
+from sa_profiler.engine import timing
+from sa_profiler.units import format_bytes, format_seconds
+from sa_profiler.report import page
+from sa_profiler.report.page import esc
 # the figures, tables and frame helpers the page is made of (tests read them from here too)
-from .sweep_figures import _usable_lines, batch_figure, comparison_figure, memory_figure, time_figure  # noqa: F401
-from .sweep_frame import MODE_TITLE, _impl_name, _label, _options, load, load_largest, prepare  # noqa: F401
-from .sweep_tables import (  # noqa: F401
+from sa_profiler.report.sweep_figures import _usable_lines, batch_figure, comparison_figure, memory_figure, time_figure  # noqa: F401
+from sa_profiler.report.sweep_frame import MODE_TITLE, _impl_name, _label, _options, load, load_largest, prepare  # noqa: F401
+from sa_profiler.report.sweep_tables import (  # noqa: F401
     TABLE_JS, TABLE_STYLE, _atlas_cell, _cell, _map_card, _map_cell, atlas_table, fits_map_html, rows_table,
 )
 
@@ -35,8 +35,8 @@ from .sweep_tables import (  # noqa: F401
 # -- the answer ---------------------------------------------------------------------------
 def _rows_of(g: pd.DataFrame) -> list:
     """recommend.Row objects from the engine's search rows (one shape, one mode)."""
-    from ..engine import Record, Workload
-    from ..recommend import Row
+    from sa_profiler.engine import Record, Workload
+    from sa_profiler.advice.recommend import Row
 
     out = []
     for r in g.to_dict("records"):
@@ -66,7 +66,7 @@ def _rows_of(g: pd.DataFrame) -> list:
 def recommendations(largest: pd.DataFrame | None) -> list[dict]:
     """Per target and mode: the recommendation at the sweep's largest map (largest channels
     among the largest resolutions), and the best at each resolution."""
-    from ..recommend import NoAnswer, Recommendation, recommend
+    from sa_profiler.advice.recommend import NoAnswer, Recommendation, recommend
 
     if largest is None or largest.empty:
         return []

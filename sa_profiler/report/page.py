@@ -15,8 +15,8 @@ import uuid
 from functools import lru_cache
 from pathlib import Path
 
-from .. import files
-from ..units import format_bytes
+from sa_profiler.sweeps import files
+from sa_profiler.units import format_bytes
 
 MiB = 2**20
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..engine import timing
-from ..units import format_bytes, format_seconds
-from . import page
-from .page import esc
+from sa_profiler.engine import timing
+from sa_profiler.units import format_bytes, format_seconds
+from sa_profiler.report import page
+from sa_profiler.report.page import esc
 
 
 # -- plots --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ MODE_TITLE = {"forward": "Inference (forward, no_grad)", "train": "Training (for
 def load(path: str | Path) -> pd.DataFrame:
     """A results.csv as a frame, one row per workload (the last row of a repeated key wins,
     and `frame.attrs['notes']` says so)."""
-    from ..sweep import dedupe, duplicates_note
+    from sa_profiler.sweeps.sweep import dedupe, duplicates_note
 
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     notes = []
@@ -92,7 +92,7 @@ def _device(row) -> str:
 
 def load_largest(folder: str | Path, frame: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """largest.csv of a sweep folder; searched from the results (and written) when missing."""
-    from .. import batch_search
+    from sa_profiler.advice import batch_search
 
     path = Path(folder) / batch_search.LARGEST
     if not path.exists():

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pandas as pd
 
-from ..units import format_bytes, format_seconds
-from . import page
-from .page import esc
-from .sweep_frame import MODE_TITLE
+from sa_profiler.units import format_bytes, format_seconds
+from sa_profiler.report import page
+from sa_profiler.report.page import esc
+from sa_profiler.report.sweep_frame import MODE_TITLE
 
 
 # -- the fits map -------------------------------------------------------------------------

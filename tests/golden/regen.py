@@ -75,8 +75,8 @@ CAP = 12 * 2**30
 def engine_answers() -> dict:
     """Simulated records of ENGINE, and the largest batch of CAPPED on a 12 GiB card."""
     from sa_profiler.engine import Workload, simulate
-    from sa_profiler.gpus import custom
-    from sa_profiler.recommend import make_target, profile_row
+    from sa_profiler.targets.gpus import custom
+    from sa_profiler.advice.recommend import make_target, profile_row
 
     from sa_profiler.attention.backends import assume_torch
 
@@ -147,7 +147,7 @@ def rule_answers() -> dict:
     import pandas as pd
     import torch
 
-    from sa_profiler import gpus
+    from sa_profiler.targets import gpus
     from sa_profiler.engine.rules import RULES, CudaRules
 
     def tensor(shape, dtype, stride):

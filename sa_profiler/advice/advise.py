@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention import backends
-from .engine import Workload, measure, simulate, timing
-from .engine.workload import dtype_name
-from .recommend import (Alternative, Recommendation, Row, Target, alternatives, candidates, profile_row,
+from sa_profiler.attention import backends
+from sa_profiler.engine import Workload, measure, simulate, timing
+from sa_profiler.engine.workload import dtype_name
+from sa_profiler.advice.recommend import (Alternative, Recommendation, Row, Target, alternatives, candidates, profile_row,
                         recommend, total_bytes)
-from .units import format_bytes
+from sa_profiler.units import format_bytes
 
 DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -47,7 +47,7 @@ class Advice:
                 f"{len(self.rows)} rows; " + "; ".join(recs) + ")")
 
     def _repr_html_(self) -> str:  # a notebook shows the answer as a page
-        from .report.advice_html import fragment
+        from sa_profiler.report.advice_html import fragment
 
         return fragment(self)
 
@@ -103,7 +103,7 @@ def advise(target: Target, channels: int, height: int, width: int, *, batch: int
            torch_version: str | None = None) -> Advice:
     """The headline answer. `torch_version` (X.Y or X.Y.Z within the supported range): choose
     SDPA backends as that torch would (a simulation only); None: the running torch."""
-    from .attention.backends import assume_torch, checked_torch_version
+    from sa_profiler.attention.backends import assume_torch, checked_torch_version
 
     torch_version = checked_torch_version(torch_version, engine)
     with assume_torch(torch_version):

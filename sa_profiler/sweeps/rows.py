@@ -5,7 +5,7 @@ It sits below both `sweep` and `executors`, so the dependency runs one way
 
 from __future__ import annotations
 
-from .engine import Record, Workload, measure, simulate
+from sa_profiler.engine import Record, Workload, measure, simulate
 
 LOST = "worker lost"  # message prefix of rows whose worker died (--resume runs them again)
 

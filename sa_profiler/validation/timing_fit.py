@@ -1,7 +1,7 @@
 """Fit the time model's constants on measured steps, and check them on held-out ones.
 
-    python -m sa_profiler.timing_fit           # fit on the main H100 grid, rewrite engine/timing_constants.py
-    python -m sa_profiler.timing_fit --check   # the held-out figures of the constants in use (README)
+    python -m sa_profiler.validation.timing_fit           # fit on the main H100 grid, rewrite engine/timing_constants.py
+    python -m sa_profiler.validation.timing_fit --check   # the held-out figures of the constants in use (README)
 
 The ground truth is the measured time of each `ok` row of the validation CSVs (CUDA events,
 median of 3 after a warm-up, one step, written by benchmarks/validate_cuda.py). Each row is
@@ -25,10 +25,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import gpus
-from .engine import Workload, simulate
-from .engine import timing
-from .validation import FOLDER
+from sa_profiler.targets import gpus
+from sa_profiler.engine import Workload, simulate
+from sa_profiler.engine import timing
+from sa_profiler.validation.accuracy import FOLDER
 
 MAIN = FOLDER / "nvidia-h100-80gb-hbm3-2.11.0-cu130.csv"
 HELDOUT = FOLDER / "nvidia-h100-80gb-hbm3-2.11.0-cu130-heldout.csv"
@@ -197,7 +197,7 @@ def _module_text(c: timing.Constants, card: str, main: dict, heldout: dict) -> s
 
     return f'''"""The time model's constants (engine/timing.py), fitted on measured steps. Generated: do not edit.
 
-Command: python -m sa_profiler.timing_fit
+Command: python -m sa_profiler.validation.timing_fit
 Fitted on: reports/validation/{MAIN.name} ({main["rows"]} measured rows: CUDA events,
   median of 3 after a warm-up, torch 2.11.0+cu130)
 Checked on: reports/validation/{HELDOUT.name} ({heldout["rows"]} rows, shapes the fit never saw)
@@ -238,7 +238,7 @@ def report(name: str, figures: dict) -> str:
 def main(argv=None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args not in ([], ["--check"]):
-        print("usage: python -m sa_profiler.timing_fit [--check]", file=sys.stderr)
+        print("usage: python -m sa_profiler.validation.timing_fit [--check]", file=sys.stderr)
         return 2
     main_steps, held_steps = load(MAIN), load(HELDOUT)
     if args == ["--check"]:

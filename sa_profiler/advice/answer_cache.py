@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 MAX_ENTRIES = 256
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # sa_profiler/: its files key the cache
 ENV_PREFIXES = ("SA_PROFILER_", "TORCH_", "PYTORCH_", "CUDA_", "CUBLAS", "CUDNN_", "NVIDIA_", "HIP_", "ROCR_")
 ENV_NAMES = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE", "TTY_INTERACTIVE",
              "JUPYTER_COLUMNS", "JUPYTER_LINES", "CLICOLOR", "CLICOLOR_FORCE", "LANG", "LC_ALL", "PYTHONIOENCODING",

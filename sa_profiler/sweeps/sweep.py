@@ -24,12 +24,12 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import files
-from .engine import Record, Workload
-from .executors import LocalExecutor
-from .lock import FolderBusy, folder_lock
-from .recommend import Target, chunk_for, total_bytes
-from .runner import LOST, lost, run_workload  # noqa: F401 - LOST and run_workload are part of this module's API
+from sa_profiler.sweeps import files
+from sa_profiler.engine import Record, Workload
+from sa_profiler.sweeps.executors import LocalExecutor
+from sa_profiler.sweeps.lock import FolderBusy, folder_lock
+from sa_profiler.advice.recommend import Target, chunk_for, total_bytes
+from sa_profiler.sweeps.rows import LOST, lost, run_workload  # noqa: F401 - LOST and run_workload are part of this module's API
 
 RESULTS = "results.csv"
 META = "meta.json"
@@ -62,7 +62,7 @@ class Sweep:
             raise SweepError("a sweep needs at least one target")
         self.target = self.targets[0]
         self._by_key = {t.key: t for t in self.targets}
-        from .attention.backends import checked_torch_version
+        from sa_profiler.attention.backends import checked_torch_version
 
         try:
             self.torch_version = checked_torch_version(self.torch_version, self.engine)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import gpus
-from .engine import Workload, simulate
+from sa_profiler.targets import gpus
+from sa_profiler.engine import Workload, simulate
 
 MiB = 2**20
 
 
-FOLDER = Path(__file__).resolve().parent.parent / "reports" / "validation"
+FOLDER = Path(__file__).resolve().parents[2] / "reports" / "validation"
 
 
 def validation_csvs(folder: str | Path = FOLDER) -> list[Path]:
@@ -30,7 +30,7 @@ def validation_csvs(folder: str | Path = FOLDER) -> list[Path]:
 # data, per SDPA backend ("bmm": the classic and chunked layers), in bytes: what no rule explains
 # (cuDNN's training step reads 1-2 MiB low, the chunked training step up to 810 KiB; README; the
 # memory-efficient backward, computed from the kernel's source since, leaves none). Dropping any one rule leaves a residual above
-# these on some committed row (tests/test_tolerance.py). `python -m sa_profiler.validation
+# these on some committed row (tests/test_tolerance.py). `python -m sa_profiler.validation.accuracy
 # --floors` derives them again from the data.
 FLOORS = {"bmm": 829440, "math": 0, "efficient": 0, "flash": 0, "cudnn": 1998336}
 
@@ -77,9 +77,9 @@ def max_batch_check(path: str | Path) -> pd.DataFrame:
     the largest batch that actually ran, for each case of a benchmarks/check_max_batch.py CSV."""
     import re
 
-    from . import gpus
-    from .attention import backends
-    from .recommend import DEFAULT_HEADROOM, make_target, profile_row
+    from sa_profiler.targets import gpus
+    from sa_profiler.attention import backends
+    from sa_profiler.advice.recommend import DEFAULT_HEADROOM, make_target, profile_row
 
     # SDPA chosen as the measured torch chose: the file is named after it (max-batch-h100-2.11.0.csv)
     measured_torch = re.search(r"-(\d+\.\d+\.\d+)\.csv$", str(path))
@@ -103,9 +103,9 @@ def fit_check(path: str | Path) -> pd.DataFrame:
     today's simulation of them."""
     import ast
 
-    from . import gpus
-    from .attention import backends
-    from .fit import load, run_step
+    from sa_profiler.targets import gpus
+    from sa_profiler.attention import backends
+    from sa_profiler.models.fit import load, run_step
 
     rows = []
     for r in pd.read_csv(path).itertuples(index=False):
@@ -155,13 +155,13 @@ def validation_frame(path: str | Path) -> pd.DataFrame:
 
 def write_validation_report(path: str | Path) -> Path:
     """`<csv>.html` beside a validation CSV: simulated vs measured, with the sweep report's plots."""
-    from .report.html import write_html
+    from sa_profiler.report.html import write_html
 
     path = Path(path)
     frame = validation_frame(path)
     device = str(frame.device_name.iloc[0])
     meta = {"target": {"name": f"validation on {device}"}, "engine": "measured and simulated",
-            "command": f"python benchmarks/validate_cuda.py; python -m sa_profiler.validation --html {path.name}",
+            "command": f"python benchmarks/validate_cuda.py; python -m sa_profiler.validation.accuracy --html {path.name}",
             "environment": {"device": device, "torch": str(frame.torch_version.iloc[0])}}
     return write_html(frame, path.with_suffix(".html"), meta)
 
@@ -171,7 +171,7 @@ def _short(name: str) -> str:
 
 
 def main(argv=None) -> None:
-    """`python -m sa_profiler.validation [CSV ...]`: the accuracy tables of the README."""
+    """`python -m sa_profiler.validation.accuracy [CSV ...]`: the accuracy tables of the README."""
     import sys
 
     args = list(argv if argv is not None else sys.argv[1:])

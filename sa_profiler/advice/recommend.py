@@ -19,11 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import evidence, gpus
-from .attention import backends
-from .attention.registry import get
-from .engine import Record, Workload, simulate
-from .engine import targets, timing
+from sa_profiler.targets import evidence
+
+from sa_profiler.targets import gpus
+from sa_profiler.attention import backends
+from sa_profiler.attention.registry import get
+from sa_profiler.engine import Record, Workload, simulate
+from sa_profiler.engine import targets, timing
 
 DEFAULT_HEADROOM = 0.10
 MAX_BATCH = 1 << 20

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import files
-from .engine import Record, Workload, simulate
-from .recommend import bytes_per_image, largest_batch, total_bytes
+from sa_profiler.sweeps import files
+from sa_profiler.engine import Record, Workload, simulate
+from sa_profiler.advice.recommend import bytes_per_image, largest_batch, total_bytes
 
 LARGEST = "largest.csv"
 COLUMNS = ["target", "device_name", "impl", "options", "dtype", "mode", "channels", "height", "width", "tokens",
@@ -24,7 +24,7 @@ COLUMNS = ["target", "device_name", "impl", "options", "dtype", "mode", "channel
 def search(rows: list[dict]) -> list[dict]:
     """One row per configuration found in a sweep's rows (in their order), each searched under
     its row's usable memory (`usable_bytes`). Simulated rows of the grid seed the search."""
-    from .sweep import config_key
+    from sa_profiler.sweeps.sweep import config_key
 
     configs: dict[str, tuple[Workload, int]] = {}
     seen: dict[str, dict[int, Record]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .units import ParseError
+from sa_profiler.units import ParseError
 
 LIST_FORM = "a comma list of positive integers or ranges START:STOP:xFACTOR / START:STOP:+STEP, e.g. 1,2,4 or 32:256:x2"
 RES_FORM = "a comma list of R (square) or HxW, or ranges START:STOP:xFACTOR / START:STOP:+STEP, e.g. 32:256:x2 or 64x128"

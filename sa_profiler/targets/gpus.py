@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .attention.backends import DeviceCaps, assumed_torch, cudnn_preferred
+from sa_profiler.attention.backends import DeviceCaps, assumed_torch, cudnn_preferred
 
 KiB = 2**10
 MiB = 2**20

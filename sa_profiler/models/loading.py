@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import inputs as model_inputs
-from . import library_models
+from sa_profiler.models import inputs as model_inputs
+from sa_profiler.models import library_models
 
 
 class FitError(ValueError):

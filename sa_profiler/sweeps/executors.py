@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
-from .engine.workload import Record, Workload
-from .runner import LOST, run_workload
+from sa_profiler.engine.workload import Record, Workload
+from sa_profiler.sweeps.rows import LOST, run_workload
 
 RAY_INSTALL = 'pip install -e ".[ray]" in the repository'
 CUDA_KIND = "cuda:"  # target key prefix: measured on a cluster GPU of that Ray accelerator type
@@ -66,7 +66,7 @@ def _run_remote(w: Workload, engine: str, cap: int | None) -> Record:
 
 def _probe_gpu():
     """The GPU a task landed on (its catalogue rates where torch's name is known)."""
-    from . import gpus
+    from sa_profiler.targets import gpus
 
     return gpus.local()
 

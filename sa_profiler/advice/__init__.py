@@ -1,0 +1,1 @@
+"""The headline answer: the rows, the largest batch, the recommendation, the answer cache."""

@@ -1,0 +1,1 @@
+"""Whole models: loading, inputs, AMP, library models by name, and `fit`."""

@@ -1,0 +1,1 @@
+"""Sweeps: the grid, its rows, executors (local, Ray), the lock and the files."""

@@ -1,0 +1,1 @@
+"""The cards: the catalogue and what each figure rests on."""

@@ -1,0 +1,1 @@
+"""Validation against measurements, and the time model's fit."""
