@@ -214,9 +214,9 @@ def render_fit(result, console: Console) -> None:
             rows.append((escape(c["module"]), c["backend"], str(c["calls"]), c["dtype"],
                          "x".join(map(str, c["query"])), kv, mask))
             att_calls.add_row(*rows[-1])
-        att_calls = _numbers_whole(att_calls)
-        for col in att_calls.columns[1:]:  # only the module name may fold
-            col.no_wrap, col.min_width = True, max(len(str(x)) for x in [*col._cells, col.header])
+        widths = [max(len(cell) for cell in column) for column in zip(*rows)]
+        for col, width in zip(att_calls.columns[1:], widths[1:]):  # only the module name may fold
+            col.no_wrap, col.min_width = True, max(width, len(str(col.header)))
         needed = 12 + sum(col.min_width for col in att_calls.columns[1:]) + 2 * len(att_calls.columns) + 2
         if needed <= console.width:
             console.print(att_calls)
