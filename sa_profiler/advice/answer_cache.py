@@ -11,6 +11,12 @@ Stored under `$SA_PROFILER_CACHE` (a folder; `off` disables it), else
 `$XDG_CACHE_HOME/sa-profiler/answers` or `~/.cache/sa-profiler/answers`, one file per answer,
 written to a temporary name and renamed; the oldest go beyond `MAX_ENTRIES`.
 
+An entry is a header line (`FORMAT`, the answer's length in bytes and its SHA-256) and the
+answer in UTF-8. It is printed only when all three hold; an entry that fails them, or cannot be
+read or decoded, is removed and the question answered afresh (and kept again). A cache that
+cannot be read or written never changes the answer or the exit code. `SA_PROFILER_CACHE_LOG=1`
+says on stderr, in one line, why an entry was not used or kept.
+
 This module imports nothing heavy: a hit costs the interpreter, click's absence included.
 """
 
@@ -24,6 +30,8 @@ from pathlib import Path
 
 MAX_ENTRIES = 256
 PACKAGE = Path(__file__).resolve().parents[1]  # sa_profiler/: its files key the cache
+FORMAT = b"sa-profiler-answer/2"
+LOG = "SA_PROFILER_CACHE_LOG"  # not part of the key: it changes no answer
 ENV_PREFIXES = ("SA_PROFILER_", "TORCH_", "PYTORCH_", "CUDA_", "CUBLAS", "CUDNN_", "NVIDIA_", "HIP_", "ROCR_")
 ENV_NAMES = ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM", "COLORTERM", "TTY_COMPATIBLE", "TTY_INTERACTIVE",
              "JUPYTER_COLUMNS", "JUPYTER_LINES", "CLICOLOR", "CLICOLOR_FORCE", "LANG", "LC_ALL", "PYTHONIOENCODING",
@@ -98,7 +106,8 @@ def _terminal() -> str:
 def key(argv: list[str]) -> str:
     parts = [repr(argv), _package_digest(), sys.version, _terminal(), sys.platform]
     parts += [f"{d}={_version(d)}" for d in ("torch", "click", "rich", "pandas", "numpy")]
-    parts += [f"{k}={v}" for k, v in sorted(os.environ.items()) if k in ENV_NAMES or k.startswith(ENV_PREFIXES)]
+    parts += [f"{k}={v}" for k, v in sorted(os.environ.items())
+              if k != LOG and (k in ENV_NAMES or k.startswith(ENV_PREFIXES))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -131,32 +140,80 @@ class _Tee(io.TextIOBase):
         return self.stream.errors
 
 
+def _note(why: str) -> None:
+    if os.environ.get(LOG, "").lower() not in ("", "0", "no", "false", "off"):
+        print(f"sa-profile: answer cache: {why}", file=sys.stderr)
+
+
+def encode(text: str) -> bytes:
+    """An entry: the header line, then the answer."""
+    body = text.encode("utf-8")
+    return b"%s %d %s\n" % (FORMAT, len(body), hashlib.sha256(body).hexdigest().encode()) + body
+
+
+def decode(entry: bytes) -> str:
+    """The answer an entry holds; ValueError (naming what is wrong) for any entry not whole."""
+    head, newline, body = entry.partition(b"\n")
+    fields = head.split(b" ")
+    if not newline or len(fields) != 3 or fields[0] != FORMAT:
+        raise ValueError(f"not an entry of format {FORMAT.decode()}")
+    if not fields[1].isdigit() or int(fields[1]) != len(body):
+        raise ValueError(f"{len(body)} bytes where the header says {fields[1][:20].decode('ascii', 'replace')}")
+    if hashlib.sha256(body).hexdigest().encode() != fields[2]:
+        raise ValueError("the answer's digest does not match its header")
+    return body.decode("utf-8")  # a digest that matches leaves only a header written wrong
+
+
+def _read(path: Path) -> str | None:
+    """The kept answer at `path`, or None (a damaged entry is removed)."""
+    try:
+        entry = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        why = f"cannot read {path.name}: {err.strerror or err}"
+    else:
+        try:
+            return decode(entry)
+        except ValueError as err:
+            why = f"{path.name} is damaged ({err})"
+    _note(f"{why}; answered afresh")
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    return None
+
+
 def _store(where: Path, name: str, text: str) -> None:
-    where.mkdir(parents=True, exist_ok=True)
     tmp = where / f".{name}.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, where / name)
-    entries = sorted(where.glob("*.txt"), key=lambda p: p.stat().st_mtime)
-    for old in entries[:-MAX_ENTRIES]:
-        old.unlink(missing_ok=True)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(encode(text))
+        os.replace(tmp, where / name)
+        entries = sorted(where.glob("*.txt"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-MAX_ENTRIES]:
+            old.unlink(missing_ok=True)
+    except (OSError, ValueError) as err:  # read-only or full disk, a vanished entry, text not encodable
+        _note(f"not kept in {where}: {getattr(err, 'strerror', None) or err}")
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def answered(argv: list[str], run) -> None:
     """Print the kept answer to `argv` and exit 0, or `run()` (which exits) and keep its output."""
     where = folder()
     name = f"{key(argv)}.txt" if where is not None and cacheable(argv) else None
-    if name is not None:
-        try:
-            text = (where / name).read_text(encoding="utf-8")
-        except OSError:
-            text = None
-        if text is not None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            raise SystemExit(0)
     if name is None:
         run()
         return
+    text = _read(where / name)
+    if text is not None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        raise SystemExit(0)
     tee = _Tee(sys.stdout)
     sys.stdout = tee
     code = 0
@@ -168,7 +225,4 @@ def answered(argv: list[str], run) -> None:
     finally:
         sys.stdout = tee.stream
         if code in (0, None):
-            try:
-                _store(where, name, tee.kept.getvalue())
-            except OSError:
-                pass  # a read-only home: answer, keep nothing
+            _store(where, name, tee.kept.getvalue())

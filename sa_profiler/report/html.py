@@ -26,7 +26,8 @@ from sa_profiler.report import page
 from sa_profiler.report.page import esc
 # the figures, tables and frame helpers the page is made of (tests read them from here too)
 from sa_profiler.report.sweep_figures import _usable_lines, batch_figure, comparison_figure, memory_figure, time_figure  # noqa: F401
-from sa_profiler.report.sweep_frame import MODE_TITLE, _impl_name, _label, _options, load, load_largest, prepare  # noqa: F401
+from sa_profiler.report.sweep_frame import (MODE_TITLE, SweepFileError, _impl_name, _label, _options, load,  # noqa: F401
+                                           load_largest, prepare, read_meta)
 from sa_profiler.report.sweep_tables import (  # noqa: F401
     TABLE_JS, TABLE_STYLE, _atlas_cell, _cell, _map_card, _map_cell, atlas_table, fits_map_html, rows_table,
 )
@@ -225,14 +226,13 @@ def write_report(results_csv: str | Path, out: str | Path | None = None, meta: d
     `on_note(text)` hears about duplicate rows."""
     results_csv = Path(results_csv)
     if meta is None:
-        meta_path = results_csv.with_name("meta.json")
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        meta = read_meta(results_csv.parent)
     meta = {**meta, "results": str(results_csv)}
     frame = load(results_csv)
     for note in frame.attrs.get("notes", []) if on_note else ():
         on_note(note)
     return write_html(frame, out or results_csv.with_name("report.html"), meta,
-                      load_largest(results_csv.parent, frame))
+                      load_largest(results_csv.parent, frame, meta.get("torch_version")))
 
 
 def write_html(frame: pd.DataFrame, out: str | Path, meta: dict, largest: pd.DataFrame | None = None) -> Path:
@@ -248,12 +248,11 @@ class SweepResult:
         folder = Path(folder)
         path = folder / "results.csv" if folder.is_dir() else folder
         self.folder = path.parent
-        meta_path = self.folder / "meta.json"
-        self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        self.meta = read_meta(self.folder)
         self.meta["results"] = str(path)
         self.frame = load(path)
         self.notes = self.frame.attrs.get("notes", [])
-        self.largest = load_largest(self.folder, self.frame)
+        self.largest = load_largest(self.folder, self.frame, self.meta.get("torch_version"))
 
     @property
     def recommendations(self) -> list[dict]:

@@ -11,16 +11,58 @@ import pandas as pd
 MiB = 2**20
 NUMERIC = ("peak_bytes", "baseline_bytes", "total_bytes", "usable_bytes", "time_s", "tokens", "batch", "channels",
            "height", "width")
+RESULTS_COLUMNS = ("impl", "dtype", "mode", "height", "width", "peak_bytes")
+LARGEST_COLUMNS = ("impl", "per_image_bytes", "max_batch", "total_bytes", "time_s", "usable_bytes", "tokens",
+                   "channels", "height", "width", "options", "message", "backend", "device_name")
 MODE_TITLE = {"forward": "Inference (forward, no_grad)", "train": "Training (forward + backward)"}
 
 
+class SweepFileError(ValueError):
+    """A file of a sweep's folder that cannot be read; the message names it, why, and what was expected."""
+
+
 # -- data ---------------------------------------------------------------------------------
+def read_table(path: str | Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+    """A CSV of a sweep's folder, with at least `columns`, or SweepFileError naming the file."""
+    try:
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except OSError as err:
+        why = err.strerror or str(err)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        why = f"not a CSV table ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    else:
+        missing = [c for c in columns if c not in table]
+        if not missing:
+            return table
+        why = f"it has no {', '.join(map(repr, missing))} column{'s' if len(missing) > 1 else ''}"
+    raise SweepFileError(f"cannot read {str(path)!r}: {why}; expected {what}")
+
+
+def read_meta(folder: str | Path) -> dict:
+    """meta.json of a sweep's folder ({} where there is none), or SweepFileError naming it."""
+    path = Path(folder) / "meta.json"
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_bytes())
+    except OSError as err:
+        why = err.strerror or str(err)
+    except ValueError as err:  # not JSON, or not UTF-8
+        why = f"not JSON ({err})"
+    else:
+        if isinstance(meta, dict):
+            return meta
+        why = f"a JSON {type(meta).__name__}, not an object"
+    raise SweepFileError(f"cannot read {str(path)!r}: {why}; expected the meta.json a sweep writes "
+                         "(or remove it: the report is made without it)")
+
+
 def load(path: str | Path) -> pd.DataFrame:
     """A results.csv as a frame, one row per workload (the last row of a repeated key wins,
     and `frame.attrs['notes']` says so)."""
     from sa_profiler.sweeps.sweep import dedupe, duplicates_note
 
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = read_table(path, RESULTS_COLUMNS, "the results.csv of a sweep")
     notes = []
     if "key" in frame and frame.key.duplicated().any():
         rows, dropped = dedupe(frame.to_dict("records"))
@@ -90,17 +132,22 @@ def _device(row) -> str:
     return str(name) if isinstance(name, str) and name else str(row["target"])
 
 
-def load_largest(folder: str | Path, frame: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """largest.csv of a sweep folder; searched from the results (and written) when missing."""
+def load_largest(folder: str | Path, frame: pd.DataFrame | None = None,
+                 torch_version: str | None = None) -> pd.DataFrame | None:
+    """largest.csv of a sweep folder; searched from the results (and written) when missing, as
+    `torch_version` chooses (the sweep's own, from its meta.json)."""
     from sa_profiler.advice import batch_search
+    from sa_profiler.attention.backends import assume_torch
 
     path = Path(folder) / batch_search.LARGEST
     if not path.exists():
         if frame is None or "usable_bytes" not in frame or not frame.usable_bytes.notna().any():
             return None
         rows = [{k: ("" if v is None or v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
-        batch_search.write(batch_search.search(rows), folder)
-    largest = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        with assume_torch(torch_version or None):
+            batch_search.write(batch_search.search(rows), folder)
+    largest = read_table(path, LARGEST_COLUMNS, "the largest.csv a sweep writes (or remove it: it is searched "
+                                                "again from the results)")
     for col in ("per_image_bytes", "max_batch", "total_bytes", "time_s", "usable_bytes", "tokens", "channels",
                 "height", "width"):
         largest[col] = pd.to_numeric(largest[col], errors="coerce")

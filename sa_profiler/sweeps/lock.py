@@ -35,7 +35,7 @@ def folder_lock(folder: str | Path):
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+    except OSError as err:
         raise FolderBusy(f"cannot use {folder} as the sweep's folder: {err.strerror or err}; "
                          "expected a folder (a new one, or one a sweep wrote)") from None
     key = str(folder.resolve())
@@ -46,7 +46,11 @@ def folder_lock(folder: str | Path):
         finally:
             _held[key][1] -= 1
         return
-    fh = open(folder / LOCK, "a+")
+    try:
+        fh = open(folder / LOCK, "a+")
+    except OSError as err:
+        raise FolderBusy(f"cannot write into {folder}: {err.strerror or err}; expected a folder you can write "
+                         "(choose another --out)") from None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -121,8 +121,13 @@ def read_rows(path: Path, notes: list[str] | None = None) -> list[dict]:
 def _raw_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    with open(path, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r.get("key")]
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [r for r in csv.DictReader(fh) if r.get("key")]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        why = getattr(err, "strerror", None) or str(err)
+        raise SweepError(f"cannot read {str(path)!r}: {why}; expected the results.csv a sweep writes "
+                         "(or choose another --out)") from None
 
 
 def dedupe(rows: list[dict]) -> tuple[list[dict], int]:

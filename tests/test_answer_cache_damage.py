@@ -1,0 +1,163 @@
+"""A kept answer is printed only when it is whole; a cache that cannot be read or written never
+changes the answer or the exit code. Each case asks the same question as an uncached run and
+must print the same bytes and exit as it does."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from sa_profiler.advice import answer_cache
+
+pytestmark = pytest.mark.skipif(answer_cache.cuda_possible(),
+                                reason="answers are measured, never kept, where torch may see a GPU")
+
+QUESTION = ["--gpu", "t4", "--shape", "64x32x32", "--impl", "reference,sdpa", "--json"]
+# the console script's entry point; DISK_FULL makes every write of a file's bytes fail as a full disk does
+PROBE = ("import errno, os, pathlib, sys\n"
+         "if os.environ.get('DISK_FULL'):\n"
+         "    def full(self, data):\n"
+         "        raise OSError(errno.ENOSPC, 'No space left on device', str(self))\n"
+         "    pathlib.Path.write_bytes = full\n"
+         "sys.argv = ['sa-profile'] + sys.argv[1:]\n"
+         "from sa_profiler.cli import main\n"
+         "main()\n")
+# root reads and writes past file modes; without these two capabilities it meets them as a user does
+AS_USER = (["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+           if os.geteuid() == 0 and shutil.which("setpriv") else [])
+
+
+def _ask(cache, *, user=False, **env):
+    env = {**os.environ, "SA_PROFILER_CACHE": str(cache), "COLUMNS": "100", "SA_PROFILER_CACHE_LOG": "1", **env}
+    return subprocess.run([*(AS_USER if user else []), sys.executable, "-c", PROBE, *QUESTION],
+                          capture_output=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def uncached():
+    done = _ask("off")
+    assert done.returncode == 0, done.stderr.decode()
+    json.loads(done.stdout)
+    return done
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory, uncached):
+    """A cache folder holding the question's answer, and that entry's path."""
+    where = tmp_path_factory.mktemp("answers")
+    assert _ask(where).stdout == uncached.stdout
+    (entry,) = where.glob("*.txt")
+    return where, entry
+
+
+def _same(done, uncached):
+    assert done.stdout == uncached.stdout
+    assert done.returncode == uncached.returncode == 0
+    assert b"Traceback" not in done.stderr
+
+
+def _restored(entry, uncached):
+    assert answer_cache.decode(entry.read_bytes()).encode() == uncached.stdout
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda whole: whole[:3000], id="truncated"),
+    pytest.param(lambda whole: whole[:-1], id="last-byte-cut"),
+    pytest.param(lambda whole: b"", id="empty"),
+    pytest.param(lambda whole: b"garbage\x00\xff", id="not-utf8"),
+    pytest.param(lambda whole: b"a stale answer, kept by an earlier version\n", id="earlier-format"),
+    pytest.param(lambda whole: whole.replace(b"sa-profiler-answer/2", b"sa-profiler-answer/3", 1), id="later-format"),
+    pytest.param(lambda whole: whole.replace(b'"', b"'", 1), id="one-byte-changed"),
+])
+def test_a_damaged_entry_is_replaced_by_the_answer(kept, uncached, damage):
+    where, entry = kept
+    entry.write_bytes(damage(entry.read_bytes()))
+    done = _ask(where)
+    _same(done, uncached)
+    assert b"is damaged" in done.stderr or b"not an entry" in done.stderr
+    _restored(entry, uncached)
+    quiet = _ask(where, SA_PROFILER_CACHE_LOG="0")  # now a hit: nothing said
+    assert quiet.stdout == uncached.stdout and quiet.stderr == b""
+
+
+def test_the_note_is_said_only_when_asked(kept, uncached):
+    where, entry = kept
+    entry.write_bytes(b"")
+    done = _ask(where, SA_PROFILER_CACHE_LOG="")
+    _same(done, uncached)
+    assert done.stderr == b""
+    _restored(entry, uncached)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not AS_USER, reason="root reads any file; setpriv is not here")
+def test_an_unreadable_entry_is_replaced(kept, uncached):
+    where, entry = kept
+    entry.chmod(0)
+    done = _ask(where, user=True)
+    _same(done, uncached)
+    assert b"cannot read" in done.stderr
+    _restored(entry, uncached)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not AS_USER, reason="root writes anywhere; setpriv is not here")
+@pytest.mark.parametrize("entry_there", [False, True], ids=["empty-folder", "damaged-entry-in-it"])
+def test_a_read_only_folder_answers_as_no_cache(tmp_path, uncached, entry_there):
+    where = tmp_path / "answers"
+    where.mkdir()
+    damaged = where / "x.txt"
+    if entry_there:
+        assert _ask(where).stdout == uncached.stdout
+        (damaged,) = where.glob("*.txt")
+        damaged.write_bytes(b"cut sh")
+    where.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        for _ in range(2):
+            done = _ask(where, user=True)
+            _same(done, uncached)
+            assert b"not kept" in done.stderr
+        assert sorted(p.name for p in where.iterdir()) == ([damaged.name] if entry_there else [])
+    finally:
+        where.chmod(stat.S_IRWXU)
+
+
+def test_a_full_disk_keeps_nothing_and_changes_nothing(tmp_path, uncached):
+    done = _ask(tmp_path, DISK_FULL="1")
+    _same(done, uncached)
+    assert b"No space left on device" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_a_failed_rename_leaves_no_temporary(tmp_path, monkeypatch, capsys):
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(answer_cache.os, "replace", refuse)
+    monkeypatch.setattr(answer_cache, "cacheable", lambda argv: True)
+    monkeypatch.setenv("SA_PROFILER_CACHE", str(tmp_path))
+
+    def run():
+        print("the answer")
+        raise SystemExit(0)
+
+    with pytest.raises(SystemExit) as done:
+        answer_cache.answered(["--gpu", "t4"], run)
+    assert done.value.code == 0 and capsys.readouterr().out == "the answer\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_entry_round_trip_and_its_checks():
+    text = "Tesla T4 \u2014 12.77 GiB usable\n"
+    entry = answer_cache.encode(text)
+    assert answer_cache.decode(entry) == text
+    head, body = entry.split(b"\n", 1)
+    assert head.split(b" ")[1] == str(len(text.encode())).encode()  # bytes, not characters
+    for bad, why in [(entry + b"x", "bytes where"), (entry[:-1], "bytes where"), (b"", "not an entry"),
+                     (head, "not an entry"), (b"sa-profiler-answer/2 x y\nz", "bytes where"),
+                     (entry.replace(b"T4", b"T5"), "digest"), (b"sa-profiler-answer/2 1\nz", "not an entry")]:
+        with pytest.raises(ValueError, match=why):
+            answer_cache.decode(bad)
+    assert answer_cache.decode(answer_cache.encode("")) == ""
