@@ -9,8 +9,9 @@ that changes one of these breaks this file, visibly. (It passes 400 lines for th
 guard in one place, none spread over the modules that use them.)
 
 Guards (the torch source each follows is cited where it is applied):
-- `SUPPORTED`: the declared range (pyproject.toml says the same); outside it the CLI refuses
-  to start (`unsupported`).
+- `SUPPORTED`: the releases tested (pyproject.toml keeps the floor, and no ceiling); below the
+  floor the CLI refuses to start (`unsupported`), above the last it answers with a one-line
+  note that the release is untested (`untested`).
 - `register_fakes`: the fused SDPA forward ops and the cuDNN backward have no meta kernel before
   torch 2.5; registered from torch 2.8's torch/_meta_registrations.py where missing.
 - `cudnn_attention` / `cudnn_computes_lse`: the cuDNN op's schema (2.4: no `attn_bias`, no
@@ -68,15 +69,42 @@ def unsupported(version: str | None) -> str | None:
         v = version_tuple(version)
     except ValueError:
         return None  # a source build with an odd version string: let it try
-    if not version_tuple(lo) <= v <= version_tuple(hi):
-        return (f"torch {version} is outside the supported range {lo} to {hi}; "
-                f"install one in it, e.g. pip install 'torch>={lo},<{_next(hi)}', or set {OVERRIDE}=1 to try anyway")
+    if v < version_tuple(lo):
+        return (f"torch {version} is older than the supported range {lo} to {hi}; "
+                f"install a newer one, e.g. pip install 'torch>={lo}', or set {OVERRIDE}=1 to try anyway")
     return None
 
 
-def _next(minor: str) -> str:
-    major, m = version_tuple(minor)
-    return f"{major}.{m + 1}"
+def untested(version: str | None) -> str | None:
+    """A one-line note where this torch is newer than the releases tested, or None. Such a torch
+    is not refused: the guards below detect behaviour, not version numbers."""
+    try:
+        newer = version is not None and version_tuple(version) > version_tuple(SUPPORTED[1])
+    except ValueError:
+        return None
+    if not newer:
+        return None
+    return (f"torch {version} is newer than the releases tested ({SUPPORTED[0]} to {SUPPORTED[1]}): "
+            "the answers follow its behaviour as detected, untested")
+
+
+def checked_torch_version(value: str | None, engine: str = "simulate") -> str | None:
+    """A `--torch-version` (X.Y or X.Y.Z) within the supported range, stripped; None stays None.
+    Raises ValueError (one line, with the accepted form) otherwise, and for `engine` "measure",
+    which runs the installed torch."""
+    import re
+
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)\.(\d+)(\.\d+)?", str(value).strip())
+    lo, hi = (version_tuple(v) for v in SUPPORTED)
+    if not m or not lo <= (int(m[1]), int(m[2])) <= hi:
+        raise ValueError(f"--torch-version {value!r}: expected X.Y or X.Y.Z from {lo[0]}.{lo[1]} to "
+                         f"{hi[0]}.{hi[1]}, e.g. 2.6")
+    if engine == "measure":
+        raise ValueError("--torch-version asks about another torch, but measuring runs the installed one; "
+                         "add --engine simulate")
+    return str(value).strip()
 
 
 def prepare() -> None:

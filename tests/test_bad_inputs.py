@@ -20,7 +20,7 @@ CASES = [
     ([*FIT, "--gpu", "t4", "--html", "{tmp}/missing/page.html"], "cannot write --html"),
     ([*FIT, "--gpu-mem", "12"], "has no unit"),
     (["sweep", "--gpu", "t4", "--out", "{tmp}/a-file.txt"], "is a file"),
-    (["report", "{tmp}/a-file.txt"], "no 'peak_bytes' column"),
+    (["report", "{tmp}/a-file.txt"], "it has no 'impl', 'dtype', 'mode', 'height', 'width', 'peak_bytes' columns"),
     (["--gpu", "t4", *HEAD, "--torch-version", "2.3"], "from 2.4 to 2.14"),
 ]
 

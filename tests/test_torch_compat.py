@@ -26,9 +26,10 @@ def test_the_running_torch_is_in_the_declared_range():
     assert torch_compat.unsupported(torch.__version__) is None
 
 
-@pytest.mark.parametrize("version, ok", [("2.3.1", False), ("2.4.0", True), ("2.8.0+cu128", True),
-                                         ("2.14.1+cu130", True), ("2.15.0", False), ("3.0.0", False)])
+@pytest.mark.parametrize("version, ok", [("2.3.1", False), ("2.3.99", False), ("2.4.0", True), ("2.8.0+cu128", True),
+                                         ("2.14.1+cu130", True), ("2.15.0", True), ("3.0.0", True)])
 def test_the_range_check(version, ok, monkeypatch):
+    """Below the floor: refused; newer than the releases tested: answered, with a note."""
     monkeypatch.delenv(torch_compat.OVERRIDE, raising=False)
     why = torch_compat.unsupported(version)
     assert (why is None) == ok
@@ -38,12 +39,21 @@ def test_the_range_check(version, ok, monkeypatch):
         assert torch_compat.unsupported(version) is None
 
 
-def test_the_declared_range_is_the_one_in_pyproject():
+@pytest.mark.parametrize("version, newer", [("2.14.1+cu130", False), ("2.14.99", False), ("2.15.0", True),
+                                            ("3.0.0", True), ("2.4.0", False), (None, False), ("dev", False)])
+def test_a_newer_torch_gets_a_note(version, newer):
+    note = torch_compat.untested(version)
+    assert (note is not None) == newer
+    if newer:
+        assert version in note and "untested" in note and "\n" not in note
+
+
+def test_the_floor_is_the_one_in_pyproject_and_there_is_no_ceiling():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     lo, hi = torch_compat.SUPPORTED
-    assert f'"torch>={lo},<{torch_compat._next(hi)}"' in text
+    assert f'"torch>={lo}",' in text and "torch>=2.4,<" not in text
 
 
 def test_the_cli_refuses_a_torch_outside_the_range_in_one_line(monkeypatch, capsys):
@@ -55,6 +65,17 @@ def test_the_cli_refuses_a_torch_outside_the_range_in_one_line(monkeypatch, caps
         cli.cli.main(["--gpu", "t4", "--shape", "64x32x32"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "torch 2.3.1" in err and "Traceback" not in err
+
+
+def test_the_cli_answers_on_a_newer_torch_with_a_note(monkeypatch, capsys):
+    from sa_profiler import cli
+
+    monkeypatch.setattr(torch_compat, "installed_version", lambda: "2.15.0")
+    with pytest.raises(SystemExit) as exit_:
+        cli.cli.main(["--gpu", "t4", "--shape", "64x32x32", "--impl", "sdpa", "--mode", "forward"])
+    out = capsys.readouterr()
+    assert exit_.value.code == 0 and "Tesla T4" in out.out
+    assert out.err.count("\n") == 1 and "torch 2.15.0 is newer" in out.err
 
 
 def _meta(*shape, dtype=torch.float16):

@@ -179,6 +179,12 @@ class Row:
         return get(self.impl).exact
 
     @property
+    def peak_at_batch(self) -> int | None:
+        """The peak (baseline included) at the row's batch where the step fits there; None where
+        it does not: every view shows "out of memory" for such a row, never a peak."""
+        return total_bytes(self.at_batch) if self.fits and self.at_batch is not None else None
+
+    @property
     def time_source(self) -> str:
         """"measured" or "estimated" (the time model of engine/timing.py), "" without a time."""
         rec = self.at_batch or self.per_image
@@ -296,7 +302,9 @@ def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
     availability or memory on the target is an assumption (evidence.py) is not recommended;
     when it would have ranked first it is named as the alternative, with its caveat."""
     sure = [r for r in rows if not evidence.unsure_forced(r)]
-    rec = _rank(sure, mode, batch)
+    # where a forced backend is set aside, "no exact implementation fits" would deny its own row
+    rec = _rank(sure, mode, batch, "exact implementation" if len(sure) == len(rows)
+                else "exact implementation known to run on this card")
     first = _rank(rows, mode, batch).row
     if first is not None and evidence.unsure_forced(first):
         rec.alternative = first
@@ -312,7 +320,7 @@ def recommend(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
     return rec
 
 
-def _rank(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
+def _rank(rows: list[Row], mode: str, batch: int | None, which: str = "exact implementation") -> Recommendation:
     """The exact implementation that fits with the least time per image. Estimated times
     within the time model's typical error of the fastest (`timing.typical_factor`, from its
     held-out check) count as tied, and a tie goes to the row with more memory headroom (the
@@ -324,9 +332,9 @@ def _rank(rows: list[Row], mode: str, batch: int | None) -> Recommendation:
             best = max((r for r in rows if r.mode == mode and r.status == "ok" and r.exact and r.max_batch),
                        key=lambda r: r.max_batch, default=None)
             if best is not None:
-                return Recommendation(None, mode, f"no exact implementation fits batch {batch}; the largest that fits "
+                return Recommendation(None, mode, f"no {which} fits batch {batch}; the largest that fits "
                                                   f"is {best.max_batch}, with {best.display} in {best.dtype}")
-        return Recommendation(None, mode, "no exact implementation fits even one image")
+        return Recommendation(None, mode, f"no {which} fits even one image")
     order = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
     timed = [r for r in pool if r.time_per_image is not None]
     if not timed:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sa_profiler import torch_compat
+from sa_profiler import names, torch_compat
 
-BACKENDS = ("math", "efficient", "flash", "cudnn")
+BACKENDS = names.BACKENDS
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -110,23 +110,7 @@ TORCH_RANGE = tuple(torch_compat.version_tuple(v) for v in torch_compat.SUPPORTE
 _assumed_torch: contextvars.ContextVar[str | None] = contextvars.ContextVar("sa_profiler_torch", default=None)
 
 
-def checked_torch_version(value: str | None, engine: str = "simulate") -> str | None:
-    """A `--torch-version` (X.Y or X.Y.Z) within the supported range, stripped; None stays None.
-    Raises ValueError (one line, with the accepted form) otherwise, and for `engine` "measure",
-    which runs the installed torch."""
-    import re
-
-    if value is None:
-        return None
-    m = re.fullmatch(r"(\d+)\.(\d+)(\.\d+)?", str(value).strip())
-    lo, hi = TORCH_RANGE
-    if not m or not lo <= (int(m[1]), int(m[2])) <= hi:
-        raise ValueError(f"--torch-version {value!r}: expected X.Y or X.Y.Z from {lo[0]}.{lo[1]} to "
-                         f"{hi[0]}.{hi[1]}, e.g. 2.6")
-    if engine == "measure":
-        raise ValueError("--torch-version asks about another torch, but measuring runs the installed one; "
-                         "add --engine simulate")
-    return str(value).strip()
+checked_torch_version = torch_compat.checked_torch_version  # torch-free: options are checked before torch loads
 
 
 def assumed_torch() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sa_profiler import names
 from sa_profiler.attention.base import SelfAttention2d
 from sa_profiler.attention.chunked import ChunkedSelfAttention
 from sa_profiler.attention.pooled import PooledSelfAttention
@@ -17,6 +18,7 @@ IMPLEMENTATIONS: dict[str, type[SelfAttention2d]] = {
     "chunked": ChunkedSelfAttention,
     "pooled": PooledSelfAttention,  # changes the model: an alternative, not a drop-in
 }
+assert tuple(IMPLEMENTATIONS) == names.IMPLEMENTATIONS  # the names the CLI checks before torch loads
 
 
 def get(name: str) -> type[SelfAttention2d]:

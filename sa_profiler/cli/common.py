@@ -14,12 +14,15 @@ class _OneLineErrors(click.Group):
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs.pop("standalone_mode", None)
-        from sa_profiler.torch_compat import installed_version, unsupported
+        from sa_profiler.torch_compat import installed_version, unsupported, untested
 
-        why = unsupported(installed_version())
+        version = installed_version()
+        why = unsupported(version)
         if why and not _asks_only_for_help(sys.argv[1:] if args is None else list(args)):
             click.echo(f"sa-profile: error: {why}", err=True)
             sys.exit(2)
+        if untested(version):
+            click.echo(f"sa-profile: note: {untested(version)}", err=True)
         try:
             rv = super().main(args=args, prog_name=prog_name or "sa-profile", standalone_mode=False, **kwargs)
         except click.exceptions.UsageError as err:
@@ -50,7 +53,7 @@ def _torch_version_option(f):
 
 def _torch_version(value: str | None, engine: str = "simulate") -> str | None:
     """`--torch-version X.Y[.Z]` within the supported range (simulations only)."""
-    from sa_profiler.attention.backends import checked_torch_version
+    from sa_profiler.torch_compat import checked_torch_version
 
     try:
         return checked_torch_version(value, engine)
@@ -220,17 +223,9 @@ def _cuda() -> bool:
 
 def _with_headroom(gpu, headroom):
     from sa_profiler.advice.recommend import make_target
-    from sa_profiler.units import ParseError, parse_bytes
+    from sa_profiler.cli import checks
 
-    try:
-        if headroom.strip().endswith("%"):
-            pct = float(headroom.strip()[:-1])
-            if not 0 <= pct < 100:
-                raise ValueError
-            return make_target(gpu, pct / 100)
-        return make_target(gpu, parse_bytes(headroom))
-    except (ValueError, ParseError):
-        _fail(f"cannot read --headroom {headroom!r}: expected a percentage such as 10% or a size such as 512M")
+    return make_target(gpu, checks.headroom(headroom)[1])
 
 
 def _is_local(gpu) -> bool:
@@ -249,30 +244,12 @@ def _engine(engine: str, local: bool) -> str:
 
 
 def _dtypes(text):
-    if not text:
-        return None
-    from sa_profiler.engine.workload import dtype_name
+    from sa_profiler.cli import checks
 
-    try:
-        return [dtype_name(d.strip()) for d in text.split(",") if d.strip()]
-    except ValueError as err:
-        _fail(str(err))
+    return checks.dtypes(text)
 
 
 def _impls(text):
-    if not text:
-        return None
-    from sa_profiler.attention import BACKENDS, IMPLEMENTATIONS
+    from sa_profiler.cli import checks
 
-    out = []
-    for spec in (s.strip() for s in text.split(",") if s.strip()):
-        name, _, backend = spec.partition(":")
-        if name == "all":
-            return None
-        if name not in IMPLEMENTATIONS:
-            _fail(f"unknown implementation {spec!r}; expected {', '.join(IMPLEMENTATIONS)} or sdpa:BACKEND")
-        if backend and (name != "sdpa" or backend not in BACKENDS):
-            _fail(f"unknown implementation {spec!r}; a backend goes with sdpa only: sdpa:{'|'.join(BACKENDS)}")
-        if spec not in out:  # a repeated implementation is one row, not two
-            out.append(spec)
-    return out
+    return checks.impls(text)

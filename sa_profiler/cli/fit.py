@@ -54,11 +54,17 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
     SDPA backend each attention module runs on the target, and the peak after converting
     the SAGAN layers to each efficient implementation.
     """
+    from sa_profiler.cli import checks
+
+    checks.batch(batch)
+    checks.headroom(headroom)
+    checks.card(gpu_name, gpu_mem, cpu_allowed=True)
+    checks.optimizer(optimizer)
+    checks.torch_version(torch_version, engine)
+    _check_page_path(html_out)
+
     from sa_profiler.models.fit import FitError, fit, load, parse_inputs
 
-    if batch < 1:
-        _fail(f"--batch must be a positive integer, got {batch}")
-    _check_page_path(html_out)
     torch_version = _torch_version(torch_version, engine)
     kwargs = {}
     for item in args:

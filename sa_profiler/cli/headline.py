@@ -71,8 +71,14 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     if batch is not None and b is not None and batch != b:
         _fail(f"--batch {batch} contradicts the batch {b} in --shape {shape}")
     batch = batch if batch is not None else b
-    if batch is not None and batch < 1:
-        _fail(f"--batch must be a positive integer, got {batch}")
+    from sa_profiler.cli import checks
+
+    checks.batch(batch)
+    checks.headroom(headroom)
+    checks.dtypes(dtypes)
+    checks.impls(impls)
+    checks.card(gpu_name, gpu_mem)
+    checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
     _check_page_path(html_out)
     target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)

@@ -8,13 +8,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float64": torch.float64, "fp64": torch.float64,
-}
-DTYPE_FORM = "fp32, fp16, bf16 or fp64 (also float32, float16, bfloat16, float64)"
+from sa_profiler import names
+from sa_profiler.names import DTYPE_FORM  # noqa: F401 (re-exported)
+
+DTYPES = {alias: getattr(torch, name) for alias, name in names.DTYPE_NAMES.items()}
 MODES = ("forward", "train")
 STATUSES = ("ok", "oom", "unsupported", "error", "skipped")
 
@@ -22,10 +19,7 @@ STATUSES = ("ok", "oom", "unsupported", "error", "skipped")
 def dtype_name(dtype: str | torch.dtype) -> str:
     if isinstance(dtype, torch.dtype):
         return str(dtype).replace("torch.", "")
-    try:
-        return dtype_name(DTYPES[dtype.lower()])
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; expected {DTYPE_FORM}") from None
+    return names.dtype_name(dtype)
 
 
 @dataclass(frozen=True)

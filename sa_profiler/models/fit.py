@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from sa_profiler import names
 from sa_profiler.targets import gpus
 from sa_profiler.models import inputs as model_inputs
 from sa_profiler.models.amp import DTYPES as AMP_DTYPES
@@ -38,7 +39,7 @@ from sa_profiler.engine.values import ValueBranch
 from sa_profiler.engine.workload import TensorInfo
 from sa_profiler.models.loading import FitError, _one_line, factory_of, load, meta_copy, parse_inputs  # noqa: F401 (public here)
 
-OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
+OPTIMIZERS = names.OPTIMIZERS
 CONVERSIONS = (("sdpa", {}), ("chunked", {"chunk": 1024, "checkpoint": True}))
 ENGINES = ("simulate", "measure")
 

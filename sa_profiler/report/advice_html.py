@@ -87,8 +87,10 @@ def _answers(a) -> str:
         batch = r.max_batch if a.batch is None else a.batch
         at = r.at_batch
         bits = []
-        if at is not None and at.peak_bytes is not None:
-            bits.append(f"peak {esc(format_bytes(total_bytes(at)))} of {esc(format_bytes(a.target.usable))}")
+        if r.peak_at_batch is not None:
+            bits.append(f"peak {esc(format_bytes(r.peak_at_batch))} of {esc(format_bytes(a.target.usable))}")
+        elif at is not None:
+            bits.append(f"out of memory at batch {batch}, usable {esc(format_bytes(a.target.usable))}")
         if r.time_per_image:
             kind = "estimate" if a.engine == "simulate" else "measured"
             bits.append(f"{esc(format_seconds(r.time_per_image))} per image ({kind})")
@@ -97,6 +99,10 @@ def _answers(a) -> str:
                    f"<b>{batch}</b></span> — {', '.join(bits)}<br>change: <code class='code'>{esc(r.code())}</code>"
                    f"</div><div class='muted'>{esc(rec.reason)}.</div></div>")
     return "".join(out)
+
+
+def _peak_cell(r) -> str:
+    return format_bytes(r.peak_at_batch) if r.peak_at_batch is not None else "out of memory"
 
 
 def _table(a) -> str:
@@ -116,7 +122,7 @@ def _table(a) -> str:
             f"<tr><td class='s'>{esc(r.mode)}</td><td class='s'>{esc(r.display)}</td>"
             f"<td class='s'>{esc(r.backend or ('bmm+ckpt' if r.options.get('checkpoint') else 'bmm'))}</td>"
             f"<td class='s'>{esc(r.dtype)}</td><td>{esc(format_bytes(total_bytes(r.per_image)))}</td>"
-            f"<td>{r.max_batch}</td><td>{esc(format_bytes(total_bytes(at))) if at and r.batch else '-'}</td>"
+            f"<td>{r.max_batch}</td><td>{esc(_peak_cell(r)) if at and r.batch else '-'}</td>"
             f"<td>{esc(format_seconds(at.time_s)) if at and r.batch else '-'}</td>"
             f"<td>{esc(format_seconds(r.time_per_image)) if r.time_per_image else '-'}</td>"
             f"<td class='s'>{'yes' if r.fits else 'no'}</td><td class='s'>{esc(r.source)}</td></tr>")

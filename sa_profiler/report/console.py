@@ -37,7 +37,7 @@ def _row_json(r: Row) -> dict:
         "mode": r.mode, "status": r.status, "message": r.message, "exact": r.exact,
         "peak_bytes_per_image": total_bytes(per) if per and per.status == "ok" else None,
         "batch": r.batch, "max_batch": r.max_batch,
-        "peak_bytes_at_batch": total_bytes(at) if at and at.status == "ok" else None,
+        "peak_bytes_at_batch": r.peak_at_batch,
         "time_s": at.time_s if at else None, "time_method": at.time_method if at else "",
         "time_source": r.time_source,
         "time_error_factor": timing.typical_factor() if r.time_source == "estimated" else None,
@@ -81,14 +81,14 @@ def _time_cell(r: Row) -> str:
     return format_seconds(t) + ("*" if r.time_source == "estimated" else "") if t is not None else "-"
 
 
-def _at_batch_cell(at) -> str:
-    """The peak at the batch asked for, as the JSON's peak_bytes_at_batch: a number only when
-    the step ran to its end there."""
-    if at is None:
+def _at_batch_cell(r: Row) -> str:
+    """The peak at the batch asked for, as the JSON's peak_bytes_at_batch: a number only where
+    the step fits there."""
+    if r.at_batch is None:
         return "-"
-    if at.status == "ok":
-        return format_bytes(total_bytes(at), 1)
-    return "out of memory" if at.status == "oom" else at.status
+    if r.peak_at_batch is not None:
+        return format_bytes(r.peak_at_batch, 1)
+    return r.at_batch.status if r.at_batch.status not in ("ok", "oom") else "out of memory"
 
 
 def render_advice(a: Advice, console: Console) -> None:
@@ -114,7 +114,7 @@ def render_advice(a: Advice, console: Console) -> None:
             at = r.at_batch
             table.add_row(
                 escape(r.display), r.backend or ("bmm+ckpt" if r.options.get("checkpoint") else "bmm"), short.get(r.dtype, r.dtype), format_bytes(total_bytes(r.per_image), 1),
-                str(r.max_batch), _at_batch_cell(at) if r.batch else "-",
+                str(r.max_batch), _at_batch_cell(r) if r.batch else "-",
                 _time_cell(r) if at and at.status == "ok" and r.batch else "-",
                 Text("yes", style="green") if r.fits else Text("no", style="red"),
             )

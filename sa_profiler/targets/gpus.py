@@ -19,9 +19,12 @@ import difflib
 import re
 from dataclasses import dataclass, replace
 
-import torch
+from typing import TYPE_CHECKING
 
-from sa_profiler.attention.backends import DeviceCaps, assumed_torch, cudnn_preferred
+if TYPE_CHECKING:  # the catalogue imports without torch: options are checked before it loads
+    import torch
+
+    from sa_profiler.attention.backends import DeviceCaps
 
 KiB = 2**10
 MiB = 2**20
@@ -62,12 +65,16 @@ class GPU:
     def caps(self, torch_version: str | None = None) -> DeviceCaps:
         """The selection facts of this card under `torch_version` (default: `--torch-version`,
         else the running torch); the cuDNN version is not known (backends.assumed_cudnn)."""
+        from sa_profiler.attention.backends import DeviceCaps, assumed_torch, cudnn_preferred
+
         version = torch_version or assumed_torch()
         pref = cudnn_preferred(self.capability, version, None)
         return DeviceCaps("cuda", self.capability, cudnn_preferred=pref, torch_version=version)
 
     def supports(self, dtype: torch.dtype) -> str | None:
         """Why the card cannot compute in `dtype`, or None."""
+        import torch
+
         if self.key == HOST:
             return None
         if dtype == torch.bfloat16 and not self.bf16:
@@ -246,6 +253,8 @@ def host() -> GPU:
 
 def local(index: int = 0) -> GPU:
     """The local CUDA card, with rates from the catalogue entry of the same name if known."""
+    import torch
+
     props = torch.cuda.get_device_properties(index)
     try:
         known = lookup(props.name)

@@ -1,0 +1,93 @@
+"""Every option a command can judge alone, judged before torch loads: a bad value costs the
+interpreter, not torch's import (one line, exit 2, as `common._fail` says it). The commands
+convert the values later, with the same functions, so a value passed here is read the same way
+there."""
+
+from __future__ import annotations
+
+from sa_profiler import names
+from sa_profiler.cli.common import _fail
+
+HEADROOM_FORM = "a percentage from 0% up to (not including) 100%, such as 10%, or a size such as 512M"
+
+
+def batch(value: int | None) -> None:
+    if value is not None and value < 1:
+        _fail(f"--batch must be a positive integer, got {value}")
+
+
+def headroom(text: str) -> tuple[str, float | int]:
+    """("fraction", 0.1) for 10%, ("bytes", n) for a size."""
+    from sa_profiler.units import ParseError, parse_bytes
+
+    stripped = text.strip()
+    if stripped.endswith("%"):
+        try:
+            pct = float(stripped[:-1])
+        except ValueError:
+            _fail(f"cannot read --headroom {text!r}: expected {HEADROOM_FORM}")
+        if not 0 <= pct < 100:  # nan fails both comparisons
+            _fail(f"--headroom {text} is out of range: expected {HEADROOM_FORM}")
+        return "fraction", pct / 100
+    try:
+        return "bytes", parse_bytes(stripped)
+    except (ValueError, ParseError):
+        _fail(f"cannot read --headroom {text!r}: expected {HEADROOM_FORM}")
+
+
+def dtypes(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    try:
+        return [names.dtype_name(d) for d in text.split(",") if d.strip()]
+    except ValueError as err:
+        _fail(str(err))
+
+
+def impls(text: str | None) -> list[str] | None:
+    """The implementations asked for, each once, in order; None for all."""
+    if not text:
+        return None
+    out = []
+    for spec in (s.strip() for s in text.split(",") if s.strip()):
+        name, _, backend = spec.partition(":")
+        if name == "all":
+            return None
+        if name not in names.IMPLEMENTATIONS:
+            _fail(f"unknown implementation {spec!r}; expected {', '.join(names.IMPLEMENTATIONS)} or sdpa:BACKEND")
+        if backend and (name != "sdpa" or backend not in names.BACKENDS):
+            _fail(f"unknown implementation {spec!r}; a backend goes with sdpa only: sdpa:{'|'.join(names.BACKENDS)}")
+        if spec not in out:  # a repeated implementation is one row, not two
+            out.append(spec)
+    return out
+
+
+def card(gpu_name: str | None, gpu_mem: str | None, *, cpu_allowed: bool = False) -> None:
+    """--gpu names a catalogue card (or cpu where the command runs on this machine), --gpu-mem a
+    size; not both."""
+    from sa_profiler.targets import gpus
+    from sa_profiler.units import ParseError, parse_memory
+
+    if gpu_name and gpu_mem and not (cpu_allowed and gpu_name.strip().lower() == "cpu"):
+        _fail("give either --gpu NAME or --gpu-mem SIZE, not both")
+    try:
+        if gpu_mem:
+            parse_memory(gpu_mem)
+        if gpu_name and not (cpu_allowed and gpu_name.strip().lower() == "cpu"):
+            gpus.lookup(gpu_name)
+    except (ParseError, gpus.UnknownGPU) as err:
+        _fail(str(err))
+
+
+def torch_version(value: str | None, engine: str = "simulate") -> None:
+    from sa_profiler.torch_compat import checked_torch_version
+
+    try:
+        checked_torch_version(value, engine)
+    except ValueError as err:
+        _fail(str(err))
+
+
+def optimizer(name: str) -> None:
+    if name not in names.OPTIMIZERS:
+        _fail(f"unknown optimizer {name!r}; expected one of {', '.join(names.OPTIMIZERS)}")
