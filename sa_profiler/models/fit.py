@@ -342,6 +342,10 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
         if full.ok and full.peak_total <= tgt.usable:
             full.message = ("the caching allocator runs out of blocks under the usable memory although the peak is "
                             "below it (fragmentation)")
+        elif full.ok:  # every view prints this reason beside the verdict: never empty
+            from sa_profiler.units import format_bytes
+
+            full.message = f"{format_bytes(full.peak_total - tgt.usable)} over the usable memory"
         return full
 
     step = step_at()
