@@ -1,5 +1,15 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# Randomised tests draw the same cases on every run, here and in CI ("ci", the default), so a
+# commit passes or fails for good; every counterexample ever found is kept as an @example.
+# To look for new ones: python3 -m pytest -m slow -k properties --hypothesis-profile explore
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("SA_PROFILER_HYPOTHESIS", "ci"))
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -161,3 +161,67 @@ def test_entry_round_trip_and_its_checks():
         with pytest.raises(ValueError, match=why):
             answer_cache.decode(bad)
     assert answer_cache.decode(answer_cache.encode("")) == ""
+
+
+# -- the same cases in one process: fast, and reachable by mutation testing ---------------------------
+ANSWER = "Tesla T4 \u2014 an answer of several lines\n" * 40
+
+
+def _answered(monkeypatch, where, capsys, code=0):
+    """What `answered` prints and exits with, and whether it ran the question."""
+    monkeypatch.setattr(answer_cache, "cacheable", lambda argv: True)
+    monkeypatch.setenv("SA_PROFILER_CACHE", str(where))
+    ran = []
+
+    def run():
+        ran.append(1)
+        sys.stdout.write(ANSWER)
+        raise SystemExit(code)
+
+    with pytest.raises(SystemExit) as done:
+        answer_cache.answered(["--gpu", "t4"], run)
+    out = capsys.readouterr()
+    return out.out, out.err, done.value.code, bool(ran)
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage\x00\xff", ANSWER.encode()[:100], b"sa-profiler-answer/2 5 x\nhello",
+                                    None], ids=["empty", "not-utf8", "old-format", "bad-digest", "whole"])
+def test_answered_prints_only_a_whole_entry(monkeypatch, tmp_path, capsys, damage):
+    monkeypatch.setenv(answer_cache.LOG, "1")
+    assert _answered(monkeypatch, tmp_path, capsys)[3]  # the first ask runs the question
+    (entry,) = tmp_path.glob("*.txt")
+    if damage is not None:
+        entry.write_bytes(damage)
+    out, err, code, ran = _answered(monkeypatch, tmp_path, capsys)
+    assert out == ANSWER and code == 0 and ran == (damage is not None)
+    assert ("damaged" in err) == (damage is not None)
+    assert answer_cache.decode(entry.read_bytes()) == ANSWER  # kept whole again
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_failed_question_is_not_kept_and_a_missing_entry_says_nothing(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(answer_cache.LOG, "1")
+    out, err, code, ran = _answered(monkeypatch, tmp_path, capsys, code=2)
+    assert code == 2 and ran and err == "" and not list(tmp_path.iterdir())
+
+
+def test_the_log_switch(monkeypatch, capsys):
+    for value, said in [("", False), ("0", False), ("no", False), ("off", False), ("false", False), ("1", True),
+                        ("yes", True)]:
+        monkeypatch.setenv(answer_cache.LOG, value)
+        answer_cache._note("x")
+        assert (capsys.readouterr().err == "sa-profile: answer cache: x\n") == said, value
+    assert answer_cache.key(["--gpu", "t4"]) == answer_cache.key(["--gpu", "t4"])
+    monkeypatch.setenv(answer_cache.LOG, "0")
+    quiet = answer_cache.key(["--gpu", "t4"])
+    monkeypatch.setenv(answer_cache.LOG, "1")
+    assert answer_cache.key(["--gpu", "t4"]) == quiet  # the switch changes no answer, so not the key
+
+
+def test_old_entries_beyond_the_limit_go(monkeypatch, tmp_path):
+    monkeypatch.setattr(answer_cache, "MAX_ENTRIES", 3)
+    for i in range(5):
+        answer_cache._store(tmp_path, f"{i}.txt", f"answer {i}")
+        os.utime(tmp_path / f"{i}.txt", (i, i))
+    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["2.txt", "3.txt", "4.txt"]
+    assert answer_cache.decode((tmp_path / "4.txt").read_bytes()) == "answer 4"

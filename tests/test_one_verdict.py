@@ -81,3 +81,25 @@ def test_activations_by_module_add_up_to_the_activations(model, args, inputs):
     for target in ("t4", "cpu"):
         s = fit(load(model, args), inputs, 4, target, conversions=(), timeline=False).step
         assert sum(s.modules.values()) == s.breakdown["activations"]
+
+
+def test_a_row_over_the_usable_memory_at_the_batch_asked_shows_no_peak_anywhere():
+    """The chunked row at 4639 completes under the cap but is 20,684 bytes over the usable memory:
+    it does not fit, so the console says "out of memory" like the rows that ran out, and the
+    JSON has no peak for it."""
+    import json as json_
+
+    from click.testing import CliRunner
+
+    from sa_profiler.cli import cli
+
+    ask = ["--gpu-mem", "2G", "--shape", "32x16x16", "--mode", "forward", "--dtype", "fp16",
+           "--impl", "reference,sdpa,chunked", "--batch", "4639"]
+    rows = {r["label"]: r for r in json_.loads(CliRunner().invoke(cli, ask + ["--json"]).output)["rows"]}
+    chunked = rows["chunked[chunk=1024]"]
+    assert chunked["max_batch"] == 4638 and chunked["fits"] is False and chunked["peak_bytes_at_batch"] is None
+    for r in rows.values():
+        assert (r["peak_bytes_at_batch"] is None) == (not r["fits"])
+    table = CliRunner().invoke(cli, ask, env={"COLUMNS": "200"}).output
+    line = next(x for x in table.splitlines() if "chunked" in x and "4638" in x)
+    assert "out of memory" in line and line.rstrip().endswith("no")
