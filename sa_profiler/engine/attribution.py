@@ -84,7 +84,7 @@ class Attribution:
     def _update(self) -> None:
         top = next((self.tops[id(m)] for m in self.stack if id(m) in self.tops), "")
         attention = self.backward_depth > 0 or any(id(m) in self.attention for m in self.stack)
-        self.tracker.module = "/".join(p for p in (top, "attention" if attention else "") if p)
+        self.tracker.module, self.tracker.in_attention = top, attention
 
     def _push(self, module, args):
         self.stack.append(module)
@@ -139,7 +139,7 @@ class Attribution:
     def close(self) -> None:
         for h in self.handles:
             h.remove()
-        self.tracker.module = ""
+        self.tracker.module, self.tracker.in_attention = "", False
 
     @property
     def layers(self) -> int:
@@ -180,10 +180,10 @@ def breakdown(tracker: MemoryTracker, grads: set, states: set) -> tuple[dict, di
         else:
             cat = "temporary"
         categories[cat] += info.bytes
-        path = info.module.split("/") if info.module and info.op != "workspace" else []
+        top, in_attention = (info.module, info.attention) if info.op != "workspace" else ("", False)
         if cat == "activations":
-            name = (OUTSIDE if not path else TOP_ATTENTION if path[0] == "attention" else path[0])
+            name = top or (TOP_ATTENTION if in_attention else OUTSIDE)
             modules[name] = modules.get(name, 0) + info.bytes
-        if "attention" in path:
+        if in_attention:
             attention += info.bytes
     return categories, modules, attention

@@ -63,6 +63,7 @@ class MemoryTracker(TorchDispatchMode):
         self.peak_index: int | None = None  # index in `timeline` of the op that set the peak
         self.phase = ""  # set by whole-model steps: forward / backward / optimizer
         self.module = ""  # the top-level module running now
+        self.in_attention = False  # inside an attention layer now (attribution.py)
         self.keep_peak_live = False  # give every allocation alive at the peak (for breakdowns)
         # every allocation and release in order, (key, info) and (key, None): the allocations alive
         # at the peak are read back from it once, at the end, rather than copied at each new peak
@@ -120,8 +121,11 @@ class MemoryTracker(TorchDispatchMode):
         alloc = self._live.get(self.key_of.get(t.untyped_storage(), -1))
         if alloc is None:
             return ""
-        module = module or alloc.info.module.replace("/attention", "")
+        module = module or alloc.info.module
         return f"made by {alloc.info.op} in " + (module or "the model's own forward")
+
+    def _where(self) -> str:
+        return TensorInfo((), "", 0, "", module=self.module, attention=self.in_attention).where
 
     def held_workspaces(self, workspace_bytes: dict[str, int]) -> int:
         """Bytes of the library workspaces the step's matrix products hold once it has run."""
@@ -152,7 +156,7 @@ class MemoryTracker(TorchDispatchMode):
         high = self.allocator.allocated
         if ruled:
             temps = [
-                self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note, self.phase, self.module))
+                self._hold(self.allocator.malloc(nbytes), TensorInfo(shape, dtype, 0, name, note, self.phase, self.module, self.in_attention))
                 for nbytes, shape, dtype, note in self.rules.transients(func, args, kwargs, outputs)
             ]
             hidden = sum(self._live[k].info.bytes for k in temps)
@@ -161,7 +165,7 @@ class MemoryTracker(TorchDispatchMode):
             for key in temps:
                 self._release(key)
         if self.timeline is not None:
-            self.timeline.append((name, high, self.phase, self.module))
+            self.timeline.append((name, high, self.phase, self._where()))
         if self.op_log is not None:
             self.op_log.append((name, self.allocator.allocated - before, hidden))
         if self.timer is not None:
@@ -181,7 +185,7 @@ class MemoryTracker(TorchDispatchMode):
         for t in tensors_in(out):  # an alias of a storage made before tracking began is new here
             self._track(t, name)
         if self.timeline is not None:
-            self.timeline.append((name, self.allocator.allocated, self.phase, self.module))
+            self.timeline.append((name, self.allocator.allocated, self.phase, self._where()))
         if self.op_log is not None:
             self.op_log.append((name, self.allocator.allocated - before, 0))
         if self.timer is not None:
@@ -197,7 +201,7 @@ class MemoryTracker(TorchDispatchMode):
         if self.workspace_bytes is not None:
             nbytes = self.workspace_bytes[lib]
             self._hold(self.allocator.malloc(nbytes), TensorInfo(
-                (nbytes,), "uint8", 0, "workspace", f"{lib} workspace ({key[1]} thread)", self.phase, self.module))
+                (nbytes,), "uint8", 0, "workspace", f"{lib} workspace ({key[1]} thread)", self.phase, self.module, self.in_attention))
             self._note_peak()
 
     def _track(self, t: torch.Tensor, op: str) -> None:
@@ -208,7 +212,7 @@ class MemoryTracker(TorchDispatchMode):
             return
         self._seen.add(st)
         nbytes = st.nbytes()
-        info = TensorInfo(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0, op, "", self.phase, self.module)
+        info = TensorInfo(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0, op, "", self.phase, self.module, self.in_attention)
         key = self._hold(self.allocator.malloc(nbytes), info)
         self.key_of[st] = key
         weakref.finalize(st, self._release, key)
@@ -256,4 +260,4 @@ class MemoryTracker(TorchDispatchMode):
         """The twelve largest tensors alive at the peak, the baseline left out."""
         live = [i for i in self._live_at_peak().values() if i.op != "baseline" and i.phase != "baseline" and i.bytes]
         live.sort(key=lambda i: -i.bytes)
-        return [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note, i.phase, i.module) for i in live[:12]]
+        return [TensorInfo(i.shape, i.dtype, i.bytes, i.op, i.note, i.phase, i.module, i.attention) for i in live[:12]]

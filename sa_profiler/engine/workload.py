@@ -87,6 +87,12 @@ class TensorInfo:
     note: str = ""
     phase: str = ""  # forward, backward, optimizer (whole-model steps)
     module: str = ""  # the top-level module running when it was allocated
+    attention: bool = False  # allocated inside an attention layer (its forward or backward)
+
+    @property
+    def where(self) -> str:
+        """The module as a reader sees it: `blocks.0/attention` inside an attention layer."""
+        return "/".join(p for p in (self.module, "attention" if self.attention else "") if p)
 
 
 @dataclass

@@ -280,7 +280,7 @@ def _answer(result) -> str:
 def _tensors(s) -> str:
     rows = "".join(f"<tr><td>{esc(format_bytes(t.bytes))}</td><td class='s'>{esc('x'.join(map(str, t.shape)))}</td>"
                    f"<td class='s'>{esc(t.dtype)}</td><td class='s'>{esc(t.op)}"
-                   f"{(' (' + esc(t.note) + ')') if t.note else ''}</td><td class='s'>{esc(t.module or '(top level)')}"
+                   f"{(' (' + esc(t.note) + ')') if t.note else ''}</td><td class='s'>{esc(t.where or '(top level)')}"
                    f"</td><td class='s'>{esc(t.phase)}</td></tr>" for t in s.top_tensors)
     if not rows:
         return ""
