@@ -364,7 +364,10 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
                                                        sagan_layers=step.sagan_layers)
     if set(step.explicit_attention) - set(step.sagan_modules) and engine == "simulate":
         try:  # the same step with the explicit attention fused by its library's switch
-            result.fused = step_at(fuse=True)
+            fused_step = step_at(fuse=True)
+            if why := fused.unchanged(step, fused_step):  # a switch that took and changed nothing
+                raise FitError(why)
+            result.fused = fused_step
         except FitError as err:
             result.fused_note = (f"{err}: call torch.nn.functional.scaled_dot_product_attention in "
                                  f"{next(iter(step.explicit_attention))} instead")

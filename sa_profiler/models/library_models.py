@@ -9,9 +9,17 @@ read) and the inputs a step of it takes by default, which `--input` replaces:
 - transformers: `input_ids` of 128 tokens (the model's longest where shorter) and an all-ones
   `attention_mask` for a text model; `pixel_values` of the configured image size for a vision
   model. `--arg KEY=VALUE` overrides the default configuration (`AutoConfig.for_model`);
-- diffusers: `sample` of the configured channels and size and a scalar `timestep`, plus
-  `encoder_hidden_states` (77 tokens of `cross_attention_dim`) for a conditional UNet;
-  `--arg` values are configuration arguments.
+- diffusers: the arguments of the model class's `forward`, each sized from the configuration
+  (`--arg` values are configuration arguments): `sample` (a UNet) or `hidden_states` (a
+  transformer) of the configured channels and size; `timestep`, one for the batch for a UNet
+  (`scalar`, as the UNets broadcast it) and one per sample for a transformer (whose timestep
+  embedding takes one per sample); `encoder_hidden_states`, 77 tokens of the text width the
+  configuration gives (`encoder_hid_dim`, `caption_channels`, `joint_attention_dim` or
+  `cross_attention_dim`); `pooled_projections` of `pooled_projection_dim`; `class_labels`
+  (zeros) where the configuration embeds classes (`num_class_embeds`, or `ada_norm_zero` with
+  `num_embeds_ada_norm`, as DiT). An optional argument the configuration does not size is left
+  out; a required one is a one-line error naming it, asking for `--input NAME=SHAPE[:DTYPE]`
+  (raised when `default_inputs` is read, so that given `--input`s need no default).
 
 The libraries stay optional: a missing one is a one-line error naming the install command.
 """
@@ -19,6 +27,7 @@ The libraries stay optional: a missing one is a one-line error naming the instal
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Callable
@@ -45,15 +54,39 @@ def _import(name: str):
         raise LibraryError(f"{name} is not installed; install it with: pip install {name}") from None
 
 
-def _named(factory: Callable, name: str, inputs: list[str]) -> Callable:
-    factory.__name__ = name
-    factory.default_inputs = inputs
-    return factory
+class _Factory:
+    """A library model's zero-argument factory, named as the user names the model, with its
+    default `--input` list. `missing`: required `forward` arguments no default can be made for;
+    reading `default_inputs` then raises a one-line `FitError` naming the first."""
+
+    def __init__(self, make: Callable, name: str, inputs: list[str], missing: tuple[str, ...] = ()):
+        self._make, self.__name__, self._inputs, self._missing = make, name, list(inputs), tuple(missing)
+
+    def __call__(self):
+        return self._make()
+
+    def __repr__(self) -> str:
+        return f"<factory of {self.__name__}>"
+
+    @property
+    def default_inputs(self) -> list[str]:
+        if self._missing:
+            from sa_profiler.models.loading import FitError  # here: loading imports this module
+
+            name = self._missing[0]
+            others = "".join(f" --input {i}" for i in self._inputs)
+            raise FitError(f"{self.__name__} needs its input {name}, which its configuration does not size: give "
+                           f"every input as --input NAME=SHAPE[:DTYPE], e.g. --input {name}=SHAPE[:DTYPE]{others}")
+        return list(self._inputs)
+
+
+def _named(factory: Callable, name: str, inputs: list[str], missing: tuple[str, ...] = ()) -> _Factory:
+    return _Factory(factory, name, inputs, missing)
 
 
 def load(spec: str, args: dict | None = None) -> Callable:
     """A factory for a library model (see the module notes); `factory.default_inputs` is its
-    default `--input` list."""
+    default `--input` list (a one-line `FitError` naming a required input it cannot size)."""
     args = dict(args or {})
     if Path(spec).is_dir():
         return _folder(Path(spec), args)
@@ -131,21 +164,60 @@ def _diffusers(name: str, args: dict, config: dict | None = None) -> Callable:
     except Exception:
         made = config
     full = {**_defaults(cls), **made}
-    inputs = []
-    if "sample_size" in full and "in_channels" in full:
+    inputs, missing = _diffusers_inputs(cls, full)
+    return _named(lambda: cls.from_config(config), f"diffusers:{name}", inputs, missing)
+
+
+def _diffusers_inputs(cls, full: dict) -> tuple[list[str], tuple[str, ...]]:
+    """The default inputs of a diffusers model (see the module notes), by the arguments its
+    class's `forward` takes, and the required ones none can be made for."""
+    try:
+        params = list(inspect.signature(cls.forward).parameters.values())[1:]  # without self
+    except (TypeError, ValueError):
+        return [], ()
+    names = {p.name for p in params}
+    inputs, missing = [], []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = _diffusers_input(p.name, full, unet="sample" in names)
+        if value:
+            inputs.append(f"{p.name}={value}")
+        elif p.default is inspect.Parameter.empty:
+            missing.append(p.name)
+    return inputs, tuple(missing)
+
+
+def _first(value):
+    """A per-block configuration value (a list or tuple in some UNets): the first block's."""
+    return value[0] if isinstance(value, (list, tuple)) and value else value
+
+
+def _diffusers_input(name: str, full: dict, unet: bool) -> str:
+    """One `forward` argument as `--input` writes it ("" where the configuration does not size it)."""
+    if name in ("sample", "hidden_states"):
+        if not isinstance(full.get("in_channels"), int) or "sample_size" not in full:
+            return ""  # e.g. a model on packed tokens (Flux) or on discrete latents: no image to guess
         size = full["sample_size"] or DEFAULT_SAMPLE  # None in a conditional UNet's defaults
-        size = size if isinstance(size, int) else size[0]
-        inputs = [f"sample={full['in_channels']}x{size}x{size}", "timestep=scalar:int64"]
-        if "cross_attention_dim" in full and full["cross_attention_dim"]:
-            dim = full["cross_attention_dim"]
-            dim = dim if isinstance(dim, int) else dim[0]
-            inputs.append(f"encoder_hidden_states={CONDITION_TOKENS}x{dim}")
-    return _named(lambda: cls.from_config(config), f"diffusers:{name}", inputs)
+        height, width = (size, size) if isinstance(size, int) else tuple(size)[:2]
+        return f"{full['in_channels']}x{height}x{width}"
+    if name == "timestep":
+        return "scalar:int64" if unet else "B:int64"
+    if name == "encoder_hidden_states":
+        width = next((_first(full[k]) for k in ("encoder_hid_dim", "caption_channels", "joint_attention_dim",
+                                                  "cross_attention_dim") if full.get(k)), None)
+        return f"{CONDITION_TOKENS}x{width}" if isinstance(width, int) else ""
+    if name == "pooled_projections":
+        width = full.get("pooled_projection_dim")
+        return str(width) if isinstance(width, int) and width else ""
+    if name == "class_labels":
+        embeds_classes = full.get("num_class_embeds") or (full.get("norm_type") == "ada_norm_zero"
+                                                          and full.get("num_embeds_ada_norm"))
+        return "B:int64" if embeds_classes or full.get("class_embed_type") == "timestep" else ""
+    return ""
 
 
 def _defaults(cls) -> dict:
-    import inspect
-
     return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
             if p.default is not inspect.Parameter.empty}
 
