@@ -1,5 +1,6 @@
 """Tables read in any terminal: at 80 and 100 columns, and piped, no number is cut (rich's
-ellipsis never appears; a table too wide folds its text columns instead)."""
+ellipsis never appears; a table too wide for its names and numbers is printed one record per row
+instead: see test_narrow_terminals.py)."""
 
 import pytest
 from click.testing import CliRunner

@@ -88,13 +88,22 @@ def _why(target: Target, channels: int, height: int, width: int, dtype: str, mod
     matrix = n * n * item
     return {
         "dtype": dtype, "mode": mode, "tokens": n, "matrix_bytes": matrix,
-        "peak_bytes": rec.peak_bytes,
+        "peak_bytes": rec.peak_bytes,  # above the baseline: what the layer's step adds
+        "baseline_bytes": rec.baseline_bytes or 0,  # parameters, input, library workspaces
+        "total_bytes": total_bytes(rec),  # the two together: the rows' "1 image" figure
         "formula": f"N = H x W = {height} x {width} = {n}; one N x N matrix = N^2 x {item} B = {format_bytes(matrix)}; "
                    f"forward holds the energy Q^T K and its softmax: 2 x B x N^2 x {item} B"
                    + ("; training adds the gradient of the attention and, on CUDA, two more inside the "
                       "softmax backward kernel: 5 x B x N^2" if mode == "train" else ""),
         "top_tensors": [t.__dict__ for t in rec.top_tensors[:6]],
     }
+
+
+def why_peak(why: dict) -> str:
+    """The "Why" paragraph's figure, said with the row's "1 image" figure it differs from."""
+    return (f"peak {format_bytes(why['peak_bytes'])} above the baseline of {format_bytes(why['baseline_bytes'])} "
+            f"(parameters, input, library workspaces): {format_bytes(why['total_bytes'])} in all, the \"1 image\" "
+            "figure above")
 
 
 def advise(target: Target, channels: int, height: int, width: int, *, batch: int | None = None,

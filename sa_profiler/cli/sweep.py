@@ -158,15 +158,22 @@ def _sweep_summary(rows, console) -> None:
     frame["options"] = [  # one group per implementation and backend / checkpointing, whatever the chunk
         " ".join(f"{k}={v}" for k, v in json.loads(o or "{}").items() if k in ("backend", "checkpoint", "pool"))
         for o in frame.options]
-    table = Table(title="Sweep summary", title_justify="left", header_style="bold")
+    from rich import box
+
+    from sa_profiler.report.console import _print_table
+
+    table = Table(title="Sweep summary", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+                  collapse_padding=True, pad_edge=False, header_style="bold")
     for col in ("implementation", "dtype", "mode", "rows", "ok", "oom", "skipped", "largest N that fits", "peak there"):
         table.add_column(col, justify="left" if col in ("implementation", "dtype", "mode") else "right")
+    short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}  # as --dtype spells them
     for (impl, opts, dtype, mode), g in frame.groupby(["impl", "options", "dtype", "mode"], sort=False):
         ok = g[g.status == "ok"]
         top = ok.sort_values(["tokens", "total"]).iloc[-1] if len(ok) else None
         label = impl + (f" [{opts}]" if opts else "")
         counts = g.status.value_counts()
-        table.add_row(escape(label), dtype, mode, str(len(g)), str(counts.get("ok", 0)), str(counts.get("oom", 0)),
-                      str(counts.get("skipped", 0)), str(int(top.tokens)) if top is not None else "-",
+        table.add_row(escape(label), short.get(dtype, dtype), mode, str(len(g)), str(counts.get("ok", 0)),
+                      str(counts.get("oom", 0)), str(counts.get("skipped", 0)),
+                      str(int(top.tokens)) if top is not None else "-",
                       format_bytes(top.total) if top is not None and top.total == top.total else "-")
-    console.print(table)
+    _print_table(console, table, wrap=())  # names and numbers whole; one record per row when too narrow

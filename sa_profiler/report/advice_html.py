@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sa_profiler.advice.advise import why_peak
 from sa_profiler.advice.recommend import total_bytes
 from sa_profiler.units import format_bytes, format_seconds
 from sa_profiler.report import page
@@ -135,7 +136,7 @@ def _why(a) -> str:
                    f"</td><td class='s'>{esc(t['dtype'])}</td><td class='s'>{esc(t['op'])}"
                    f"{(' (' + esc(t['note']) + ')') if t.get('note') else ''}</td></tr>" for t in w["top_tensors"])
     return (f"<h2>Why the classic layer runs out</h2><p>Classic layer, {esc(w['dtype'])}, {esc(w['mode'])}, one image: "
-            f"peak {esc(format_bytes(w['peak_bytes']))}. {esc(w['formula'])}.</p>"
+            f"{esc(why_peak(w))}. {esc(w['formula'])}.</p>"
             "<table><thead><tr><th>bytes</th><th class='s'>shape</th><th class='s'>dtype</th><th class='s'>made by</th>"
             f"</tr></thead><tbody>{rows}</tbody></table>")
 
