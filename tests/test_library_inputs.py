@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from sa_profiler.attention import fused
 from sa_profiler.cli import cli
 from sa_profiler.models.fit import FitError, StepResult, fit, load
+from sa_profiler.models.library_models import LibraryError
 
 DIT = {"num_layers": 1, "sample_size": 8, "num_attention_heads": 2, "attention_head_dim": 8, "norm_num_groups": 8,
        "num_embeds_ada_norm": 10}
@@ -72,7 +73,7 @@ def test_a_required_input_no_configuration_sizes_is_one_line_naming_it():
     """Flux takes `hidden_states` as packed tokens: no image size in its configuration to guess."""
     pytest.importorskip("diffusers")
     factory = load("diffusers:FluxTransformer2DModel", {"num_layers": 1, "num_single_layers": 1})
-    with pytest.raises(FitError, match=r"needs its input hidden_states.*--input NAME=SHAPE\[:DTYPE\]"):
+    with pytest.raises(LibraryError, match=r"needs its input hidden_states.*--input NAME=SHAPE\[:DTYPE\]"):
         factory.default_inputs  # noqa: B018
     out = _invoke(["fit", "diffusers:FluxTransformer2DModel", "--arg", "num_layers=1", "--arg", "num_single_layers=1"])
     assert out.exit_code == 2, out.output

@@ -99,13 +99,6 @@ def _why(target: Target, channels: int, height: int, width: int, dtype: str, mod
     }
 
 
-def why_peak(why: dict) -> str:
-    """The "Why" paragraph's figure, said with the row's "1 image" figure it differs from."""
-    return (f"peak {format_bytes(why['peak_bytes'])} above the baseline of {format_bytes(why['baseline_bytes'])} "
-            f"(parameters, input, library workspaces): {format_bytes(why['total_bytes'])} in all, the \"1 image\" "
-            "figure above")
-
-
 def advise(target: Target, channels: int, height: int, width: int, *, batch: int | None = None,
            dtypes: list[str] | None = None, modes: tuple[str, ...] = ("forward", "train"),
            impls: list[str] | None = None, engine: str = "simulate", progress=None,

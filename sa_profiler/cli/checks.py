@@ -5,8 +5,14 @@ there."""
 
 from __future__ import annotations
 
+import click
+
 from sa_profiler import names
-from sa_profiler.cli.common import _fail
+
+
+def _fail(message: str):
+    """A usage error: one line on stderr, exit 2 (`common._OneLineErrors`)."""
+    raise click.UsageError(message)
 
 HEADROOM_FORM = "a percentage from 0% up to (not including) 100%, such as 10%, or a size such as 512M"
 

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from sa_profiler.cli.checks import _fail  # noqa: F401 (every command's one-line usage error)
 
 
 class _OneLineErrors(click.Group):
@@ -39,8 +40,6 @@ def _asks_only_for_help(argv: list[str]) -> bool:
     return any(a in ("-h", "--help", "--version") for a in argv)
 
 
-def _fail(message: str):
-    raise click.UsageError(message)
 
 
 def _torch_version_option(f):
@@ -94,6 +93,8 @@ def _loaded_for_good() -> None:
     out of the cyclic collector's sight, so a later full collection does not walk it again
     (tens of milliseconds each). Never in a process that merely imports the library."""
     if _ONE_SHOT:
+        import torch  # noqa: F401 (the answer needs it next; what its import makes is what to freeze)
+
         gc.freeze()
 
 
@@ -103,7 +104,7 @@ def _target(gpu_name, gpu_mem, headroom, emulate=False):
     from sa_profiler.targets import gpus
     from sa_profiler.units import ParseError, parse_memory
 
-    _loaded_for_good()  # torch is imported now
+    _loaded_for_good()
 
     if gpu_name and gpu_mem:
         _fail("give either --gpu NAME or --gpu-mem SIZE, not both")

@@ -64,6 +64,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
     _check_page_path(html_out)
 
     from sa_profiler.models.fit import FitError, fit, load, parse_inputs
+    from sa_profiler.models.library_models import LibraryError
 
     torch_version = _torch_version(torch_version, engine)
     kwargs = {}
@@ -90,7 +91,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
         specs = parse_inputs(list(input_specs))
         result = fit(factory, specs, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
                      name=model, engine=engine, compare_fp32=bool(html_out and amp), torch_version=torch_version)
-    except FitError as err:
+    except (FitError, LibraryError) as err:  # LibraryError: a default input its library cannot size
         _fail(str(err))
     if html_out:
         from sa_profiler.report.fit_html import write_html

@@ -57,7 +57,7 @@ def _import(name: str):
 class _Factory:
     """A library model's zero-argument factory, named as the user names the model, with its
     default `--input` list. `missing`: required `forward` arguments no default can be made for;
-    reading `default_inputs` then raises a one-line `FitError` naming the first."""
+    reading `default_inputs` then raises a one-line `LibraryError` naming the first."""
 
     def __init__(self, make: Callable, name: str, inputs: list[str], missing: tuple[str, ...] = ()):
         self._make, self.__name__, self._inputs, self._missing = make, name, list(inputs), tuple(missing)
@@ -71,11 +71,9 @@ class _Factory:
     @property
     def default_inputs(self) -> list[str]:
         if self._missing:
-            from sa_profiler.models.loading import FitError  # here: loading imports this module
-
             name = self._missing[0]
             others = "".join(f" --input {i}" for i in self._inputs)
-            raise FitError(f"{self.__name__} needs its input {name}, which its configuration does not size: give "
+            raise LibraryError(f"{self.__name__} needs its input {name}, which its configuration does not size: give "
                            f"every input as --input NAME=SHAPE[:DTYPE], e.g. --input {name}=SHAPE[:DTYPE]{others}")
         return list(self._inputs)
 
@@ -86,7 +84,7 @@ def _named(factory: Callable, name: str, inputs: list[str], missing: tuple[str, 
 
 def load(spec: str, args: dict | None = None) -> Callable:
     """A factory for a library model (see the module notes); `factory.default_inputs` is its
-    default `--input` list (a one-line `FitError` naming a required input it cannot size)."""
+    default `--input` list (a one-line `LibraryError` naming a required input it cannot size)."""
     args = dict(args or {})
     if Path(spec).is_dir():
         return _folder(Path(spec), args)

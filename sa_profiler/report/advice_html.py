@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sa_profiler.advice.advise import why_peak
 from sa_profiler.advice.recommend import total_bytes
+from sa_profiler.report.why import why_peak
 from sa_profiler.units import format_bytes, format_seconds
 from sa_profiler.report import page
 from sa_profiler.report.page import esc

@@ -12,9 +12,10 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from sa_profiler.advice.advise import Advice, why_peak
+from sa_profiler.advice.advise import Advice
 from sa_profiler.engine import timing
 from sa_profiler.advice.recommend import Row, total_bytes
+from sa_profiler.report.why import why_peak
 from sa_profiler.units import format_bytes, format_seconds
 
 JSON_VERSION = 1
