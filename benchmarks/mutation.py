@@ -57,6 +57,17 @@ MODULES = {
              ["tests/test_html_mutants.py", "tests/test_html_escaping.py",
               "tests/test_sweep.py::test_hostile_strings_are_escaped",
               "tests/test_sweep.py::test_atlas_report_has_a_column_per_device"]),
+    # the answer cache: what it reads back is proven whole before a byte is printed
+    "answer_cache": (["sa_profiler/advice/answer_cache.py"],
+                     ["tests/test_answer_cache.py", "tests/test_answer_cache_keys.py",
+                      "tests/test_answer_cache_damage.py"]),
+    # options judged before torch loads, and the names they are judged against
+    "checks": (["sa_profiler/cli/checks.py", "sa_profiler/names.py"],
+               ["tests/test_options_before_torch.py", "tests/test_bad_inputs.py"]),
+    # a sweep's files read back (report, resume) and the folder lock
+    "sweep_files": (["sa_profiler/report/sweep_frame.py", "sa_profiler/sweeps/lock.py"],
+                    ["tests/test_sweep_files.py", "tests/test_html_mutants.py", "tests/test_bad_inputs.py",
+                     "tests/test_sweep.py"]),
 }
 # mutmut exit-code statuses that count as killed / not killed
 KILLED = {"killed", "timeout", "caught by type check"}

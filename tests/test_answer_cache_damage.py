@@ -73,6 +73,7 @@ def _restored(entry, uncached):
     pytest.param(lambda whole: whole.replace(b"sa-profiler-answer/2", b"sa-profiler-answer/3", 1), id="later-format"),
     pytest.param(lambda whole: whole.replace(b'"', b"'", 1), id="one-byte-changed"),
 ])
+@pytest.mark.slow
 def test_a_damaged_entry_is_replaced_by_the_answer(kept, uncached, damage):
     where, entry = kept
     entry.write_bytes(damage(entry.read_bytes()))
@@ -84,6 +85,7 @@ def test_a_damaged_entry_is_replaced_by_the_answer(kept, uncached, damage):
     assert quiet.stdout == uncached.stdout and quiet.stderr == b""
 
 
+@pytest.mark.slow
 def test_the_note_is_said_only_when_asked(kept, uncached):
     where, entry = kept
     entry.write_bytes(b"")
@@ -93,6 +95,7 @@ def test_the_note_is_said_only_when_asked(kept, uncached):
     _restored(entry, uncached)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0 and not AS_USER, reason="root reads any file; setpriv is not here")
 def test_an_unreadable_entry_is_replaced(kept, uncached):
     where, entry = kept
@@ -103,6 +106,7 @@ def test_an_unreadable_entry_is_replaced(kept, uncached):
     _restored(entry, uncached)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0 and not AS_USER, reason="root writes anywhere; setpriv is not here")
 @pytest.mark.parametrize("entry_there", [False, True], ids=["empty-folder", "damaged-entry-in-it"])
 def test_a_read_only_folder_answers_as_no_cache(tmp_path, uncached, entry_there):
@@ -124,6 +128,7 @@ def test_a_read_only_folder_answers_as_no_cache(tmp_path, uncached, entry_there)
         where.chmod(stat.S_IRWXU)
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_nothing_and_changes_nothing(tmp_path, uncached):
     done = _ask(tmp_path, DISK_FULL="1")
     _same(done, uncached)

@@ -89,6 +89,7 @@ def test_batch_in_shape():
     assert data["shape"]["batch"] == 8
 
 
+@pytest.mark.slow
 def test_nothing_fits_is_an_answer_with_alternatives():
     result = run("--gpu", "t4", "--shape", "8192x512x512", "--mode", "train", "--dtype", "fp32", "--json")
     assert result.exit_code == 0, result.output

@@ -33,6 +33,7 @@ def test_cpu_simulation_equals_cpu_measurement_to_the_byte(impl, opts, dtype, mo
         assert meas.time_s > 0 and "wall clock" in meas.time_method
 
 
+@pytest.mark.slow
 def test_tracker_sees_what_the_process_allocates():
     """A >1 GiB workload on CPU: the child's peak RSS growth is within 5 % of the simulation."""
     if not sys.platform.startswith("linux"):

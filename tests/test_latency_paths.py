@@ -100,6 +100,8 @@ print("ok")
 FROZEN = """
 import gc, io, sys, contextlib
 from sa_profiler import cli
+
+pytestmark = [pytest.mark.slow]  # one fresh interpreter per question
 how, sys.argv = sys.argv[1], ["sa-profile", *sys.argv[2:]]
 entry = cli.main if how == "entry" else (lambda: cli.cli.main(args=sys.argv[1:], prog_name="sa-profile"))
 with contextlib.redirect_stdout(io.StringIO()):

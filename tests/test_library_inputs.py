@@ -16,6 +16,8 @@ from sa_profiler.cli import cli
 from sa_profiler.models.fit import FitError, StepResult, fit, load
 from sa_profiler.models.library_models import LibraryError
 
+pytestmark = [pytest.mark.slow]  # the real libraries (diffusers, transformers)
+
 DIT = {"num_layers": 1, "sample_size": 8, "num_attention_heads": 2, "attention_head_dim": 8, "norm_num_groups": 8,
        "num_embeds_ada_norm": 10}
 PIXART = {"num_layers": 1, "sample_size": 8, "num_attention_heads": 2, "attention_head_dim": 8,

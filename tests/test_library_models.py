@@ -18,6 +18,8 @@ from sa_profiler.cli import cli
 from sa_profiler.models.fit import FitError, fit, load, run_step
 from zoo_cases import memtracker_peak
 
+pytestmark = [pytest.mark.slow]  # the real libraries (timm, transformers, diffusers, torchvision)
+
 BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
         "vocab_size": 1000, "max_position_embeddings": 64}
 GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 1000, "n_positions": 64}

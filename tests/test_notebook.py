@@ -5,6 +5,10 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+import pytest
+
+pytestmark = [pytest.mark.slow]  # a Jupyter kernel
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

@@ -21,6 +21,7 @@ CASES = [  # model, its arguments, input, target, AMP
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,args,inputs,memory,amp", CASES, ids=lambda v: str(v)[:24])
 def test_fits_exactly_up_to_the_largest_batch(model, args, inputs, memory, amp):
     target = make_target(gpus.custom(memory))
@@ -40,6 +41,7 @@ def test_fits_exactly_up_to_the_largest_batch(model, args, inputs, memory, amp):
                 assert_fits(load(model, args), inputs, batch, target, amp=amp, conversions=(), timeline=False)
 
 
+@pytest.mark.slow
 def test_the_console_and_the_json_say_the_same_with_the_largest_batch(monkeypatch):
     monkeypatch.setenv("SA_PROFILER_CACHE", "off")
     args = ["fit", "examples/sagan.py:Generator", "--arg", "ch=8", "--arg", "image_size=32", "--input", "128",

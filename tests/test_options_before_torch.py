@@ -67,3 +67,43 @@ def test_the_names_checked_early_are_the_ones_the_engine_knows():
 
     assert tuple(IMPLEMENTATIONS) == names.IMPLEMENTATIONS and tuple(BACKENDS) == names.BACKENDS
     assert set(DTYPES) == set(names.DTYPE_NAMES) and OPTIMIZERS == names.OPTIMIZERS
+
+
+# -- the same checks in one process (fast; reachable by mutation testing) ----------------------------
+@pytest.mark.parametrize("call, words", [
+    (lambda c: c.batch(0), "got 0"), (lambda c: c.batch(-3), "got -3"),
+    (lambda c: c.headroom("100%"), "out of range"), (lambda c: c.headroom("-0.1%"), "out of range"),
+    (lambda c: c.headroom("nan%"), "out of range"), (lambda c: c.headroom("x%"), "cannot read"),
+    (lambda c: c.headroom("lots"), "cannot read"), (lambda c: c.headroom("0"), "cannot read"),
+    (lambda c: c.dtypes("fp16,fp8"), "unknown dtype 'fp8'"),
+    (lambda c: c.impls("reference,flash"), "unknown implementation 'flash'"),
+    (lambda c: c.impls("chunked:flash"), "a backend goes with sdpa only"),
+    (lambda c: c.impls("sdpa:fast"), "a backend goes with sdpa only"),
+    (lambda c: c.card("t4", "12G"), "not both"), (lambda c: c.card("cpu", "12G"), "not both"),
+    (lambda c: c.card("nosuch", None), "unknown GPU"), (lambda c: c.card("cpu", None), "unknown GPU"),
+    (lambda c: c.card(None, "12Q"), "memory size"),
+    (lambda c: c.torch_version("2.3"), "from 2.4 to 2.14"), (lambda c: c.torch_version("2.6", "measure"), "measur"),
+    (lambda c: c.optimizer("lion"), "unknown optimizer 'lion'"),
+])
+def test_each_check_refuses_in_one_line(call, words):
+    import click
+
+    from sa_profiler.cli import checks
+
+    with pytest.raises(click.UsageError) as err:
+        call(checks)
+    assert words in err.value.message and "\n" not in err.value.message
+
+
+def test_each_check_accepts_and_reads():
+    from sa_profiler.cli import checks
+
+    assert checks.batch(1) is None and checks.batch(None) is None
+    assert checks.dtypes("fp16, bf16,float32") == ["float16", "bfloat16", "float32"] and checks.dtypes("") is None
+    assert checks.impls("sdpa,sdpa:flash,sdpa, chunked") == ["sdpa", "sdpa:flash", "chunked"]
+    assert checks.impls("reference,all") is None and checks.impls(None) is None
+    assert checks.card("t4", None) is None and checks.card(None, "12G") is None and checks.card(None, None) is None
+    assert checks.card("cpu", "12G", cpu_allowed=True) is None and checks.card("cpu", None, cpu_allowed=True) is None
+    assert checks.torch_version(None) is None and checks.torch_version("2.14") is None
+    assert checks.torch_version("2.4.1") is None and checks.optimizer("sgd-momentum") is None
+    assert checks.headroom(" 10% ") == ("fraction", 0.1) and checks.headroom("512M") == ("bytes", 512 * 2**20)

@@ -36,6 +36,7 @@ IDS = [f"{i}{o or ''}" for i, o in VARIANTS]
 
 
 # -- PyTorch's MemTracker ---------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("impl,opts", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
 @pytest.mark.parametrize("mode", ["forward", "train"])

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 WORKLOADS = """
 from sa_profiler.engine import Workload, simulate
 # the CPU target last: its SDPA math path reaches a torch._refs function that imports
@@ -71,6 +73,7 @@ print(json.dumps({"records": records, "sympy": sympy}))
 """
 
 
+@pytest.mark.slow
 def test_answers_are_the_same_with_sympy_imported():
     light, full = json.loads(_run(ANSWERS, "light")), json.loads(_run(ANSWERS, "sympy"))
     assert not light["sympy"] and full["sympy"]

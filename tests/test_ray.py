@@ -20,7 +20,7 @@ from sa_profiler.sweeps.executors import LocalExecutor, RayExecutor, gpu_kinds
 from sa_profiler.advice.recommend import make_target
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # starts Ray
 
 # what may differ between two runs of one grid: the order rows finish in, and wall-clock times
 VOLATILE = ["time_s"]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # starts a local Ray cluster
 
 
 def _free_port() -> int:

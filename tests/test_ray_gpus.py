@@ -16,7 +16,7 @@ from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # starts Ray
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from click.testing import CliRunner
 
 from readme_commands import Command, parse
 
+pytestmark = [pytest.mark.slow]  # every README and docs/ command, run as a user types it
+
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]  # the README and its docs
 README_TEXT = "\n\n".join((REPO / page).read_text() for page in PAGES)

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from sa_profiler.cli import cli
 
 CHROMIUM = os.environ.get("SA_PROFILER_CHROMIUM", "/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not os.environ.get("CI") and not (shutil.which(CHROMIUM) or os.path.exists(CHROMIUM)),
-    reason="needs Chromium (Debian package chromium); CI installs it")
+    reason="needs Chromium (Debian package chromium); CI installs it")]  # a real browser
 
 HOSTILE = "<script>alert(1)</script>\"'é"  # a name as it would be typed
 HOSTILE_DIR = "<script>alert(1)<"  # a folder; with the next part, the path reads <script>alert(1)</script>

@@ -1,11 +1,14 @@
 """In a plain Python or IPython terminal the results print the short answer, not their insides."""
 
+import pytest
+
 from sa_profiler.targets import gpus
 from sa_profiler.advice.advise import advise
 from sa_profiler.models.fit import fit, load
 from sa_profiler.advice.recommend import make_target
 
 
+@pytest.mark.slow
 def test_fit_result_repr_is_the_answer():
     r = fit(load("examples/sagan.py:Generator", {"ch": 8, "image_size": 32}), ["128"], 2, "t4", find_max_batch=True)
     text = repr(r)

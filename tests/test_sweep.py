@@ -104,6 +104,7 @@ def test_simulated_oom_continues_and_skips_larger_batches(tmp_path):
         assert rows[(128, b)]["status"] == "skipped" and rows[(128, b)]["message"] == "skipped (oom at batch 1)"
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path):
     grid = ["sweep", "--batch", "1,2,3,4", "--channels", "32,64", "--res", "16:64:x2", "--impl", "reference,sdpa,chunked",
             "--dtype", "fp32", "--mode", "both", "--gpu", "a100"]
@@ -202,6 +203,7 @@ def test_atlas_report_has_a_column_per_device(tmp_path):
     assert "2.00 MiB / 0.400 ms" in text
 
 
+@pytest.mark.slow
 def test_second_sweep_into_a_folder_refuses_and_the_first_finishes(tmp_path):
     grid = ["sweep", "--batch", "1,2,3,4", "--channels", "32,64", "--res", "16:64:x2", "--impl", "reference,sdpa,chunked",
             "--dtype", "fp32", "--mode", "both", "--gpu", "a100"]
