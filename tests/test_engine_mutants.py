@@ -58,7 +58,8 @@ def test_row_fields():
     doc = rec.to_json()
     assert doc["options"] == {"checkpoint": True, "chunk": 8}
     assert doc["top_tensors"][0] == {"shape": (1, 64, 64), "dtype": "float16", "bytes": 8192, "op": "bmm",
-                                     "note": "a note", "phase": "forward", "module": "attn"}
+                                     "note": "a note", "phase": "forward", "module": "attn",
+                                     "attention": False}
     assert doc["peak_bytes"] == 1234 and doc["key"] == row["key"]
 
 

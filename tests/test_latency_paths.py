@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = [pytest.mark.slow]  # one fresh interpreter per question
+
 QUESTION = ["--gpu-mem", "12G", "--shape", "128x256x256", "--json"]
 
 # prints the CLI's JSON answer, then whether torch._dynamo got imported; argv[1] == "dynamo"
@@ -101,7 +103,6 @@ FROZEN = """
 import gc, io, sys, contextlib
 from sa_profiler import cli
 
-pytestmark = [pytest.mark.slow]  # one fresh interpreter per question
 how, sys.argv = sys.argv[1], ["sa-profile", *sys.argv[2:]]
 entry = cli.main if how == "entry" else (lambda: cli.cli.main(args=sys.argv[1:], prog_name="sa-profile"))
 with contextlib.redirect_stdout(io.StringIO()):
