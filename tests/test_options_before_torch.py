@@ -76,14 +76,15 @@ def test_the_names_checked_early_are_the_ones_the_engine_knows():
     (lambda c: c.headroom("nan%"), "out of range"), (lambda c: c.headroom("x%"), "cannot read"),
     (lambda c: c.headroom("lots"), "cannot read"), (lambda c: c.headroom("0"), "cannot read"),
     (lambda c: c.dtypes("fp16,fp8"), "unknown dtype 'fp8'"),
-    (lambda c: c.impls("reference,flash"), "unknown implementation 'flash'"),
+    (lambda c: c.impls("reference,flash"),
+     "unknown implementation 'flash'; expected reference, sdpa, chunked, pooled or sdpa:BACKEND"),
     (lambda c: c.impls("chunked:flash"), "a backend goes with sdpa only"),
-    (lambda c: c.impls("sdpa:fast"), "a backend goes with sdpa only"),
-    (lambda c: c.card("t4", "12G"), "not both"), (lambda c: c.card("cpu", "12G"), "not both"),
+    (lambda c: c.impls("sdpa:fast"), "a backend goes with sdpa only: sdpa:math|efficient|flash|cudnn"),
+    (lambda c: c.card("t4", "12G"), "give either --gpu NAME or --gpu-mem SIZE, not both"), (lambda c: c.card("cpu", "12G"), "not both"),
     (lambda c: c.card("nosuch", None), "unknown GPU"), (lambda c: c.card("cpu", None), "unknown GPU"),
     (lambda c: c.card(None, "12Q"), "memory size"),
     (lambda c: c.torch_version("2.3"), "from 2.4 to 2.14"), (lambda c: c.torch_version("2.6", "measure"), "measur"),
-    (lambda c: c.optimizer("lion"), "unknown optimizer 'lion'"),
+    (lambda c: c.optimizer("lion"), "unknown optimizer 'lion'; expected one of sgd, sgd-momentum, adam, adamw"),
 ])
 def test_each_check_refuses_in_one_line(call, words):
     import click
