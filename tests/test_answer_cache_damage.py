@@ -230,3 +230,43 @@ def test_old_entries_beyond_the_limit_go(monkeypatch, tmp_path):
         os.utime(tmp_path / f"{i}.txt", (i, i))
     assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["2.txt", "3.txt", "4.txt"]
     assert answer_cache.decode((tmp_path / "4.txt").read_bytes()) == "answer 4"
+
+
+def test_what_is_not_cacheable_is_run_and_not_kept(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(answer_cache, "cacheable", lambda argv: False)
+    monkeypatch.setenv("SA_PROFILER_CACHE", str(tmp_path))
+
+    def run():
+        sys.stdout.write(ANSWER)
+
+    answer_cache.answered(["sweep"], run)
+    assert capsys.readouterr().out == ANSWER and not list(tmp_path.iterdir())
+
+
+def test_the_notes_name_the_file_and_the_reason(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(answer_cache.LOG, "1")
+    entry = tmp_path / "e.txt"
+    entry.write_bytes(answer_cache.encode(ANSWER))
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(answer_cache.Path, "read_bytes", refuse)
+    assert answer_cache._read(entry) is None
+    assert capsys.readouterr().err == "sa-profile: answer cache: cannot read e.txt: Permission denied; answered afresh\n"
+    monkeypatch.undo()
+    monkeypatch.setenv(answer_cache.LOG, "1")
+    answer_cache._store(tmp_path / "deeper" / "still", "n.txt", ANSWER)  # folders made as needed
+    assert answer_cache.decode((tmp_path / "deeper" / "still" / "n.txt").read_bytes()) == ANSWER
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    answer_cache._store(blocker / "sub", "n.txt", ANSWER)
+    err = capsys.readouterr().err
+    assert err.startswith(f"sa-profile: answer cache: not kept in {blocker / 'sub'}: ") and "Not a directory" in err
+
+
+def test_a_header_that_is_not_a_length_is_named():
+    with pytest.raises(ValueError, match=r"^1 bytes where the header says x$"):
+        answer_cache.decode(b"sa-profiler-answer/2 x y\nz")
+    with pytest.raises(ValueError, match=r"^1 bytes where the header says \ufffd$"):
+        answer_cache.decode(b"sa-profiler-answer/2 \xff y\nz")
