@@ -105,3 +105,77 @@ def test_a_sweep_into_a_folder_it_cannot_write(tmp_path, inside):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert str(out) in done.stderr and "Permission denied" in done.stderr
+
+
+# -- the readers in one process: exact words (reachable by mutation testing) -------------------------
+from sa_profiler.report import sweep_frame  # noqa: E402
+from sa_profiler.sweeps import lock  # noqa: E402
+
+
+def test_read_table_says_which_file_and_why(tmp_path):
+    ok = tmp_path / "ok.csv"
+    ok.write_text("a,b\n1,\n")
+    table = sweep_frame.read_table(ok, ("a",), "x")
+    assert list(table.columns) == ["a", "b"] and table.b.isna().all()  # an empty cell is missing, not ""
+    cases = [
+        (b"a\n1\n", ("a", "b"), f"cannot read {str(ok)!r}: it has no 'b' column; expected W"),
+        (b"a\n1\n", ("b", "c"), f"cannot read {str(ok)!r}: it has no 'b', 'c' columns; expected W"),
+        (b"", ("a",), f"cannot read {str(ok)!r}: not a CSV table (No columns to parse from file); expected W"),
+    ]
+    for data, columns, said in cases:
+        ok.write_bytes(data)
+        with pytest.raises(sweep_frame.SweepFileError) as err:
+            sweep_frame.read_table(ok, columns, "W")
+        assert str(err.value) == said
+    folder = tmp_path / "results.csv"
+    folder.mkdir()
+    with pytest.raises(sweep_frame.SweepFileError) as err:
+        sweep_frame.read_table(folder, ("a",), "W")
+    assert str(err.value) == f"cannot read {str(folder)!r}: Is a directory; expected W"
+
+
+def test_read_meta_says_which_file_and_why(tmp_path):
+    assert sweep_frame.read_meta(tmp_path) == {}
+    meta = tmp_path / "meta.json"
+    tail = "; expected the meta.json a sweep writes (or remove it: the report is made without it)"
+    for data, why in [(b"[1]", "a JSON list, not an object"), (b"3", "a JSON int, not an object"),
+                      (b"{", "not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))")]:
+        meta.write_bytes(data)
+        with pytest.raises(sweep_frame.SweepFileError) as err:
+            sweep_frame.read_meta(tmp_path)
+        assert str(err.value) == f"cannot read {str(meta)!r}: {why}{tail}"
+    meta.unlink()
+    meta.mkdir()
+    with pytest.raises(sweep_frame.SweepFileError) as err:
+        sweep_frame.read_meta(tmp_path)
+    assert str(err.value) == f"cannot read {str(meta)!r}: Is a directory{tail}"
+    meta.rmdir()
+    meta.write_text('{"torch_version": "2.4"}')
+    assert sweep_frame.read_meta(tmp_path) == {"torch_version": "2.4"}
+
+
+def test_the_missing_largest_and_results_name_their_remedy(folder):
+    (folder / "largest.csv").write_text("impl\nsdpa\n")
+    with pytest.raises(sweep_frame.SweepFileError, match=r"expected the largest\.csv a sweep writes \(or remove it: "
+                                                         r"it is searched again from the results\)$"):
+        sweep_frame.load_largest(folder)
+    (folder / "results.csv").write_text("impl\nsdpa\n")
+    with pytest.raises(sweep_frame.SweepFileError, match=r"expected the results\.csv of a sweep$"):
+        sweep_frame.load(folder / "results.csv")
+
+
+def test_repeated_rows_keep_the_columns_in_order(folder):
+    path = folder / "results.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines + lines[1:2]) + "\n")  # the first row again, as two writers would leave it
+    frame = sweep_frame.load(path)
+    assert list(frame.columns)[:3] == lines[0].split(",")[:3] and frame.attrs["notes"]
+    assert len(frame) == len(lines) - 1
+
+
+def test_the_lock_file_names_its_holder(tmp_path):
+    assert lock.holder(tmp_path) is None
+    (tmp_path / lock.LOCK).write_text("4242\n")
+    assert lock.holder(tmp_path) == 4242
+    (tmp_path / lock.LOCK).write_text("not a pid\n")
+    assert lock.holder(tmp_path) is None
