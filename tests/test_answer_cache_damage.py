@@ -162,7 +162,7 @@ def test_entry_round_trip_and_its_checks():
     assert head.split(b" ")[1] == str(len(text.encode())).encode()  # bytes, not characters
     for bad, why in [(entry + b"x", "bytes where"), (entry[:-1], "bytes where"), (b"", "not an entry"),
                      (head, "not an entry"), (b"sa-profiler-answer/2 x y\nz", "bytes where"),
-                     (entry.replace(b"T4", b"T5"), "digest"), (b"sa-profiler-answer/2 1\nz", "not an entry")]:
+                     (entry.replace(b"T4", b"T5"), "^the answer's digest does not match its header$"), (b"sa-profiler-answer/2 1\nz", "not an entry")]:
         with pytest.raises(ValueError, match=why):
             answer_cache.decode(bad)
     assert answer_cache.decode(answer_cache.encode("")) == ""
@@ -225,11 +225,11 @@ def test_the_log_switch(monkeypatch, capsys):
 
 def test_old_entries_beyond_the_limit_go(monkeypatch, tmp_path):
     monkeypatch.setattr(answer_cache, "MAX_ENTRIES", 3)
-    for i in range(5):
-        answer_cache._store(tmp_path, f"{i}.txt", f"answer {i}")
-        os.utime(tmp_path / f"{i}.txt", (i, i))
-    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["2.txt", "3.txt", "4.txt"]
-    assert answer_cache.decode((tmp_path / "4.txt").read_bytes()) == "answer 4"
+    for i in range(5):  # the newest last, by time; their names in the opposite order
+        answer_cache._store(tmp_path, f"{9 - i}.txt", f"answer {i}")
+        os.utime(tmp_path / f"{9 - i}.txt", (1000 + i, 1000 + i))
+    assert sorted(p.name for p in tmp_path.glob("*.txt")) == ["5.txt", "6.txt", "7.txt"]
+    assert answer_cache.decode((tmp_path / "5.txt").read_bytes()) == "answer 4"
 
 
 def test_what_is_not_cacheable_is_run_and_not_kept(monkeypatch, tmp_path, capsys):
