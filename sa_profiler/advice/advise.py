@@ -83,7 +83,8 @@ def _why(target: Target, channels: int, height: int, width: int, dtype: str, mod
     """The tensors at the classic layer's peak for one image, and the formula."""
     n = height * width
     known = [r.per_image for r in rows if r.impl == "reference" and r.dtype == dtype and r.mode == mode and r.per_image]
-    rec = known[0] if known else simulate(Workload("reference", 1, channels, height, width, dtype, mode, target.key))
+    rec = known[0] if known else simulate(Workload("reference", 1, channels, height, width, dtype, mode, target.key,
+                                                          gpu=target.card))
     item = torch.empty((), dtype=Workload("reference", 1, 1, 1, 1, dtype).torch_dtype).element_size()
     matrix = n * n * item
     return {

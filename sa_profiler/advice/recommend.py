@@ -44,6 +44,12 @@ class Target:
     def usable(self) -> int:
         return self.gpu.total_memory - self.gpu.context_bytes - self.headroom
 
+    @property
+    def card(self) -> gpus.GPU | None:
+        """The card a workload carries (None for this machine's CPU): the object given, never
+        one rebuilt from its key."""
+        return None if self.key == targets.CPU else self.gpu
+
 
 def make_target(gpu: gpus.GPU, headroom: float | int = DEFAULT_HEADROOM) -> Target:
     """`headroom` as a fraction of the card's memory (< 1) or in bytes."""
@@ -257,7 +263,7 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
     row = Row(impl, options, dtype, mode)
 
     def run(b: int, timing: bool = False) -> Record:
-        w = Workload(impl, b, channels, height, width, dtype, mode, target.key, options)
+        w = Workload(impl, b, channels, height, width, dtype, mode, target.key, options, target.card)
         if engine is simulate:  # the allocator model runs out where the card would, fragmentation included
             return simulate(w, timing=timing or b == 1, cap=target.usable if b > 1 else None)
         return engine(w)
@@ -278,7 +284,8 @@ def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str,
     at = (seen.get(row.batch) or run(row.batch)) if row.batch else first
     if at.time_s is None and first.time_s is not None and at is not first and engine is simulate:
         # the batch search runs without the time model; launch costs do not scale with the batch
-        timed = simulate(Workload(impl, row.batch, channels, height, width, dtype, mode, target.key, options))
+        timed = simulate(Workload(impl, row.batch, channels, height, width, dtype, mode, target.key, options,
+                                  target.card))
         at.time_s, at.time_method = timed.time_s, timed.time_method
     row.at_batch = at
     row.fits = row.batch > 0 and at.status == "ok" and total_bytes(at) <= target.usable

@@ -21,7 +21,7 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
     GPU targets) makes the allocator model run out of memory as the card would, fragmentation
     included: the record's status is then `oom`. `timer` (GPU targets) collects the costed ops
     for a caller that wants them (the time model's fit)."""
-    gpu = targets.resolve(w.target)
+    gpu = w.gpu if w.gpu is not None else targets.resolve(w.target)
     rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu")
     if gpu is not None and (why := gpu.supports(w.torch_dtype)):
         rec.status, rec.message = "unsupported", why

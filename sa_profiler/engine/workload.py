@@ -36,6 +36,9 @@ class Workload:
     mode: str = "forward"
     target: str = "cpu"
     options: tuple[tuple[str, object], ...] = ()
+    # the card itself where the question gave one (a custom card, other rates): `target` names a
+    # catalogue card only by its key, and a key is not the card; not part of identity or rows
+    gpu: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
@@ -73,7 +76,7 @@ class Workload:
 
     def with_batch(self, batch: int) -> "Workload":
         return Workload(self.impl, batch, self.channels, self.height, self.width, self.dtype, self.mode,
-                        self.target, self.options)
+                        self.target, self.options, self.gpu)
 
 
 @dataclass
@@ -113,7 +116,7 @@ class Record:
 
     def to_row(self) -> dict:
         """A flat dict (a DataFrame / CSV row); top tensors as JSON text."""
-        row = {f.name: getattr(self.workload, f.name) for f in fields(Workload) if f.name != "options"}
+        row = {f.name: getattr(self.workload, f.name) for f in fields(Workload) if f.name not in ("options", "gpu")}
         row["options"] = json.dumps(dict(self.workload.options), sort_keys=True)
         row["tokens"] = self.workload.tokens
         row["key"] = self.workload.key
@@ -149,7 +152,7 @@ class Record:
             _str(row.get("time_method")), _str(row.get("status")) or "ok", _str(row.get("message")),
             _str(row.get("source")) or "simulated", _str(row.get("backend")),
             [TensorInfo(tuple(t["shape"]), t["dtype"], t["bytes"], t["op"], t.get("note", ""), t.get("phase", ""),
-                        t.get("module", "")) for t in tops],
+                        t.get("module", ""), bool(t.get("attention", False))) for t in tops],
             _str(row.get("torch_version")), _str(row.get("device_name")), _str(row.get("host")),
         )
 

@@ -94,7 +94,7 @@ class Sweep:
                                 if mode == "train":
                                     o.setdefault("checkpoint", True)
                             for b in sorted(self.batches):
-                                yield Workload(impl, b, c, h, w, dtype, mode, target.key, o)
+                                yield Workload(impl, b, c, h, w, dtype, mode, target.key, o, target.card)
 
     def __len__(self) -> int:
         return len(self.targets) * len(self.impls) * len(self.dtypes) * len(self.modes) * len(self.channels) * len(self.resolutions) * len(self.batches)
