@@ -122,3 +122,39 @@ def test_only_the_one_shot_command_freezes_what_torch_made(how):
                          capture_output=True, text=True, check=True, env={**os.environ, "SA_PROFILER_CACHE": "off"})
     frozen = int(run.stdout.strip().splitlines()[-1])
     assert (frozen > 100_000) if how == "entry" else (frozen == 0)
+
+
+TRITON = """
+import sys
+from sa_profiler import torch_compat
+import torch
+print(torch_compat.import_flop_counter_without_triton(), 'triton' in sys.modules)
+from torch.utils.flop_counter import flop_registry
+print(torch.ops.aten.mm in flop_registry, torch_compat.import_flop_counter_without_triton())
+import importlib.util
+print(importlib.util.find_spec('triton') is not None)
+"""
+
+
+def test_the_flop_formulas_load_without_triton_and_triton_still_imports_after():
+    run = subprocess.run([sys.executable, "-c", TRITON], capture_output=True, text=True, check=True)
+    first, second, has_triton = run.stdout.split("\n")[:3]
+    assert first == "True False" and second == "True False"  # once; the formulas are torch's own
+    assert run.stderr == ""  # flop_counter's "triton not found" warning is muted
+    if has_triton == "True":  # hidden only while flop_counter imports: triton itself imports after
+        after = subprocess.run([sys.executable, "-c", TRITON + "import triton; print('ok')"], capture_output=True,
+                               text=True, check=True)
+        assert after.stdout.strip().endswith("ok")
+
+
+def test_the_one_shot_answer_is_the_library_answer_without_triton():
+    args = ["--gpu-mem", "12G", "--shape", "128x256x256", "--mode", "forward"]
+    env = {**os.environ, "SA_PROFILER_CACHE": "off"}
+    probe = ("import sys; sys.argv = ['sa-profile'] + sys.argv[1:]\nfrom sa_profiler.cli import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\nprint('triton' in sys.modules, file=sys.stderr)")
+    one = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env)
+    two = subprocess.run([sys.executable, "-c", "import sys\nfrom sa_profiler.cli import cli\ntry:\n"
+                          "    cli.main(args=sys.argv[1:], prog_name='sa-profile')\nexcept SystemExit:\n    pass",
+                          *args], capture_output=True, text=True, env=env)
+    assert one.stdout == two.stdout and "Self-attention" in one.stdout
+    assert one.stderr.strip() == "False"
