@@ -9,11 +9,9 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from sa_profiler import names
-from sa_profiler.names import DTYPE_FORM  # noqa: F401 (re-exported)
 
 DTYPES = {alias: getattr(torch, name) for alias, name in names.DTYPE_NAMES.items()}
 MODES = ("forward", "train")
-STATUSES = ("ok", "oom", "unsupported", "error", "skipped")
 
 
 def dtype_name(dtype: str | torch.dtype) -> str:

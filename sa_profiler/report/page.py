@@ -16,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from sa_profiler.sweeps import files
-from sa_profiler.units import format_bytes
 
 MiB = 2**20
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -228,10 +227,6 @@ def fits_colour(ratio: float) -> str:
     """Green (little of the usable memory) to red (all of it)."""
     r = min(max(ratio, 0.0), 1.0)
     return f"hsl({120 * (1 - r):.0f},70%,{82 - 10 * r:.0f}%)"
-
-
-def bytes_text(n) -> str:
-    return format_bytes(int(n)) if n is not None and n == n else "-"
 
 
 def write(out: str | Path, text: str) -> Path:

@@ -150,10 +150,6 @@ def environment() -> dict:
     return env
 
 
-def run_one(w: Workload, sweep: Sweep) -> Record:
-    return run_workload(w, sweep.engine_spec, sweep.target_of(w).usable)
-
-
 def _rewrite(path: Path, rows: list[dict], keep: list[dict]) -> list[dict]:
     """Rewrite results.csv with `keep` only (temporary file, then rename) where it differs."""
     if len(keep) == len(rows):
