@@ -69,7 +69,7 @@ class _Out(io.StringIO):
 
 
 def test_the_terminal_part_of_the_key(monkeypatch):
-    monkeypatch.setattr(ac.os, "get_terminal_size", lambda fd: os.terminal_size((101, 33)))
+    monkeypatch.setattr(ac.os, "get_terminal_size", lambda fd: os.terminal_size((101, 33) if fd == 1 else (1, 1)))
     for out, said in [(_Out(False), "pipe"), (_Out(True), "tty 101x33")]:
         monkeypatch.setattr(ac.sys, "stdout", out)
         assert ac._terminal() == said
@@ -145,3 +145,7 @@ def test_an_option_given_with_equals_is_read_by_its_name(monkeypatch):
     monkeypatch.setattr(ac, "cuda_possible", lambda: False)
     assert ac.cacheable(["--gpu=t4=x", "--shape=1x2x3"])
     assert not ac.cacheable(["--gpu=t4", "--out=x=y"])
+
+
+def test_a_library_that_is_not_installed_has_no_version():
+    assert ac._version("no-such-distribution-anywhere") == ""
