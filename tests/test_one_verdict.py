@@ -105,3 +105,38 @@ def test_a_row_over_the_usable_memory_at_the_batch_asked_shows_no_peak_anywhere(
     table = CliRunner().invoke(cli, ask, env={"COLUMNS": "200"}).output
     line = next(x for x in table.splitlines() if "chunked" in x and "4638" in x)
     assert "out of memory" in line and line.rstrip().endswith("no")
+
+
+def test_a_forced_backend_set_aside_is_not_denied_in_the_reason():
+    """On a 12 GiB card at batch 97 the cuDNN row fits; it is not recommended (its memory on sm86
+    is assumed), and the reason says so instead of "no exact implementation fits batch 97"."""
+    from sa_profiler.advice.advise import advise
+    from sa_profiler.advice.recommend import make_target
+    from sa_profiler.targets import gpus
+
+    answer = advise(make_target(gpus.custom(12 * 2**30)), 128, 256, 256, batch=97, dtypes=["fp16"], modes=("train",))
+    cudnn = next(r for r in answer.rows if r.options.get("backend") == "cudnn")
+    rec = answer.recommendations["train"]
+    assert cudnn.fits and cudnn.exact and rec.row is None and rec.alternative is cudnn
+    assert rec.reason.startswith("no exact implementation known to run on this card fits batch 97;")
+    assert "sdpa (cudnn) would rank first, but is not forced here" in rec.reason
+    everything = advise(make_target(gpus.custom(12 * 2**30)), 128, 256, 256, batch=97, dtypes=["fp16"],
+                        modes=("train",), impls=["reference", "chunked"])
+    assert everything.recommendations["train"].reason.startswith("no exact implementation fits batch 97;")
+
+
+def test_the_why_figure_is_said_with_the_one_image_figure():
+    from sa_profiler.advice.advise import advise
+    from sa_profiler.advice.recommend import make_target, total_bytes
+    from sa_profiler.report.why import why_peak
+    from sa_profiler.targets import gpus
+    from sa_profiler.units import format_bytes
+
+    answer = advise(make_target(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"], modes=("train",))
+    w = answer.why
+    row = next(r for r in answer.rows if r.impl == "reference")
+    assert w["total_bytes"] == total_bytes(row.per_image) == w["peak_bytes"] + w["baseline_bytes"]
+    said = why_peak(w)
+    assert said == (f"peak {format_bytes(w['peak_bytes'])} above the baseline of {format_bytes(w['baseline_bytes'])} "
+                    f"(parameters, input, library workspaces): {format_bytes(w['total_bytes'])} in all, the \"1 image\" "
+                    "figure above")
