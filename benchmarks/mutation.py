@@ -68,6 +68,14 @@ MODULES = {
     "sweep_files": (["sa_profiler/report/sweep_frame.py", "sa_profiler/sweeps/lock.py"],
                     ["tests/test_sweep_files.py", "tests/test_html_mutants.py", "tests/test_bad_inputs.py",
                      "tests/test_sweep.py"]),
+    # which module made each allocation, and which are attention (fit's breakdowns)
+    "attribution": (["sa_profiler/engine/attribution.py"],
+                    ["tests/test_planted_bugs.py", "tests/test_hostile_names.py", "tests/test_fit_engine.py",
+                     "tests/test_fit.py"]),
+    # every console view: names and numbers whole at any width
+    "console": (["sa_profiler/report/console.py"],
+                ["tests/test_narrow_terminals.py", "tests/test_console_width.py", "tests/test_user_strings.py",
+                 "tests/test_hostile_names.py", "tests/test_fit_reasons.py", "tests/test_cli.py"]),
 }
 # mutmut exit-code statuses that count as killed / not killed
 KILLED = {"killed", "timeout", "caught by type check"}
