@@ -179,3 +179,14 @@ def test_the_lock_file_names_its_holder(tmp_path):
     assert lock.holder(tmp_path) == 4242
     (tmp_path / lock.LOCK).write_text("not a pid\n")
     assert lock.holder(tmp_path) is None
+
+
+@pytest.mark.parametrize("name, data, why", [
+    ("bad.npy", b"garbage\xff", "ValueError"), ("bad.txt", b"1 2 x\n", "could not convert string 'x'"),
+    ("bad.pt", b"garbage\xff", "UnpicklingError"),
+])
+def test_an_input_file_it_cannot_read_is_named(tmp_path, name, data, why):
+    path = tmp_path / name
+    path.write_bytes(data)
+    done = _invoke("fit", "examples/classifier.py:resnet_attn", "--input", f"3x32x32:file={path}")
+    _one_line_error(done, f"cannot read the values of --input '3x32x32:file={path}' from {path}", why)

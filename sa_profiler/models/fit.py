@@ -148,10 +148,13 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
     if fuse and not fused_lines:
         raise FitError("no library switch routes this model's explicit attention through scaled_dot_product_attention")
     params = [p for p in model.parameters() if p.requires_grad]
-    args, kwargs = model_inputs.make(specs, batch, device)
-    specs_in_order = [s for s in specs if not s.name] + [s for s in specs if s.name]
-    input_values = [(t, s.value(batch)) for s, t in zip(specs_in_order, [*args, *kwargs.values()])
-                    if device == "meta" and s.has_values]
+    try:  # values read from a file are read here, on first use: a file that cannot be is one line
+        args, kwargs = model_inputs.make(specs, batch, device)
+        specs_in_order = [s for s in specs if not s.name] + [s for s in specs if s.name]
+        input_values = [(t, s.value(batch)) for s, t in zip(specs_in_order, [*args, *kwargs.values()])
+                        if device == "meta" and s.has_values]
+    except model_inputs.InputError as err:
+        raise FitError(str(err)) from None
     cuda = gpu is not None
     opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
     tracker = runner.tracker_for(gpu, device, cap=cap, host=True, first_use_workspaces=True)
