@@ -70,8 +70,8 @@ MODULES = {
                      "tests/test_sweep.py"]),
     # which module made each allocation, and which are attention (fit's breakdowns)
     "attribution": (["sa_profiler/engine/attribution.py"],
-                    ["tests/test_planted_bugs.py", "tests/test_hostile_names.py", "tests/test_fit_engine.py",
-                     "tests/test_fit.py"]),
+                    ["tests/test_planted_bugs.py", "tests/test_hostile_names.py", "tests/test_fit.py",
+                     "tests/test_zoo.py"]),
     # every console view: names and numbers whole at any width
     "console": (["sa_profiler/report/console.py"],
                 ["tests/test_narrow_terminals.py", "tests/test_console_width.py", "tests/test_user_strings.py",
