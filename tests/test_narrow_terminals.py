@@ -21,6 +21,7 @@ from rich.console import Console
 
 from sa_profiler.cli import cli
 from sa_profiler.report import console as views
+from sa_profiler.report import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDE = 200
@@ -216,8 +217,8 @@ def test_the_cli_honours_columns_and_a_pipe_reads_as_80(width):
 def test_wrap_never_breaks_a_number_from_its_unit(width):
     """The line breaker itself: numbers with their units, names joined with NB and phrases."""
     console = Console(width=width, file=io.StringIO())
-    views._say(console, "peak 285.21 MiB of 12.77 GiB usable on " + views._nb("Tesla T4") + ", 2.09 s* per step, "
-               "shape 128 x 256 x 256; GeForce RTX 3060 12GB: " + views._phrase('convert(model, "sdpa")'))
+    layout.say(console, "peak 285.21 MiB of 12.77 GiB usable on " + layout.nb("Tesla T4") + ", 2.09 s* per step, "
+               "shape 128 x 256 x 256; GeForce RTX 3060 12GB: " + layout.phrase('convert(model, "sdpa")'))
     text = console.file.getvalue()
     for whole in ("285.21 MiB", "12.77 GiB", "Tesla T4", "2.09 s*", "128 x 256 x 256", "GeForce RTX 3060 12GB"):
         assert whole in text.splitlines() or any(whole in line for line in text.splitlines()), (whole, text)

@@ -31,7 +31,8 @@ def gpus_cmd(as_json):
     from rich.markup import escape
     from rich.table import Table
 
-    from sa_profiler.report.console import _numbers_whole, render_gpus
+    from sa_profiler.report.console import render_gpus
+    from sa_profiler.report.layout import whole
 
     console = Console()
     render_gpus(gpus.CATALOGUE.values(), console)
@@ -42,7 +43,7 @@ def gpus_cmd(as_json):
         src = g.provenance()
         table.add_row(escape(g.key), str(g.sms), f"{g.smem_per_block // 1024} KiB", escape(src["total_memory"]),
                       escape(src["sms"]), escape(src["rates"]), escape(g.offered_by or "-"))
-    console.print(_numbers_whole(table))
+    console.print(whole(table))
     console.print(f"[dim]CC: {escape(gpus.CC_SOURCE)}. smem/block: the shared memory a block may opt into "
                   f"(sharedMemPerBlockOptin), {escape(gpus.SMEM_SOURCE)}; it decides which memory-efficient "
                   "backward kernel runs.[/]")

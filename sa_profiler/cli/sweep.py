@@ -160,7 +160,7 @@ def _sweep_summary(rows, console) -> None:
         for o in frame.options]
     from rich import box
 
-    from sa_profiler.report.console import _print_table
+    from sa_profiler.report.layout import print_table
 
     table = Table(title="Sweep summary", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
                   collapse_padding=True, pad_edge=False, header_style="bold")
@@ -176,4 +176,4 @@ def _sweep_summary(rows, console) -> None:
                       str(counts.get("oom", 0)), str(counts.get("skipped", 0)),
                       str(int(top.tokens)) if top is not None else "-",
                       format_bytes(top.total) if top is not None and top.total == top.total else "-")
-    _print_table(console, table, wrap=())  # names and numbers whole; one record per row when too narrow
+    print_table(console, table, wrap=())  # names and numbers whole; one record per row when too narrow
