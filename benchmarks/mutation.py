@@ -34,27 +34,27 @@ MODULES = {
     # tests/test_engine.py's CPU simulate == measure checks are left out: the tracker is shared,
     # so they cannot kill a tracker mutant, and they cost 40 s per surviving mutant
     "engine": (["sa_profiler/engine/"],
-               ["tests/test_engine_mutants.py", "tests/test_oracles.py", "tests/test_rules.py",
+               ["tests/test_records_and_workloads.py", "tests/test_oracles.py", "tests/test_rules.py",
                 "tests/test_rule_coverage.py", "tests/test_golden.py::test_engine_answers_are_pinned",
                 "tests/test_golden.py::test_rule_answers_are_pinned", "tests/test_mem_eff.py",
-                "tests/test_layouts_mutants.py", "tests/test_mem_eff_mutants.py", "tests/test_timing_mutants.py",
-                "tests/test_lazy_mutants.py", "tests/test_measure_mutants.py", "tests/test_simulate_mutants.py",
+                "tests/test_conv_layouts.py", "tests/test_mem_eff_launcher.py", "tests/test_time_model_ops.py",
+                "tests/test_lazy_wrappers.py", "tests/test_measure_cpu.py", "tests/test_simulation_rate.py",
                 "tests/test_reduce.py", "tests/test_workspaces.py",
-                "tests/test_plain_shapes.py", "tests/test_meta_memo.py", "tests/test_plain_shapes_mutants.py"]),
+                "tests/test_plain_shapes.py", "tests/test_meta_memo.py", "tests/test_plain_shape_helpers.py"]),
     # test_engine.py left out of backends: 13 s a run, and its selection calls are the golden table's
     "backends": (["sa_profiler/attention/backends.py"],
-                 ["tests/test_backends_mutants.py", "tests/test_attention.py", "tests/test_backend_versions.py",
+                 ["tests/test_backend_selection.py", "tests/test_attention.py", "tests/test_backend_versions.py",
                   "tests/test_golden.py::test_engine_answers_are_pinned"]),
-    # test_cli.py and the golden whole-model fits (30 s) left out: test_recommend_mutants.py holds
+    # test_cli.py and the golden whole-model fits (30 s) left out: test_batch_search_and_ranking.py holds
     # the search, the candidates and the ranking to hand-worked answers
     "recommend": (["sa_profiler/advice/recommend.py"],
-                  ["tests/test_recommend_mutants.py", "tests/test_user_strings.py", "tests/test_evidence.py"]
+                  ["tests/test_batch_search_and_ranking.py", "tests/test_user_strings.py", "tests/test_evidence.py"]
                   + [f"tests/test_golden.py::test_command_answers_are_pinned[{case}]" for case in (
                       "forum on a T4", "forum on a 12 GiB card", "README headline", "README fit forum_cnn")]),
     # 2915 mutants: the page's own tests on hand-made results, and the sweep's escaping checks;
     # the sweeps that run the CLI (3 s each) left out
     "html": (["sa_profiler/report/html.py"],
-             ["tests/test_html_mutants.py", "tests/test_html_escaping.py",
+             ["tests/test_sweep_report_cells.py", "tests/test_html_escaping.py",
               "tests/test_sweep.py::test_hostile_strings_are_escaped",
               "tests/test_sweep.py::test_atlas_report_has_a_column_per_device"]),
     # the answer cache: what it reads back is proven whole before a byte is printed
@@ -66,7 +66,7 @@ MODULES = {
                ["tests/test_options_before_torch.py", "tests/test_bad_inputs.py"]),
     # a sweep's files read back (report, resume) and the folder lock
     "sweep_files": (["sa_profiler/report/sweep_frame.py", "sa_profiler/sweeps/lock.py"],
-                    ["tests/test_sweep_files.py", "tests/test_html_mutants.py", "tests/test_bad_inputs.py",
+                    ["tests/test_sweep_files.py", "tests/test_sweep_report_cells.py", "tests/test_bad_inputs.py",
                      "tests/test_sweep.py"]),
     # which module made each allocation, and which are attention (fit's breakdowns)
     "attribution": (["sa_profiler/engine/attribution.py"],

@@ -2,7 +2,7 @@
 
 The batch search is held against a linear scan over a memory model the test defines; the
 candidates against torch's selection rules for the card (sdp_utils.cpp, as read in
-tests/test_backends_mutants.py); the ranking against rows whose times and bytes are given.
+tests/test_backend_selection.py); the ranking against rows whose times and bytes are given.
 """
 
 import pytest
