@@ -13,6 +13,7 @@ PROBE = ("import sys; sys.argv = ['sa-profile'] + sys.argv[1:]\n"
          "print('torch imported:', 'torch' in sys.modules, 'exit:', code, file=sys.stderr)")
 FIT = ["fit", "examples/sagan.py:Generator", "--input", "128"]
 HEAD = ["--gpu", "t4", "--shape", "64x32x32"]
+SWEEP = ["sweep", "--gpu", "t4", "--out", "{tmp}"]
 
 
 def _ask(args):
@@ -42,12 +43,19 @@ def _ask(args):
     (HEAD + ["--headroom", "lots"], "cannot read --headroom 'lots'"),
     (HEAD + ["--torch-version", "2.3"], "--torch-version '2.3'"),
     (HEAD + ["--torch-version", "2.15"], "--torch-version '2.15'"),
+    (SWEEP + ["--dtype", "fp8"], "unknown dtype 'fp8'"),
+    (SWEEP + ["--impl", "foo"], "unknown implementation 'foo'"),
+    (SWEEP + ["--headroom", "150%"], "--headroom 150% is out of range"),
+    (["sweep", "--gpu", "nosuchgpu", "--out", "{tmp}"], "unknown GPU 'nosuchgpu'"),
+    (SWEEP + ["--gpu-mem", "12G"], "not both"),
+    (SWEEP + ["--torch-version", "1.0"], "--torch-version '1.0'"),
 ])
-def test_refused_before_torch_loads(args, words):
-    done = _ask(args)
+def test_refused_before_torch_loads(args, words, tmp_path):
+    done = _ask([a.replace("{tmp}", str(tmp_path / "out")) for a in args])
     assert "torch imported: False exit: 2" in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("sa-profile: error: ") and words in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 @pytest.mark.parametrize("headroom", ["0%", "99.9%", "1", "512M"])

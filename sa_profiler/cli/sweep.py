@@ -63,6 +63,14 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
 
     if os.path.exists(out) and not os.path.isdir(out):
         _fail(f"--out {out!r} is a file; expected a folder for the sweep's files (a new one, or one a sweep wrote)")
+    from sa_profiler.cli import checks
+
+    checks.dtypes(dtypes)  # every option judged alone, before torch loads
+    checks.impls(impls)
+    checks.headroom(headroom)
+    if not (gpu_name and gpu_name.strip().lower() == "all-workers"):
+        checks.card(gpu_name, gpu_mem, cpu_allowed=True)
+    checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
     torch_version = _torch_version(torch_version)
     runner = None
     if executor == "ray":
