@@ -94,7 +94,17 @@ def environment(version: str, venvs: Path) -> Path:
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run(pip + [f"torch=={version}", "pytest>=7", "hypothesis>=6"], check=True)
         subprocess.run(pip + ["-e", str(REPO)], check=True)
+    if _checkout_of(python) != REPO.resolve():  # an environment kept from another clone: this one
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        "-e", str(REPO)], check=True)
     return python
+
+
+def _checkout_of(python: Path) -> Path | None:
+    """The checkout whose sa_profiler `python` imports (from outside any checkout), if any."""
+    run = subprocess.run([str(python), "-c", "import os, sa_profiler; print(os.path.dirname(os.path.dirname("
+                          "os.path.realpath(sa_profiler.__file__))))"], capture_output=True, text=True, cwd="/")
+    return Path(run.stdout.strip()).resolve() if run.returncode == 0 else None
 
 
 def _torch_of(python: Path) -> str | None:
