@@ -5,16 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sa_profiler.models.fit import fit
-
-
-class Inner(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(16, 16)
-
-    def forward(self, x):
-        q = self.proj(x).view(x.shape[0], x.shape[1], 2, 8).transpose(1, 2)
-        return F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(x.shape)
+from zoo_cases import SdpaBlock
 
 
 class TopLevel(nn.Module):
@@ -22,7 +13,7 @@ class TopLevel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.block = nn.Sequential(Inner())
+        self.block = nn.Sequential(SdpaBlock())
         self.head = nn.Linear(16, 16)
 
     def forward(self, x):
@@ -37,7 +28,7 @@ def test_calls_are_named_by_the_innermost_module_or_the_top_level():
     step = result.step
     modules = sorted(c["module"] for c in step.attention_calls)
     assert modules == ["(top level)", "block.0"], step.attention_calls
-    assert result.to_json()["attention_layers"] == 1  # the block's Inner; the top level is no module
+    assert result.to_json()["attention_layers"] == 1  # the block's SdpaBlock; the top level is no module
     assert step.attention_bytes > 0
     # the top level's own attention output is the model's own code: no module made it
     assert set(step.modules) == {"block", "(the model's own code, outside its modules)"}

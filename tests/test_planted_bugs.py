@@ -8,7 +8,6 @@ import html
 
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
@@ -19,6 +18,7 @@ from sa_profiler.cli import cli
 from sa_profiler.fit import fit, run_step
 from sa_profiler.models.inputs import InputError, parse
 from sa_profiler.targets import gpus
+from zoo_cases import SdpaBlock
 
 RUNNING = torch_compat.version_tuple(torch.__version__)
 
@@ -230,20 +230,10 @@ def test_top_level_module_list_children_are_rows_of_their_own():
 HOSTILE_MODULE = "<img src=x onerror=alert(1)>"
 
 
-class _SdpaInner(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(16, 16)
-
-    def forward(self, x):
-        q = self.proj(x).view(x.shape[0], x.shape[1], 2, 8).transpose(1, 2)
-        return F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(x.shape)
-
-
 class _HostileName(nn.Module):
     def __init__(self):
         super().__init__()
-        self.add_module(HOSTILE_MODULE, _SdpaInner())
+        self.add_module(HOSTILE_MODULE, SdpaBlock())
 
     def forward(self, x):
         return getattr(self, HOSTILE_MODULE)(x)

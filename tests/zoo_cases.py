@@ -150,3 +150,15 @@ def memtracker_peak(factory, inputs, batch: int) -> tuple[int, int]:
         step()
     peak = sum(dev["Total"] for dev in tracker.get_tracker_snapshot("peak").values())
     return peak, frozen
+
+
+class SdpaBlock(nn.Module):
+    """A projection and one scaled_dot_product_attention call over 2 heads of 8 (16 features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x):
+        q = self.proj(x).view(x.shape[0], x.shape[1], 2, 8).transpose(1, 2)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(x.shape)

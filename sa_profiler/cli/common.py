@@ -22,8 +22,9 @@ class _OneLineErrors(click.Group):
         if why and not _asks_only_for_help(sys.argv[1:] if args is None else list(args)):
             click.echo(f"sa-profile: error: {why}", err=True)
             sys.exit(2)
-        if untested(version):
-            click.echo(f"sa-profile: note: {untested(version)}", err=True)
+        note = untested(version)
+        if note:
+            click.echo(f"sa-profile: note: {note}", err=True)
         try:
             rv = super().main(args=args, prog_name=prog_name or "sa-profile", standalone_mode=False, **kwargs)
         except click.exceptions.UsageError as err:
@@ -245,15 +246,3 @@ def _engine(engine: str, local: bool) -> str:
     if engine == "auto":
         return "measure" if local else "simulate"
     return engine
-
-
-def _dtypes(text):
-    from sa_profiler.cli import checks
-
-    return checks.dtypes(text)
-
-
-def _impls(text):
-    from sa_profiler.cli import checks
-
-    return checks.impls(text)

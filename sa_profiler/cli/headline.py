@@ -8,7 +8,7 @@ import click
 
 from sa_profiler import __version__
 from sa_profiler.cli.common import (
-    _OneLineErrors, _check_page_path, _dtypes, _engine, _fail, _impls, _target, _torch_version,
+    _OneLineErrors, _check_page_path, _engine, _fail, _target, _torch_version,
     _torch_version_option, _write_page,
 )
 
@@ -75,16 +75,14 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
 
     checks.batch(batch)
     checks.headroom(headroom)
-    checks.dtypes(dtypes)
-    checks.impls(impls)
+    dtype_list = checks.dtypes(dtypes)
+    impl_list = checks.impls(impls)
     checks.card(gpu_name, gpu_mem)
     checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
     _check_page_path(html_out)
     target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
     engine = _engine(engine, local)
     torch_version = _torch_version(torch_version, engine)
-    dtype_list = _dtypes(dtypes)
-    impl_list = _impls(impls)
     modes = ("forward", "train") if mode == "both" else (mode,)
 
     from sa_profiler.advice.advise import advise

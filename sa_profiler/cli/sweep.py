@@ -7,7 +7,7 @@ import sys
 import click
 
 from sa_profiler.cli.common import (
-    _cpu_target, _dtypes, _engine, _fail, _impls, _ray_executor, _ray_targets, _target,
+    _cpu_target, _engine, _fail, _ray_executor, _ray_targets, _target,
     _torch_version, _torch_version_option,
 )
 from sa_profiler.cli.headline import cli
@@ -65,8 +65,8 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(f"--out {out!r} is a file; expected a folder for the sweep's files (a new one, or one a sweep wrote)")
     from sa_profiler.cli import checks
 
-    checks.dtypes(dtypes)  # every option judged alone, before torch loads
-    checks.impls(impls)
+    chosen_dtypes = checks.dtypes(dtypes)  # every option judged alone, before torch loads
+    chosen_impls = checks.impls(impls)
     checks.headroom(headroom)
     if not (gpu_name and gpu_name.strip().lower() == "all-workers"):
         checks.card(gpu_name, gpu_mem, cpu_allowed=True)
@@ -85,13 +85,13 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         target_list, engine = [target], _engine(engine, local)
     from sa_profiler.engine.workload import DTYPES
 
-    dtype_list = _dtypes(dtypes) or ["float32"]
+    dtype_list = chosen_dtypes or ["float32"]
     for target in target_list:
         for d in dtype_list:
             why = target.gpu.supports(DTYPES[d])
             if why:
                 _fail(f"{d} cannot run on this target: {why}")
-    specs = _impls(impls) or ["reference", "sdpa", "chunked"]
+    specs = chosen_impls or ["reference", "sdpa", "chunked"]
     impl_list = []
     for spec in specs:
         name, _, backend = spec.partition(":")

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from sa_profiler.engine import lazy, meta_memo, workspaces
 from sa_profiler.engine.meta_memo import tensors_in
 from sa_profiler.engine.allocator import block_bytes
-from sa_profiler.engine.workload import TensorInfo
+from sa_profiler.engine.workload import TensorInfo, where
 
 # aliasing ops take `MemoryTracker._view`, and ops no rule names skip the rules (False: every op
 # takes the general path, to compare)
@@ -125,7 +125,7 @@ class MemoryTracker(TorchDispatchMode):
         return f"made by {alloc.info.op} in " + (module or "the model's own forward")
 
     def _where(self) -> str:
-        return TensorInfo((), "", 0, "", module=self.module, attention=self.in_attention).where
+        return where(self.module, self.in_attention)
 
     def held_workspaces(self, workspace_bytes: dict[str, int]) -> int:
         """Bytes of the library workspaces the step's matrix products hold once it has run."""

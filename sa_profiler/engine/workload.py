@@ -92,8 +92,12 @@ class TensorInfo:
 
     @property
     def where(self) -> str:
-        """The module as a reader sees it: `blocks.0/attention` inside an attention layer."""
-        return "/".join(p for p in (self.module, "attention" if self.attention else "") if p)
+        return where(self.module, self.attention)
+
+
+def where(module: str, attention: bool) -> str:
+    """A module as a reader sees it: `blocks.0/attention` inside an attention layer."""
+    return "/".join(p for p in (module, "attention" if attention else "") if p)
 
 
 @dataclass
