@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from sa_profiler.targets import gpus  # noqa: E402
 from sa_profiler.engine import Workload, measure  # noqa: E402
-from sa_profiler.advice.recommend import make_target, profile_row, total_bytes  # noqa: E402
+from sa_profiler.advice.recommend import make_question, profile_row, total_bytes  # noqa: E402
 
 CASES = [  # target, impl, options, dtype, mode, (C, H, W)
     ("12G", "sdpa", {}, "float16", "train", (128, 256, 256)),
@@ -58,8 +58,8 @@ def main(argv=None):
             # the 12 GiB card is this card's architecture with 12 GiB, so the backends agree
             gpu = gpus.resized(local, 12 * 2**30) if tname == "12G" else local
             key = gpu.key if tname == "12G" else "cuda"
-            safe = profile_row(make_target(gpu), impl, opts, dtype, mode, c, h, w, None)
-            bare = profile_row(make_target(gpu, 0), impl, opts, dtype, mode, c, h, w, None)
+            safe = profile_row(make_question(gpu), impl, opts, dtype, mode, c, h, w, None)
+            bare = profile_row(make_question(gpu, 0), impl, opts, dtype, mode, c, h, w, None)
             b = bare.max_batch
             ooms, largest, first_oom, meas_ok = 0, 0, None, None
 
@@ -101,7 +101,7 @@ def main(argv=None):
                    "predicted_no_headroom": bare.max_batch, "largest_ran": largest, "first_oom": first_oom,
                    "ooms": ooms, "measured_total_at_largest": total_bytes(meas_ok) if meas_ok else None,
                    "simulated_total_at_largest": total_bytes(sim_at) if sim_at else None,
-                   "usable_bytes": make_target(gpu).usable, "cap_bytes": gpu.usable_memory,
+                   "usable_bytes": make_question(gpu).usable, "cap_bytes": gpu.usable_memory,
                    "true_largest": lo if args.bisect else None, "bisect_runs": runs, "reserved_at_oom": reserved_at_oom}
             writer.writerow(row)
             fh.flush()

@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from sa_profiler.advice import batch_search
+from sa_profiler.sweeps import largest as batch_search
 
 from sa_profiler.targets import gpus  # noqa: E402
-from sa_profiler.advice.recommend import make_target  # noqa: E402
+from sa_profiler.advice.recommend import make_question  # noqa: E402
 from sa_profiler.report.html import write_report  # noqa: E402
 from sa_profiler.sweeps.sweep import Sweep, columns, read_rows, run  # noqa: E402
 
@@ -32,7 +32,7 @@ IMPLS = [("reference", {}), ("sdpa", {}), ("sdpa", {"backend": "math"}), ("chunk
 
 
 def main() -> None:
-    spec = Sweep(make_target(gpus.lookup("t4")), IMPLS, ["float32", "float16"], ["forward", "train"], [32, 64],
+    spec = Sweep(make_question(gpus.lookup("t4")), IMPLS, ["float32", "float16"], ["forward", "train"], [32, 64],
                  [(r, r) for r in (8, 16, 24, 32, 40, 48, 56, 64, 80, 96)], [1, 2, 4, 8, 16])
     assert len(spec) == 2000, len(spec)
     with tempfile.TemporaryDirectory() as tmp:

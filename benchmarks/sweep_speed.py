@@ -18,12 +18,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from sa_profiler.targets import gpus  # noqa: E402
 from sa_profiler.engine import simulate  # noqa: E402
-from sa_profiler.advice.recommend import make_target  # noqa: E402
+from sa_profiler.advice.recommend import make_question  # noqa: E402
 from sa_profiler.sweeps.sweep import Sweep, run  # noqa: E402
 
 
 def main():
-    spec = Sweep(make_target(gpus.lookup("a100-80gb")), [("reference", {}), ("sdpa", {}), ("chunked", {})],
+    spec = Sweep(make_question(gpus.lookup("a100-80gb")), [("reference", {}), ("sdpa", {}), ("chunked", {})],
                  ["float32", "float16"], ["forward", "train"], [64, 128], [(16, 16), (32, 32), (64, 64)], [1, 4])
     workloads = list(spec.workloads())
     simulate(workloads[0])  # warm-up

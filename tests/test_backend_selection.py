@@ -70,14 +70,13 @@ def test_caps_of_a_cuda_device(monkeypatch):
     assert B.caps_for(torch.device("cuda")).cudnn_preferred is False
 
 
-def test_assumed_torch():
-    assert B.assumed_torch() == torch.__version__
-    with B.assume_torch("2.9"):
-        assert B.assumed_torch() == "2.9"
-        with B.assume_torch(None):  # None keeps the assumption around it
-            assert B.assumed_torch() == "2.9"
-        assert B.assumed_torch() == "2.9"
-    assert B.assumed_torch() == torch.__version__
+def test_a_cards_caps_name_the_torch_asked_for_else_the_running_one():
+    from sa_profiler.targets import gpus
+
+    assert gpus.lookup("h100").caps().torch_version == torch.__version__
+    assert gpus.lookup("h100").caps("2.9").torch_version == "2.9"
+    assert gpus.lookup("h100").caps("2.9").cudnn_preferred is True  # 2.9 put cuDNN first on sm90
+    assert gpus.lookup("h100").caps("2.8").cudnn_preferred is False
 
 
 @pytest.mark.parametrize("version,given,expected", [
@@ -460,14 +459,19 @@ def test_cudnn_head_sizes(cc, version, cudnn, d_qk, d_v, grad, why):
     assert B.refusal("cudnn", caps, call(q=(2, 4, 16, d_qk), v=(2, 4, 16, d_v), requires_grad=grad)) == why
 
 
-def test_cudnn_head_sizes_follow_the_assumed_torch_when_caps_name_none():
+def test_cudnn_head_sizes_follow_the_torch_the_caps_name():
+    caps = DeviceCaps("cuda", (9, 0), torch_version="2.13.0", cudnn_version=92300)
+    assert B.cudnn_head_dim_refusal(caps, 256, 128, True).startswith("cuDNN attention's backward on sm90 with "
+                                                                      "torch 2.13 ")
+    caps = DeviceCaps("cuda", (9, 0), torch_version="2.7.0", cudnn_version=92300)
+    assert B.cudnn_head_dim_refusal(caps, 256, 256, False) == \
+        "cuDNN attention on sm90 with torch 2.7 needs query/key head size <= 128 and divisible by 8, not 256"
+
+
+def test_caps_that_name_no_torch_answer_for_the_running_one(monkeypatch):
     caps = DeviceCaps("cuda", (9, 0), cudnn_version=92300)
-    with B.assume_torch("2.13.0"):
-        assert B.cudnn_head_dim_refusal(caps, 256, 128, True).startswith("cuDNN attention's backward on sm90 with "
-                                                                          "torch 2.13 ")
-    with B.assume_torch("2.7.0"):
-        assert B.cudnn_head_dim_refusal(caps, 256, 256, False) == \
-            "cuDNN attention on sm90 with torch 2.7 needs query/key head size <= 128 and divisible by 8, not 256"
+    monkeypatch.setattr(torch, "__version__", "2.7.0")
+    assert "with torch 2.7 " in B.cudnn_head_dim_refusal(caps, 256, 256, False)
 
 
 def test_alignment():

@@ -85,10 +85,7 @@ def test_cudnn_dropout_gate_with_caps_that_name_no_torch():
 
     from sa_profiler.attention import backends
 
-    caps = backends.DeviceCaps("cuda", (9, 0))
     q = torch.empty(2, 4, 128, 64, device="meta", dtype=torch.float16)
     call = backends.Call.of(q, q, q, None, 0.1)
-    with backends.assume_torch("2.11"):
-        assert backends.refusal("cudnn", caps, call) is None
-    with backends.assume_torch("2.13"):
-        assert "1/16" in backends.refusal("cudnn", caps, call)
+    assert backends.refusal("cudnn", backends.DeviceCaps("cuda", (9, 0), torch_version="2.11"), call) is None
+    assert "1/16" in backends.refusal("cudnn", backends.DeviceCaps("cuda", (9, 0), torch_version="2.13"), call)

@@ -135,15 +135,15 @@ def test_total_bytes():
 # -- targets ---------------------------------------------------------------------------------
 def test_targets():
     t4 = gpus.lookup("t4")
-    t = R.make_target(t4)
+    t = R.make_question(t4)
     assert R.DEFAULT_HEADROOM == 0.10
     assert t.headroom == int(t4.total_memory * 0.1) == 1582825472
     assert t.usable == 15828254720 - 536870912 - 1582825472
     assert t.key == "t4"
-    assert R.make_target(t4, 0.25).headroom == int(15828254720 * 0.25)
-    assert R.make_target(t4, GiB).headroom == GiB
-    assert R.make_target(t4, 0).usable == 15828254720 - 536870912
-    assert R.make_target(gpus.host()).key == "cpu"
+    assert R.make_question(t4, 0.25).headroom == int(15828254720 * 0.25)
+    assert R.make_question(t4, GiB).headroom == GiB
+    assert R.make_question(t4, 0).usable == 15828254720 - 536870912
+    assert R.make_question(gpus.host()).key == "cpu"
 
 
 # -- rows ------------------------------------------------------------------------------------
@@ -211,15 +211,13 @@ def test_chunk_for(tokens, chunk):
     ("a100", "float16", "forward", 9, ["sdpa"], 1, [("sdpa", {}), ("sdpa", {"backend": "flash"})]),
 ])
 def test_candidates(card, dtype, mode, channels, impls, tokens, expected):
-    with backends.assume_torch("2.13.0"):
-        assert R.candidates(gpus.lookup(card), dtype, mode, channels, impls, tokens) == expected
+    assert R.candidates(R.make_question(card, torch_version="2.13.0"), dtype, mode, channels, impls, tokens) == expected
 
 
 def test_candidates_auto_backend_is_not_listed_again():
-    with backends.assume_torch("2.13.0"):
-        caps = gpus.lookup("a100").caps()
-        assert backends.select(caps, backends.torch.float16, 8, 64, False) == "efficient"  # flash needs 8 == 64
-        got = R.candidates(gpus.lookup("a100"), "float16", "forward", 64, ["sdpa"])
+    caps = gpus.lookup("a100").caps("2.13.0")
+    assert backends.select(caps, backends.torch.float16, 8, 64, False) == "efficient"  # flash needs 8 == 64
+    got = R.candidates(R.make_question("a100", torch_version="2.13.0"), "float16", "forward", 64, ["sdpa"])
     assert got == [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "cudnn"})]
 
 
@@ -236,7 +234,7 @@ def engine_of(per_image_bytes, base=1000, time_per=1e-3, status="ok", source="si
 
 
 def test_profile_row_with_an_engine():
-    target = R.Target(gpus.lookup("t4"), 15828254720 - 536870912 - (1000 + 64 * MiB * 10))  # usable: 10 images
+    target = R.make_question(gpus.lookup("t4"), 15828254720 - 536870912 - (1000 + 64 * MiB * 10))  # usable: 10 images
     assert target.usable == 1000 + 10 * 64 * MiB
     eng = engine_of(64 * MiB)
     row = R.profile_row(target, "sdpa", {}, "float16", "forward", 64, 8, 8, None, eng)
@@ -256,7 +254,7 @@ def test_profile_row_with_an_engine():
 
 
 def test_profile_row_that_cannot_run():
-    target = R.make_target(gpus.lookup("t4"))
+    target = R.make_question(gpus.lookup("t4"))
     row = R.profile_row(target, "sdpa", {"backend": "flash"}, "float16", "forward", 64, 8, 8, None,
                         engine_of(MiB, status="unsupported"))
     assert (row.status, row.message, row.max_batch, row.batch, row.fits, row.at_batch) == \
@@ -264,7 +262,7 @@ def test_profile_row_that_cannot_run():
 
 
 def test_profile_row_evidence_of_cudnn_off_sm90():
-    target = R.make_target(gpus.lookup("a100"))
+    target = R.make_question(gpus.lookup("a100"))
     row = R.profile_row(target, "sdpa", {"backend": "cudnn"}, "float16", "train", 64, 8, 8, None,
                         engine_of(MiB, backend="cudnn"))
     assert row.evidence == evidence.ASSUMPTION and "sm80 backward" in row.caveat
@@ -274,7 +272,7 @@ def test_profile_row_evidence_of_cudnn_off_sm90():
 
 
 def test_profile_row_on_the_simulator_times_the_batch_it_answers():
-    target = R.make_target(gpus.custom(GiB))
+    target = R.make_question(gpus.custom(GiB))
     row = R.profile_row(target, "reference", {}, "float32", "forward", 64, 8, 8, None)
     usable = GiB - 536870912 - int(GiB * 0.1)
     assert target.usable == usable
@@ -390,7 +388,7 @@ def test_a_forced_backend_on_an_assumption_is_named_not_recommended():
 
 # -- alternatives ------------------------------------------------------------------------------
 def test_alternatives():
-    target = R.make_target(gpus.lookup("t4"))
+    target = R.make_question(gpus.lookup("t4"))
     eng = engine_of(MiB)
     alts = R.alternatives(target, 64, 16, 16, "float16", "train", eng)
     assert [a.what for a in alts] == [
@@ -422,7 +420,7 @@ def test_alternatives():
 
 def test_one_image_that_does_not_fit_is_a_row_that_ran():
     """Batch 1 runs without the memory cap: its peak is the answer even when it exceeds the card."""
-    target = R.make_target(gpus.custom(600 * MiB))
+    target = R.make_question(gpus.custom(600 * MiB))
     assert target.usable == 600 * MiB - 536870912 - int(600 * MiB * 0.1)
     row = R.profile_row(target, "reference", {}, "float32", "forward", 64, 128, 128, None)
     assert (row.status, row.max_batch, row.batch, row.fits) == ("ok", 0, 0, False)
@@ -466,12 +464,12 @@ def test_profile_row_keeps_an_engines_missing_time():
     stands as it came."""
     def engine(w):
         return Record(w, peak_bytes=MiB * w.batch, baseline_bytes=0, time_s=1e-3 if w.batch == 1 else None)
-    row = R.profile_row(R.make_target(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 4, engine)
+    row = R.profile_row(R.make_question(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 4, engine)
     assert row.at_batch.workload.batch == 4 and row.at_batch.time_s is None and row.per_image.time_s == 1e-3
 
 
 def test_a_batch_of_zero_does_not_fit():
-    row = R.profile_row(R.make_target(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 0,
+    row = R.profile_row(R.make_question(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 0,
                         engine_of(MiB))
     assert (row.batch, row.fits, row.max_batch > 0) == (0, False, True)
 
@@ -491,19 +489,19 @@ def test_candidates_follow_the_mode():
     import dataclasses
 
     sm100 = dataclasses.replace(gpus.lookup("h100"), key="sm100-card", capability=(10, 0))
-    with backends.assume_torch("2.11.0"):
-        assert R.candidates(sm100, "float16", "forward", 256, ["sdpa"]) == \
-            [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "efficient"})]
-        assert R.candidates(sm100, "float16", "train", 256, ["sdpa"]) == \
-            [("sdpa", {}), ("sdpa", {"backend": "flash"})]
+    sm100 = R.make_question(sm100, torch_version="2.11.0")
+    assert R.candidates(sm100, "float16", "forward", 256, ["sdpa"]) == \
+        [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "efficient"})]
+    assert R.candidates(sm100, "float16", "train", 256, ["sdpa"]) == \
+        [("sdpa", {}), ("sdpa", {"backend": "flash"})]
 
 
 def test_headroom_in_bytes_may_be_a_float():
     """A fraction below 1, else bytes (1.0 is one byte, not the whole card)."""
     t4 = gpus.lookup("t4")
-    assert R.make_target(t4, 1.0).headroom == 1
-    assert R.make_target(t4, float(GiB)).headroom == GiB
-    assert R.make_target(t4, 0.999).headroom == int(t4.total_memory * 0.999)
+    assert R.make_question(t4, 1.0).headroom == 1
+    assert R.make_question(t4, float(GiB)).headroom == GiB
+    assert R.make_question(t4, 0.999).headroom == int(t4.total_memory * 0.999)
 
 
 def test_concave_memory_doubles_once_guesses_keep_falling_short():
@@ -682,12 +680,12 @@ def test_a_rows_search_runs_three_steps_and_times_the_answer_once(monkeypatch):
     runs = []
     simulate = R.simulate
 
-    def counted(w, **kw):
+    def counted(w, question=None, **kw):
         runs.append((w.batch, kw.get("timing", True), kw.get("cap") is not None))
-        return simulate(w, **kw)
+        return simulate(w, question, **kw)
 
     monkeypatch.setattr(R, "simulate", counted)
-    target = R.make_target(gpus.lookup("t4"))
+    target = R.make_question(gpus.lookup("t4"))
     row = R.profile_row(target, "sdpa", {}, "float16", "train", 128, 64, 64, None, counted)
     b = row.max_batch
     assert b > 2 and runs[0] == (1, True, False) and sorted(r[0] for r in runs) == [1, b, b + 1]

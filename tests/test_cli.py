@@ -10,7 +10,7 @@ from sa_profiler import __version__
 from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 from sa_profiler.engine import Workload, simulate
-from sa_profiler.advice.recommend import make_target, total_bytes
+from sa_profiler.advice.recommend import make_question, total_bytes
 
 GiB = 2**30
 
@@ -41,7 +41,7 @@ def test_forum_case_recommends_an_efficient_layer_that_fits(forum, mode):
     assert rec["impl"] in ("sdpa", "chunked") and rec["batch"] > 0
     assert rec["code"].startswith(f'convert(model, "{rec["impl"]}"')
     # the simulator confirms: that batch fits with the headroom
-    target = make_target(gpus.custom(12 * GiB))
+    target = make_question(gpus.custom(12 * GiB))
     w = Workload(rec["impl"], rec["batch"], 128, 256, 256, rec["dtype"], mode, target.key, rec["options"])
     assert total_bytes(simulate(w)) <= forum["target"]["usable_bytes"] == target.usable
     over = simulate(w.with_batch(rec["batch"] + 1))

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from sa_profiler.advice.advise import advise
-from sa_profiler.advice.recommend import make_target
+from sa_profiler.advice.recommend import make_question
 from sa_profiler.models.fit import fit
 from sa_profiler.sweeps import sweep as sweeping
 from sa_profiler.targets import gpus
@@ -18,7 +18,7 @@ ASK = dict(dtypes=["fp16"], modes=("train",), impls=["reference", "sdpa"])
 
 
 def _rows(card):
-    return {r.label: r for r in advise(make_target(card), 128, 64, 64, **ASK).rows}
+    return {r.label: r for r in advise(make_question(card), 128, 64, 64, **ASK).rows}
 
 
 def test_the_headline_uses_the_rates_of_the_card_given():
@@ -39,14 +39,14 @@ def test_a_card_not_in_the_catalogue_is_answered():
 
 
 def test_fit_answers_for_the_card_given():
-    mine = fit("examples/sagan.py:Generator", ["128"], 2, make_target(MY_CARD), conversions=(), timeline=False)
-    t4 = fit("examples/sagan.py:Generator", ["128"], 2, make_target(T4), conversions=(), timeline=False)
+    mine = fit("examples/sagan.py:Generator", ["128"], 2, make_question(MY_CARD), conversions=(), timeline=False)
+    t4 = fit("examples/sagan.py:Generator", ["128"], 2, make_question(T4), conversions=(), timeline=False)
     assert mine.target == "My Card 16GB" and mine.step.peak_total == t4.step.peak_total
 
 
 def test_a_sweep_runs_on_the_card_given(tmp_path):
     def rows(card, out):
-        spec = sweeping.Sweep(make_target(card), [("sdpa", {})], ["float16"], ["train"], [64], [(32, 32)], [1, 2])
+        spec = sweeping.Sweep(make_question(card), [("sdpa", {})], ["float16"], ["train"], [64], [(32, 32)], [1, 2])
         return sweeping.run(spec, out)
 
     mine, slow, t4 = rows(MY_CARD, tmp_path / "a"), rows(SLOW_T4, tmp_path / "b"), rows(T4, tmp_path / "c")

@@ -111,7 +111,9 @@ def test_gpu_training_counts_softmax_backward_temporaries():
 ])
 def test_backend_routing(gpu, dtype, layout, torch_version, expected):
     w = Workload("sdpa", 1, 64, 16, 16, dtype, "train", gpu, {"layout": layout})
-    rec = simulate(w, torch_version=torch_version)
+    from sa_profiler.question import make_question
+
+    rec = simulate(w, make_question(gpu, torch_version=torch_version))
     assert rec.status == "ok" and rec.backend == expected
 
 

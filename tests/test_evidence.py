@@ -4,12 +4,12 @@ from sa_profiler.targets import evidence
 
 from sa_profiler.targets import gpus
 from sa_profiler.advice.advise import advise
-from sa_profiler.advice.recommend import make_target
+from sa_profiler.advice.recommend import make_question
 from sa_profiler.report.console import advice_json
 
 
 def _advice(gpu):
-    return advise(make_target(gpu), 128, 64, 64, dtypes=["float16"], modes=("train",), impls=["sdpa"])
+    return advise(make_question(gpu), 128, 64, 64, dtypes=["float16"], modes=("train",), impls=["sdpa"])
 
 
 def test_cudnn_is_not_forced_where_it_is_an_assumption():

@@ -106,8 +106,8 @@ def test_json_and_max_batch():
                                       "library workspaces"}
     factory = load("examples/sagan.py:Generator", {"ch": 8, "image_size": 32})
     from sa_profiler.targets import gpus
-    from sa_profiler.advice.recommend import make_target
-    target = make_target(gpus.custom(2**30))
+    from sa_profiler.advice.recommend import make_question
+    target = make_question(gpus.custom(2**30))
     at = run_step(factory, (128,), data["max_batch"], target.gpu, cap=target.usable)
     over = run_step(factory, (128,), data["max_batch"] + 1, target.gpu, cap=target.usable)
     assert at.status == "ok" and at.peak_total <= target.usable

@@ -78,7 +78,7 @@ LIBRARY = {"library bert": "transformers", "explicit attention": "timm"}
 
 
 def _names_of_advice(a) -> set[str]:
-    names = {a.target.gpu.name}
+    names = {a.question.card.name}
     for r in a.rows:
         names |= {r.display, r.backend or "bmm", r.code()}
     return names

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 from sa_profiler.models.fit import fit, load
-from sa_profiler.advice.recommend import make_target
+from sa_profiler.advice.recommend import make_question
 from sa_profiler.report.fit_html import _answer
 from sa_profiler.testing import assert_fits
 
@@ -24,7 +24,7 @@ CASES = [  # model, its arguments, input, target, AMP
 @pytest.mark.slow
 @pytest.mark.parametrize("model,args,inputs,memory,amp", CASES, ids=lambda v: str(v)[:24])
 def test_fits_exactly_up_to_the_largest_batch(model, args, inputs, memory, amp):
-    target = make_target(gpus.custom(memory))
+    target = make_question(gpus.custom(memory))
     largest = fit(load(model, args), inputs, 1, target, amp=amp, conversions=(), find_max_batch=True,
                   timeline=False).max_batch
     assert largest and largest > 1
@@ -111,28 +111,28 @@ def test_a_forced_backend_set_aside_is_not_denied_in_the_reason():
     """On a 12 GiB card at batch 97 the cuDNN row fits; it is not recommended (its memory on sm86
     is assumed), and the reason says so instead of "no exact implementation fits batch 97"."""
     from sa_profiler.advice.advise import advise
-    from sa_profiler.advice.recommend import make_target
+    from sa_profiler.advice.recommend import make_question
     from sa_profiler.targets import gpus
 
-    answer = advise(make_target(gpus.custom(12 * 2**30)), 128, 256, 256, batch=97, dtypes=["fp16"], modes=("train",))
+    answer = advise(make_question(gpus.custom(12 * 2**30)), 128, 256, 256, batch=97, dtypes=["fp16"], modes=("train",))
     cudnn = next(r for r in answer.rows if r.options.get("backend") == "cudnn")
     rec = answer.recommendations["train"]
     assert cudnn.fits and cudnn.exact and rec.row is None and rec.alternative is cudnn
     assert rec.reason.startswith("no exact implementation known to run on this card fits batch 97;")
     assert "sdpa (cudnn) would rank first, but is not forced here" in rec.reason
-    everything = advise(make_target(gpus.custom(12 * 2**30)), 128, 256, 256, batch=97, dtypes=["fp16"],
+    everything = advise(make_question(gpus.custom(12 * 2**30)), 128, 256, 256, batch=97, dtypes=["fp16"],
                         modes=("train",), impls=["reference", "chunked"])
     assert everything.recommendations["train"].reason.startswith("no exact implementation fits batch 97;")
 
 
 def test_the_why_figure_is_said_with_the_one_image_figure():
     from sa_profiler.advice.advise import advise
-    from sa_profiler.advice.recommend import make_target, total_bytes
+    from sa_profiler.advice.recommend import make_question, total_bytes
     from sa_profiler.report.why import why_peak
     from sa_profiler.targets import gpus
     from sa_profiler.units import format_bytes
 
-    answer = advise(make_target(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"], modes=("train",))
+    answer = advise(make_question(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"], modes=("train",))
     w = answer.why
     row = next(r for r in answer.rows if r.impl == "reference")
     assert w["total_bytes"] == total_bytes(row.per_image) == w["peak_bytes"] + w["baseline_bytes"]

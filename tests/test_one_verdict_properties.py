@@ -13,7 +13,7 @@ from torch import nn
 
 from sa_profiler.targets import gpus
 from sa_profiler.models.fit import fit
-from sa_profiler.advice.recommend import make_target
+from sa_profiler.advice.recommend import make_question
 from sa_profiler.report.fit_html import _answer
 from sa_profiler.testing import assert_fits
 
@@ -80,7 +80,7 @@ def cards(draw):
 @given(model=models(), card=cards(), offset=st.sampled_from([-1, 0, 1]), optimizer=st.sampled_from(["adam", "sgd"]))
 def test_fits_exactly_when_the_batch_is_at_most_the_largest(model, card, offset, optimizer):
     (factory, inputs), (gpu, amp) = model, card
-    target = make_target(gpu)
+    target = make_question(gpu)
     largest = fit(factory, inputs, 1, target, amp=amp, optimizer=optimizer, conversions=(), find_max_batch=True,
                   timeline=False).max_batch
     if not largest:  # not even one sample: the verdict at batch 1 must say so
@@ -122,7 +122,7 @@ def test_headline_rows_fit_exactly_up_to_their_largest_batch(case, offset):
     from sa_profiler.report.console import advice_json
 
     gpu, channels, side, mode, dtype = case
-    target = make_target(gpu)
+    target = make_question(gpu)
     kw = dict(dtypes=[dtype], modes=(mode,), impls=["reference", "sdpa", "chunked"])
     largest = {r.label: r.max_batch for r in advise(target, channels, side, side, **kw).rows if r.status == "ok"}
     batch = max(1, max(largest.values()) + offset)

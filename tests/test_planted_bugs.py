@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from sa_profiler import torch_compat
-from sa_profiler.advice.recommend import make_target, profile_row, total_bytes
+from sa_profiler.advice.recommend import make_question, profile_row, total_bytes
 from sa_profiler.attention import backends
 from sa_profiler.cli import cli
 from sa_profiler.fit import fit, run_step
@@ -35,8 +35,7 @@ class _ChannelsLastGroupNorm(nn.Module):
 
 
 def _group_norm_step_on_t4(version: str):
-    with backends.assume_torch(version):
-        return fit(_ChannelsLastGroupNorm, "16x64x64", 8, "t4", conversions=(), timeline=False).step
+    return fit(_ChannelsLastGroupNorm, "16x64x64", 8, "t4", conversions=(), timeline=False, torch_version=version).step
 
 
 def test_group_norm_copies_are_ops_of_their_own_up_to_torch_2_13():
@@ -135,26 +134,26 @@ def test_fit_at_exactly_the_usable_memory_fits_on_the_cpu():
     host = gpus.host()
     peak = fit(_small, "8", 2, "cpu", conversions=(), timeline=False).step.peak_total
     assert peak == 1736
-    exact = fit(_small, "8", 2, make_target(host, host.total_memory - peak), conversions=(), timeline=False)
+    exact = fit(_small, "8", 2, make_question(host, host.total_memory - peak), conversions=(), timeline=False)
     assert exact.usable == exact.step.peak_total == peak
     assert exact.fits and exact.to_json()["fits"] and "fits" in repr(exact) and "does not fit" not in repr(exact)
-    short = fit(_small, "8", 2, make_target(host, host.total_memory - peak + 1), conversions=(), timeline=False)
+    short = fit(_small, "8", 2, make_question(host, host.total_memory - peak + 1), conversions=(), timeline=False)
     assert short.usable == peak - 1 and short.step.peak_total == peak
     assert not short.fits and not short.to_json()["fits"] and "does not fit" in repr(short)
 
 
 def test_headline_row_at_exactly_the_usable_memory_fits_on_the_cpu():
     host = gpus.host()
-    first = profile_row(make_target(host, 0.1), "reference", {}, "float32", "forward", 16, 8, 8, 1)
+    first = profile_row(make_question(host, 0.1), "reference", {}, "float32", "forward", 16, 8, 8, 1)
     need = total_bytes(first.at_batch)
     assert need == 55_636
-    exact = make_target(host, host.total_memory - need)
+    exact = make_question(host, host.total_memory - need)
     assert exact.usable == need
     row = profile_row(exact, "reference", {}, "float32", "forward", 16, 8, 8, 1)
     assert row.fits and row.max_batch == 1
     row = profile_row(exact, "reference", {}, "float32", "forward", 16, 8, 8, None)
     assert row.fits and row.max_batch == row.batch == 1
-    short = make_target(host, host.total_memory - need + 1)
+    short = make_question(host, host.total_memory - need + 1)
     row = profile_row(short, "reference", {}, "float32", "forward", 16, 8, 8, 1)
     assert not row.fits and row.max_batch == 0
     row = profile_row(short, "reference", {}, "float32", "forward", 16, 8, 8, None)

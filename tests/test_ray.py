@@ -17,7 +17,7 @@ from sa_profiler.targets import gpus
 from sa_profiler.sweeps import sweep
 from sa_profiler.cli import cli
 from sa_profiler.sweeps.executors import LocalExecutor, RayExecutor, gpu_kinds
-from sa_profiler.advice.recommend import make_target
+from sa_profiler.advice.recommend import make_question
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # starts Ray
@@ -36,7 +36,7 @@ def cluster():
 
 
 def grid(target=None, engine="simulate", batches=(1, 2, 4)):
-    return sweep.Sweep(target or make_target(gpus.lookup("t4")), [("reference", {}), ("sdpa", {}), ("chunked", {})],
+    return sweep.Sweep(target or make_question(gpus.lookup("t4")), [("reference", {}), ("sdpa", {}), ("chunked", {})],
                        ["float32"], ["forward", "train"], [64], [(16, 16), (32, 32)], list(batches), engine)
 
 
@@ -56,7 +56,7 @@ def test_simulated_grid_through_ray_gives_the_local_rows(cluster, tmp_path):
 
 
 def test_oom_skipping_holds_on_ray(cluster, tmp_path):
-    small = make_target(gpus.custom(600 * 2**20), 0)
+    small = make_question(gpus.custom(600 * 2**20), 0)
     spec = sweep.Sweep(small, [("reference", {})], ["float32"], ["train"], [64], [(32, 32), (64, 64)], [1, 2, 4, 8])
     local = sweep.run(spec, tmp_path / "local")
     remote = sweep.run(spec, tmp_path / "ray", executor=RayExecutor())
@@ -66,7 +66,7 @@ def test_oom_skipping_holds_on_ray(cluster, tmp_path):
 
 
 def test_measured_cpu_grid_runs_through_ray(cluster, tmp_path):
-    host = make_target(gpus.host(), 0)
+    host = make_question(gpus.host(), 0)
     spec = sweep.Sweep(host, [("reference", {}), ("chunked", {})], ["float32"], ["forward", "train"], [16],
                        [(8, 8), (16, 16)], [1, 2], "measure")
     remote = sweep.run(spec, tmp_path / "ray", executor=RayExecutor())
@@ -80,14 +80,14 @@ def test_measured_cpu_grid_runs_through_ray(cluster, tmp_path):
 
 def _slow_on(key, pidfile):
     """A task body that, for one workload, says its pid and waits to be killed."""
-    def run(w, engine, cap):
+    def run(w, question):
         if w.key == key:
             with open(pidfile, "w") as fh:
                 fh.write(str(os.getpid()))
             time.sleep(120)
         from sa_profiler.sweeps.sweep import run_workload
 
-        return run_workload(w, engine, cap)
+        return run_workload(w, question)
     return run
 
 
@@ -124,9 +124,9 @@ def test_killed_worker_leaves_error_rows_and_resume_runs_only_those(cluster, tmp
     ran = []
 
     class Counting(LocalExecutor):
-        def submit(self, w, tag, engine, cap):
+        def submit(self, w, tag, question):
             ran.append(w.key)
-            super().submit(w, tag, engine, cap)
+            super().submit(w, tag, question)
 
     final = sweep.run(spec, out, resume=True, executor=Counting())
     assert ran == [victim.key]
@@ -138,12 +138,12 @@ def test_killed_worker_leaves_error_rows_and_resume_runs_only_those(cluster, tmp
 
 
 def test_a_task_that_raises_is_an_error_row_not_retried(cluster, tmp_path):
-    def broken(w, engine, cap):
+    def broken(w, question):
         if w.batch == 4:
             raise ValueError("bad workload")
         from sa_profiler.sweeps.sweep import run_workload
 
-        return run_workload(w, engine, cap)
+        return run_workload(w, question)
 
     spec = grid()
     rows = sweep.run(spec, tmp_path / "s", executor=RayExecutor(fn=broken))
@@ -153,9 +153,9 @@ def test_a_task_that_raises_is_an_error_row_not_retried(cluster, tmp_path):
     ran = []
 
     class Counting(LocalExecutor):
-        def submit(self, w, tag, engine, cap):
+        def submit(self, w, tag, question):
             ran.append(w.key)
-            super().submit(w, tag, engine, cap)
+            super().submit(w, tag, question)
 
     sweep.run(spec, tmp_path / "s", resume=True, executor=Counting())
     assert ran == []

@@ -47,17 +47,17 @@ def fake_t4(monkeypatch):
     def probe():
         return replace(gpus.lookup("t4"), local=True, source="local device cuda:0")
 
-    def measure(w, engine, cap):
+    def measure(w, question):
         from sa_profiler.engine.workload import Record
         from sa_profiler.sweeps.sweep import run_workload
 
-        if engine != "measure":
-            return run_workload(w, engine, cap)
+        if question.engine != "measure":
+            return run_workload(w, question)
         ids = ray.get_gpu_ids()
         return Record(w, peak_bytes=w.batch * 2**20, baseline_bytes=4096, time_s=1e-3, source="measured",
                       device_name="Tesla T4", message=json.dumps({"gpus": [str(i) for i in ids],
                                                                   "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                                                  "pid": os.getpid(), "engine": engine}))
+                                                                  "pid": os.getpid(), "engine": question.engine}))
 
     monkeypatch.setattr(executors, "_probe_gpu", probe)
     monkeypatch.setattr(executors, "_run_remote", measure)
@@ -102,15 +102,15 @@ def test_a_killed_measuring_process_is_a_lost_row_and_is_replaced(t4_cluster, tm
 
     from sa_profiler.sweeps import sweep
     from sa_profiler.sweeps.executors import RayExecutor
-    from sa_profiler.advice.recommend import make_target
+    from sa_profiler.advice.recommend import make_question
 
-    t4 = make_target(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
+    t4 = make_question(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
     spec = sweep.Sweep(t4, [("reference", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)], [1, 2, 4],
                        "measure")
     victim = next(w for w in spec.workloads() if w.batch == 2 and w.height == 16)
     pidfile = tmp_path / "pid"
 
-    def measure(w, engine, cap):
+    def measure(w, question):
         from sa_profiler.engine.workload import Record
 
         if w.key == victim.key:
@@ -141,14 +141,14 @@ def test_a_process_with_a_lost_cuda_context_measures_no_more(t4_cluster, tmp_pat
 
     from sa_profiler.sweeps import sweep
     from sa_profiler.sweeps.executors import RayExecutor
-    from sa_profiler.advice.recommend import make_target
+    from sa_profiler.advice.recommend import make_question
 
-    t4 = make_target(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
+    t4 = make_question(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
     spec = sweep.Sweep(t4, [("reference", {}), ("sdpa", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)],
                        [1, 2, 4], "measure")
     victim = next(w for w in spec.workloads() if w.batch == 1 and w.height == 16 and w.impl == "sdpa")
 
-    def measure(w, engine, cap):
+    def measure(w, question):
         from sa_profiler.engine.workload import Record
 
         time.sleep(0.05)

@@ -299,12 +299,14 @@ def test_targets():
     from sa_profiler.targets import gpus
     from sa_profiler.engine import targets
 
-    assert targets.resolve("cpu") is None and targets.key_of(None) == "cpu"
+    from sa_profiler.question import make_question
+
+    assert targets.resolve("cpu") is None and make_question("cpu").key == "cpu"
     custom = targets.resolve("custom-12884901888")
     assert (custom.key, custom.total_memory) == ("custom-12884901888", 12 * 2**30)
     capped = targets.resolve("h100@12884901888")
     assert capped.total_memory == 12 * 2**30 and capped.name == "NVIDIA H100 80GB HBM3 capped to 12 GiB"
-    assert targets.key_of(capped) == "h100@12884901888" and targets.key_of(gpus.lookup("t4")) == "t4"
+    assert make_question(capped).key == "h100@12884901888" and make_question(gpus.lookup("t4")).key == "t4"
     assert targets.resolve("t4") == gpus.lookup("t4")
     if not torch.cuda.is_available():
         for name in ("cuda", "cuda:T4"):
@@ -416,8 +418,10 @@ def test_simulate_follows_the_torch_version():
     """SDPA's backend priority moved between torch releases: for this training step an H100 runs
     cuDNN attention on torch 2.11, the memory-efficient kernel on torch 2.4 (backends.py)."""
     w = Workload("sdpa", 1, 128, 16, 16, "float16", "train", "h100")
-    assert simulate(w, torch_version="2.4", timing=False).backend == "efficient"
-    assert simulate(w, torch_version="2.11", timing=False).backend == "cudnn"
+    from sa_profiler.question import make_question
+
+    assert simulate(w, make_question("h100", torch_version="2.4"), timing=False).backend == "efficient"
+    assert simulate(w, make_question("h100", torch_version="2.11"), timing=False).backend == "cudnn"
 
 
 def test_op_log_and_timeline_without_rules():

@@ -187,12 +187,12 @@ def test_fit_report(tmp_path):
 
 def test_atlas_report_renders_a_column_per_device(tmp_path):
     from sa_profiler.targets import gpus
-    from sa_profiler.advice.recommend import make_target
+    from sa_profiler.advice.recommend import make_question
     from sa_profiler.report.html import write_report
     from sa_profiler.sweeps.sweep import Sweep, run
 
     out = tmp_path / "atlas"
-    spec = Sweep([make_target(gpus.lookup("t4")), make_target(gpus.lookup("l4"))], [("reference", {}), ("sdpa", {})],
+    spec = Sweep([make_question(gpus.lookup("t4")), make_question(gpus.lookup("l4"))], [("reference", {}), ("sdpa", {})],
                  ["float16"], ["train"], [64], [(16, 16), (32, 32), (64, 64)], [1, 4])
     run(spec, out)
     write_report(out / "results.csv")
@@ -210,12 +210,12 @@ def test_notebook_outputs_draw_beside_each_other_under_an_amd_loader(tmp_path):
     """Two `_repr_html_` outputs in one page (as in classic Jupyter, which has require.js)."""
     from sa_profiler.targets import gpus
     from sa_profiler.advice.advise import advise
-    from sa_profiler.advice.recommend import make_target
+    from sa_profiler.advice.recommend import make_question
 
     from sa_profiler.report import page
 
-    first = advise(make_target(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"])
-    second = advise(make_target(gpus.lookup("l4")), 64, 64, 64, dtypes=["fp16"])
+    first = advise(make_question(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"])
+    second = advise(make_question(gpus.lookup("l4")), 64, 64, 64, dtypes=["fp16"])
     page.inline_plotly_again()  # a new notebook: its first output carries plotly.js, the second uses it
     amd = "<script>window.define = function () {}; window.define.amd = true;</script>"
     path = tmp_path / "notebook.html"

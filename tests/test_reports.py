@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
-from sa_profiler.advice.recommend import make_target, profile_row
+from sa_profiler.advice.recommend import make_question, profile_row
 
 
 def test_runner_sits_below_sweep_and_executors():
@@ -31,7 +31,7 @@ def test_largest_batch_is_the_engines_not_the_grids(tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     largest = pd.read_csv(out / "largest.csv")
-    target = make_target(gpus.lookup("t4"))
+    target = make_question(gpus.lookup("t4"))
     for impl in ("sdpa", "reference"):
         row = largest[largest.impl == impl].iloc[0]
         engine = profile_row(target, impl, {}, "float16", "train", 128, 64, 64, None)

@@ -5,7 +5,7 @@ import pytest
 from sa_profiler.targets import gpus
 from sa_profiler.advice.advise import advise
 from sa_profiler.models.fit import fit, load
-from sa_profiler.advice.recommend import make_target
+from sa_profiler.advice.recommend import make_question
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ def test_fit_result_repr_is_the_answer():
 
 
 def test_advice_repr_is_the_answer():
-    a = advise(make_target(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"], modes=("train",))
+    a = advise(make_question(gpus.lookup("t4")), 64, 32, 32, dtypes=["fp16"], modes=("train",))
     text = repr(a)
     assert len(text) < 300 and "train:" in text and "convert(model" in text
 

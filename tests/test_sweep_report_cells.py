@@ -132,11 +132,17 @@ def test_load_largest(tmp_path):
     assert H.load_largest(tmp_path / "none") is None  # no largest.csv, no results to search
 
 
-def test_the_largest_batch_is_searched_when_missing(tmp_path):
-    f = frame([result(usable=10**9)])
-    lg = H.load_largest(tmp_path, f)
-    assert (tmp_path / "largest.csv").exists() and len(lg) == 1 and lg.max_batch.iloc[0] > 1
-    assert H.load_largest(tmp_path / "x", frame([result(usable=None)])) is None
+def test_the_largest_batch_is_searched_when_missing_and_the_report_only_reads(tmp_path):
+    from sa_profiler.sweeps.largest import ensure
+
+    pd.DataFrame([result(usable=10**9)]).to_csv(tmp_path / "results.csv", index=False)
+    assert H.load_largest(tmp_path) is None  # the view reads answers; it never searches
+    assert ensure(tmp_path) == tmp_path / "largest.csv"
+    lg = H.load_largest(tmp_path)
+    assert len(lg) == 1 and lg.max_batch.iloc[0] > 1
+    (tmp_path / "x").mkdir()
+    pd.DataFrame([result(usable=None)]).to_csv(tmp_path / "x" / "results.csv", index=False)
+    assert ensure(tmp_path / "x") is None and H.load_largest(tmp_path / "x") is None
 
 
 def test_rows_of_the_search(tmp_path):
@@ -623,10 +629,13 @@ def test_render_takes_results_as_read():
 
 
 def test_a_sweep_folder_without_meta_or_largest(tmp_path):
+    from sa_profiler.sweeps.largest import ensure
+
     pd.DataFrame([result(usable=10**9)]).to_csv(tmp_path / "results.csv", index=False)
+    ensure(tmp_path)  # what `sa-profile report` does first: the answers, searched
     path = H.write_report(tmp_path / "results.csv", on_note=lambda n: None)
     text = path.read_text()
-    assert "Self-attention on Tesla T4" in text and "<div class='answer'>" in text  # largest.csv searched
+    assert "Self-attention on Tesla T4" in text and "<div class='answer'>" in text
     (tmp_path / "largest.csv").unlink()
     sweep = H.open_sweep(tmp_path)
     assert sweep.meta == {"results": str(tmp_path / "results.csv")}

@@ -17,7 +17,7 @@ from sa_profiler.validation import timing_fit
 from sa_profiler.cli import cli
 from sa_profiler.engine import Record, Workload, simulate, timing
 from sa_profiler.engine import timing_constants as fitted
-from sa_profiler.advice.recommend import Row, make_target, profile_row, recommend
+from sa_profiler.advice.recommend import Row, make_question, profile_row, recommend
 
 README = Path(__file__).resolve().parent.parent / "docs" / "how-the-numbers-are-made.md"  # its "Time estimates"
 
@@ -166,7 +166,7 @@ def test_host_calls():
 def test_time_at_a_batch_is_simulated_not_scaled():
     """Launch costs do not grow with the batch: the time shown at the largest batch is a timed
     simulation at that batch, not batch 1 times the batch."""
-    target = make_target(gpus.lookup("h100"))
+    target = make_question(gpus.lookup("h100"))
     row = profile_row(target, "sdpa", {}, "float16", "train", 64, 32, 32, 64)
     direct = simulate(Workload("sdpa", 64, 64, 32, 32, "float16", "train", "h100"))
     assert row.at_batch.time_s == pytest.approx(direct.time_s)

@@ -170,9 +170,8 @@ PINS = [(m, card, amp) for m in RULES for card in CARDS for amp in (None, "fp16"
 def test_backend_per_card(model, card, amp):
     case = BY_ID[model]
     expected, rule = RULES[model][(card, amp)]
-    with backends.assume_torch(PINNED_TORCH):  # the choice of one torch, whichever runs the suite
-        result = fit(load(case.model, case.args), list(case.inputs), case.batch, card, amp=amp, conversions=(),
-                     timeline=False)
+    result = fit(load(case.model, case.args), list(case.inputs), case.batch, card, amp=amp, conversions=(),
+                 timeline=False, torch_version=PINNED_TORCH)  # the choice of one torch, whichever runs the suite
     step = result.step
     assert step.status == "ok"
     got = {c["backend"] for c in step.attention_calls}
@@ -216,9 +215,8 @@ def test_cudnn_dropout_gate_follows_the_torch_version():
 
     case = BY_ID["bert"]
     for version, expected in (("2.11", "cudnn"), ("2.13", "efficient")):
-        with backends.assume_torch(version):
-            step = fit(load(case.model, case.args), list(case.inputs), case.batch, "h100", amp="fp16",
-                       conversions=(), timeline=False).step
+        step = fit(load(case.model, case.args), list(case.inputs), case.batch, "h100", amp="fp16",
+                   conversions=(), timeline=False, torch_version=version).step
         assert step.backends == {expected: case.sdpa_calls}, version
 
 

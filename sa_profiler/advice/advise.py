@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sa_profiler.attention import backends
 from sa_profiler.engine import Workload, measure, simulate, timing
 from sa_profiler.engine.workload import dtype_name
-from sa_profiler.advice.recommend import (Alternative, Recommendation, Row, Target, alternatives, candidates, profile_row,
-                        recommend, total_bytes)
+from sa_profiler.advice.recommend import (Alternative, Recommendation, Row, alternatives, candidates, profile_row,
+                                          recommend, total_bytes)
+from sa_profiler.question import Question, make_question
 from sa_profiler.units import format_bytes
 
 DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
@@ -19,7 +19,7 @@ DEFAULT_DTYPES = ("float32", "float16", "bfloat16")
 
 @dataclass(repr=False)
 class Advice:
-    target: Target
+    question: Question
     channels: int
     height: int
     width: int
@@ -43,7 +43,7 @@ class Advice:
             else:
                 batch = rec.row.max_batch if self.batch is None else self.batch
                 recs.append(f"{mode}: {rec.row.code()} in {rec.row.dtype}, batch {batch}")
-        return (f"Advice({self.channels}x{self.height}x{self.width} on {self.target.gpu.name}, "
+        return (f"Advice({self.channels}x{self.height}x{self.width} on {self.question.card.name}, "
                 f"{len(self.rows)} rows; " + "; ".join(recs) + ")")
 
     def _repr_html_(self) -> str:  # a notebook shows the answer as a page
@@ -57,11 +57,11 @@ class Advice:
 
     @property
     def assumptions(self) -> list[str]:
-        g = self.target.gpu
+        g, q = self.question.card, self.question
         out = [
             f"usable memory = {format_bytes(g.total_memory)} (card, as torch reports it) - "
             f"{format_bytes(g.context_bytes)} (CUDA context, not counted by max_memory_allocated) - "
-            f"{format_bytes(self.target.headroom)} (headroom) = {format_bytes(self.target.usable)}",
+            f"{format_bytes(q.headroom)} (headroom) = {format_bytes(q.usable)}",
             "memory sizes are binary: 1 GiB = 2^30 bytes",
             "a step is one attention layer: forward under no_grad, or forward + backward of a scalar loss "
             "with the input and parameters requiring grad; parameters, input and the cuBLAS workspace are the baseline",
@@ -69,7 +69,7 @@ class Advice:
             timing.assumption(g) if self.engine == "simulate" else
             "times are measured with CUDA events (median); a time marked * is estimated: " + timing.assumption(g),
         ]
-        out.append(f"SDPA backends chosen as torch {backends.assumed_torch().split('+')[0]} chooses them "
+        out.append(f"SDPA backends chosen as torch {q.torch_release} chooses them "
                    "(sdp_utils.cpp; the rules that changed from 2.4 to 2.14 are tabled in attention/backends.py)")
         if any(r.backend == "cudnn" for r in self.rows):
             out.append("cuDNN attention's engines are closed source: its memory is the rule measured on an H100 "
@@ -79,12 +79,12 @@ class Advice:
         return out
 
 
-def _why(target: Target, channels: int, height: int, width: int, dtype: str, mode: str, rows: list[Row]) -> dict:
+def _why(question: Question, channels: int, height: int, width: int, dtype: str, mode: str, rows: list[Row]) -> dict:
     """The tensors at the classic layer's peak for one image, and the formula."""
     n = height * width
     known = [r.per_image for r in rows if r.impl == "reference" and r.dtype == dtype and r.mode == mode and r.per_image]
-    rec = known[0] if known else simulate(Workload("reference", 1, channels, height, width, dtype, mode, target.key,
-                                                          gpu=target.card))
+    rec = known[0] if known else simulate(Workload("reference", 1, channels, height, width, dtype, mode, question.key),
+                                                          question)
     item = torch.empty((), dtype=Workload("reference", 1, 1, 1, 1, dtype).torch_dtype).element_size()
     matrix = n * n * item
     return {
@@ -100,28 +100,28 @@ def _why(target: Target, channels: int, height: int, width: int, dtype: str, mod
     }
 
 
-def advise(target: Target, channels: int, height: int, width: int, *, batch: int | None = None,
+def advise(question: Question | object, channels: int, height: int, width: int, *, batch: int | None = None,
            dtypes: list[str] | None = None, modes: tuple[str, ...] = ("forward", "train"),
-           impls: list[str] | None = None, engine: str = "simulate", progress=None,
-           torch_version: str | None = None) -> Advice:
-    """The headline answer. `torch_version` (X.Y or X.Y.Z within the supported range): choose
-    SDPA backends as that torch would (a simulation only); None: the running torch."""
-    from sa_profiler.attention.backends import assume_torch, checked_torch_version
+           impls: list[str] | None = None, progress=None, torch_version: str | None = None,
+           engine: str | None = None) -> Advice:
+    """The headline answer under `question` (a Question, or a card: a GPU or a catalogue name,
+    which `make_question` turns into one with the default headroom). `torch_version` and `engine`,
+    where given, replace the question's (a convenience: the answer is the question's)."""
+    if not isinstance(question, Question):
+        question = make_question(question, torch_version=torch_version, engine=engine or "simulate")
+    elif torch_version is not None or engine is not None:
+        from dataclasses import replace
 
-    torch_version = checked_torch_version(torch_version, engine)
-    with assume_torch(torch_version):
-        return _advise(target, channels, height, width, batch=batch, dtypes=dtypes, modes=modes, impls=impls,
-                       engine=engine, progress=progress)
+        from sa_profiler.torch_compat import checked_torch_version
 
-
-def _advise(target: Target, channels: int, height: int, width: int, *, batch: int | None,
-            dtypes: list[str] | None, modes: tuple[str, ...], impls: list[str] | None, engine: str,
-            progress) -> Advice:
+        engine = engine or question.engine
+        version = checked_torch_version(torch_version, engine) or question.torch_version
+        question = replace(question, torch_version=version, engine=engine)
     skipped = []
     chosen = []
     for d in dtypes or DEFAULT_DTYPES:
         name = dtype_name(d)
-        why_not = target.gpu.supports(Workload("reference", 1, 1, 1, 1, name).torch_dtype)
+        why_not = question.card.supports(Workload("reference", 1, 1, 1, 1, name).torch_dtype)
         if why_not:
             if dtypes:  # asked for explicitly
                 raise ValueError(f"{name} cannot run on this target: {why_not}")
@@ -133,36 +133,39 @@ def _advise(target: Target, channels: int, height: int, width: int, *, batch: in
     for dtype in chosen:          # (bfloat16 after float16) usually has the same bytes, so the same batch
         size = Workload("reference", 1, 1, 1, 1, dtype).torch_dtype.itemsize
         for mode in modes:
-            for impl, opts in candidates(target.gpu, dtype, mode, channels, impls, height * width):
+            for impl, opts in candidates(question, dtype, mode, channels, impls, height * width):
                 same = (impl, tuple(sorted(opts.items())), mode, size)
-                rows.append(profile_row(target, impl, opts, dtype, mode, channels, height, width, batch,
+                rows.append(profile_row(question, impl, opts, dtype, mode, channels, height, width, batch,
                                         hint=found.get(same)))
                 found.setdefault(same, rows[-1].max_batch)
-                if engine == "measure":
-                    _confirm(rows[-1], target, channels, height, width)
+                if question.engine == "measure":
+                    _confirm(rows[-1], question, channels, height, width)
                 if progress:
                     progress()
     recs = {m: recommend(rows, m, batch) for m in modes}
     why_dtype = chosen[0] if chosen else "float32"
-    advice = Advice(target, channels, height, width, batch, engine, rows, skipped, recs,
-                    _why(target, channels, height, width, why_dtype, "train" if "train" in modes else "forward", rows))
+    advice = Advice(question, channels, height, width, batch, question.engine, rows, skipped, recs,
+                    _why(question, channels, height, width, why_dtype, "train" if "train" in modes else "forward",
+                         rows))
     if any(r.row is None for r in recs.values()) and chosen:
         mode = next(m for m, r in recs.items() if r.row is None)
-        advice.alternatives = alternatives(target, channels, height, width, chosen[-1] if len(chosen) > 1 else chosen[0], mode)
+        advice.alternatives = alternatives(question, channels, height, width,
+                                           chosen[-1] if len(chosen) > 1 else chosen[0], mode)
     return advice
 
 
-def _confirm(row: Row, target: Target, channels: int, height: int, width: int) -> None:
+def _confirm(row: Row, question: Question, channels: int, height: int, width: int) -> None:
     """On the local card: run the predicted batch for real; step down by halving on an OOM."""
     if row.status != "ok" or row.batch < 1:
         return
     b = row.batch
     while b >= 1:
-        rec = measure(Workload(row.impl, b, channels, height, width, row.dtype, row.mode, target.key, row.options), repeats=3)
+        rec = measure(Workload(row.impl, b, channels, height, width, row.dtype, row.mode, question.key, row.options),
+                      repeats=3)
         if rec.status == "error":  # the kernel refused the batch: report it, do not guess
             row.status, row.message, row.source, row.fits = "error", rec.message, "measured", False
             return
-        if rec.status == "ok" and total_bytes(rec) <= target.usable:
+        if rec.status == "ok" and total_bytes(rec) <= question.usable:
             row.at_batch, row.source = rec, "measured"
             row.fits = True
             if row.batch == row.max_batch:

@@ -1,6 +1,8 @@
 """The headline answer, kept: a question asked again prints the stored answer, without torch.
 
-The key is everything the printed answer depends on: the arguments; a digest of this package's
+The key is everything the printed answer depends on: the question's value, whole (the card with
+its rates, the torch whose rules apply, the headroom: `question.from_options`, as the command's
+edge builds it); the arguments; a digest of this package's
 files; the versions of Python, torch, click, rich and pandas; the environment variables that
 torch, the CUDA libraries, the terminal or this package read; and the terminal itself (whether
 stdout is one, and its size). Only simulated answers are kept: on a machine where torch could
@@ -103,8 +105,35 @@ def _terminal() -> str:
         return "tty"
 
 
+def options(argv: list[str]) -> dict[str, str]:
+    """The root command's options as given (the last of each; a flag's value is "")."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name.startswith("--"):
+            if not eq and name != "--json" and i + 1 < len(argv):
+                i, value = i + 1, argv[i + 1]
+            out[name] = value
+        i += 1
+    return out
+
+
+def question(argv: list[str]) -> str:
+    """The question's value the arguments ask, whole (`question.from_options`, which the
+    command's own edge also builds), as canonical text; what a bad option fails with, else."""
+    from sa_profiler.question import from_options
+
+    given = options(argv)
+    try:
+        return from_options(given.get("--gpu"), given.get("--gpu-mem"), given.get("--headroom", "10%"),
+                            given.get("--torch-version")).canonical()
+    except ValueError as err:  # the command fails the same way, and a failed answer is never kept
+        return f"no question: {err}"
+
+
 def key(argv: list[str]) -> str:
-    parts = [repr(argv), _package_digest(), sys.version, _terminal(), sys.platform]
+    parts = [question(argv), repr(argv), _package_digest(), sys.version, _terminal(), sys.platform]
     parts += [f"{d}={_version(d)}" for d in ("torch", "click", "rich", "pandas", "numpy")]
     parts += [f"{k}={v}" for k, v in sorted(os.environ.items())
               if k != LOG and (k in ENV_NAMES or k.startswith(ENV_PREFIXES))]

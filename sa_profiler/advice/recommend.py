@@ -21,40 +21,13 @@ from typing import Callable
 
 from sa_profiler.targets import evidence
 
-from sa_profiler.targets import gpus
 from sa_profiler.attention import backends
 from sa_profiler.attention.registry import get
 from sa_profiler.engine import Record, Workload, simulate
-from sa_profiler.engine import targets, timing
+from sa_profiler.engine import timing
+from sa_profiler.question import DEFAULT_HEADROOM, Question, make_question  # noqa: F401 (re-exported; the headroom's rule is stated above)
 
-DEFAULT_HEADROOM = 0.10
 MAX_BATCH = 1 << 20
-
-
-@dataclass
-class Target:
-    gpu: gpus.GPU
-    headroom: int
-
-    @property
-    def key(self) -> str:
-        return targets.key_of(self.gpu)
-
-    @property
-    def usable(self) -> int:
-        return self.gpu.total_memory - self.gpu.context_bytes - self.headroom
-
-    @property
-    def card(self) -> gpus.GPU | None:
-        """The card a workload carries (None for this machine's CPU): the object given, never
-        one rebuilt from its key."""
-        return None if self.key == targets.CPU else self.gpu
-
-
-def make_target(gpu: gpus.GPU, headroom: float | int = DEFAULT_HEADROOM) -> Target:
-    """`headroom` as a fraction of the card's memory (< 1) or in bytes."""
-    h = int(gpu.total_memory * headroom) if isinstance(headroom, float) and headroom < 1 else int(headroom)
-    return Target(gpu, h)
 
 
 def total_bytes(rec: Record) -> int:
@@ -216,14 +189,14 @@ def chunk_for(tokens: int) -> int:
     return max(1024, -(-tokens // 16 // 256) * 256)
 
 
-def candidates(gpu: gpus.GPU, dtype: str, mode: str, channels: int, impls: list[str] | None,
+def candidates(question: Question, dtype: str, mode: str, channels: int, impls: list[str] | None,
                tokens: int = 1) -> list[tuple[str, dict]]:
     """Implementations worth a row: the classic layer, SDPA as torch would pick it, each other
     SDPA backend the card can run for these head sizes, and chunked attention (checkpointed
     in training, where keeping every chunk would cost N x N again)."""
     out: list[tuple[str, dict]] = []
     wanted = impls or ["reference", "sdpa", "chunked"]
-    caps = gpu.caps()
+    caps = question.caps()
     dt = Workload("reference", 1, 1, 1, 1, dtype).torch_dtype
     qk = max(channels // 8, 1)
     train = mode == "train"
@@ -256,39 +229,39 @@ def candidates(gpu: gpus.GPU, dtype: str, mode: str, channels: int, impls: list[
     return unique
 
 
-def profile_row(target: Target, impl: str, options: dict, dtype: str, mode: str, channels: int, height: int,
+def profile_row(question: Question, impl: str, options: dict, dtype: str, mode: str, channels: int, height: int,
                 width: int, batch: int | None, engine: Callable[[Workload], Record] = simulate,
                 hint: int | None = None) -> Row:
     """`hint`: a likely largest batch, tried first (largest_batch)."""
     row = Row(impl, options, dtype, mode)
 
     def run(b: int, timing: bool = False) -> Record:
-        w = Workload(impl, b, channels, height, width, dtype, mode, target.key, options, target.card)
+        w = Workload(impl, b, channels, height, width, dtype, mode, question.key, options)
         if engine is simulate:  # the allocator model runs out where the card would, fragmentation included
-            return simulate(w, timing=timing or b == 1, cap=target.usable if b > 1 else None)
+            return simulate(w, question, timing=timing or b == 1, cap=question.usable if b > 1 else None)
         return engine(w)
 
     first = run(1)
     row.per_image = first
     row.backend = first.backend
     row.source = first.source
-    row.evidence, row.caveat = evidence.of(row, None if target.key == "cpu" else target.gpu)
+    row.evidence, row.caveat = evidence.of(row, question.gpu)
     if first.status != "ok":
         row.status, row.message = first.status, first.message
         return row
     # the first guess is usually the answer: timed there, its time needs no second simulation below
     # (the cap changes no op of a step that fits, so the time is the uncapped one)
-    row.max_batch, seen = largest_batch(run, target.usable, {1: first}, likely=lambda b: run(b, timing=batch is None),
+    row.max_batch, seen = largest_batch(run, question.usable, {1: first}, likely=lambda b: run(b, timing=batch is None),
                                         per_image=bytes_per_image, hint=hint)
     row.batch = row.max_batch if batch is None else batch
     at = (seen.get(row.batch) or run(row.batch)) if row.batch else first
     if at.time_s is None and first.time_s is not None and at is not first and engine is simulate:
         # the batch search runs without the time model; launch costs do not scale with the batch
-        timed = simulate(Workload(impl, row.batch, channels, height, width, dtype, mode, target.key, options,
-                                  target.card))
+        timed = simulate(Workload(impl, row.batch, channels, height, width, dtype, mode, question.key, options),
+                         question)
         at.time_s, at.time_method = timed.time_s, timed.time_method
     row.at_batch = at
-    row.fits = row.batch > 0 and at.status == "ok" and total_bytes(at) <= target.usable
+    row.fits = row.batch > 0 and at.status == "ok" and total_bytes(at) <= question.usable
     return row
 
 
@@ -371,7 +344,7 @@ class Alternative:
     row: Row
 
 
-def alternatives(target: Target, channels: int, height: int, width: int, dtype: str, mode: str,
+def alternatives(question: Question, channels: int, height: int, width: int, dtype: str, mode: str,
                  engine=simulate) -> list[Alternative]:
     """Changes to the model with their own numbers, for when nothing exact fits."""
     out = []
@@ -380,13 +353,13 @@ def alternatives(target: Target, channels: int, height: int, width: int, dtype: 
         if height % factor or width % factor:
             continue
         h, w = height // factor, width // factor
-        row = profile_row(target, best_exact, {}, dtype, mode, channels, h, w, None, engine)
+        row = profile_row(question, best_exact, {}, dtype, mode, channels, h, w, None, engine)
         out.append(Alternative(
             f"attention at 1/{factor} resolution ({h} x {w}): pool before the layer, upsample after",
             f"F.interpolate(attn(F.avg_pool2d(x, {factor}))[0], scale_factor={factor})", row))
     for pool in (2, 4):
         if height % pool or width % pool:
             continue
-        row = profile_row(target, "pooled", {"pool": pool}, dtype, mode, channels, height, width, None, engine)
+        row = profile_row(question, "pooled", {"pool": pool}, dtype, mode, channels, height, width, None, engine)
         out.append(Alternative(f"keys/values max-pooled {pool}x{pool} (as in BigGAN)", row.code(), row))
     return out

@@ -106,29 +106,7 @@ TORCH_RULES = (
 )
 TORCH_RANGE = tuple(torch_compat.version_tuple(v) for v in torch_compat.SUPPORTED)
 
-# The torch a simulation answers for (the CLI's --torch-version); the running one by default.
-_assumed_torch: contextvars.ContextVar[str | None] = contextvars.ContextVar("sa_profiler_torch", default=None)
-
-
 checked_torch_version = torch_compat.checked_torch_version  # torch-free: options are checked before torch loads
-
-
-def assumed_torch() -> str:
-    return _assumed_torch.get() or torch.__version__
-
-
-@contextlib.contextmanager
-def assume_torch(version: str | None):
-    """Answer as torch `version` (X.Y or X.Y.Z) would choose; None keeps the torch assumed
-    around it (the running one by default)."""
-    if version is None:
-        yield
-        return
-    token = _assumed_torch.set(version)
-    try:
-        yield
-    finally:
-        _assumed_torch.reset(token)
 
 
 def assumed_cudnn(torch_version: str, cudnn_version: int | None) -> int:
@@ -158,7 +136,7 @@ def cudnn_preferred(capability: tuple[int, int], torch_version: str, cudnn_versi
 def cudnn_head_dim_refusal(caps: DeviceCaps, d_qk: int, d_v: int, requires_grad: bool) -> str | None:
     """cuDNN attention's head-size rules for the torch of `caps` (TORCH_RULES; sdp_utils.cpp
     `check_cudnn_tensor_shapes`, `check_cudnn_d256_bprop_head_dim`)."""
-    version = caps.torch_version or assumed_torch()
+    version = caps.torch_version or torch.__version__
     tv = _version_tuple(version)
     cudnn = assumed_cudnn(version, caps.cudnn_version)
     cc = caps.capability
@@ -391,7 +369,7 @@ def refusal(backend: str, caps: DeviceCaps, call: Call) -> str | None:
         return why
     if not (8, 0) <= cc <= (12, 1):
         return f"cuDNN attention needs compute capability 8.0 to 12.1, not {cc[0]}.{cc[1]}"
-    version = _version_tuple(caps.torch_version or assumed_torch())
+    version = _version_tuple(caps.torch_version or torch.__version__)
     if call.dropout * 16.0 != int(call.dropout * 16.0) and version >= (2, 12):
         return "cuDNN attention needs a dropout probability that is a multiple of 1/16"
     why = _shared_refusal(caps, call, gqa=True, same_kv_heads=False, mask_stride=True, ignore_singleton=True)

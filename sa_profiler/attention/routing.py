@@ -157,7 +157,7 @@ class AttentionRouting(TorchFunctionMode):
         if func is F.group_norm and args and args[0].device.type == "meta":
             if self.caps.kind == "cpu":
                 return _cpu_group_norm(*args, **kwargs)
-            return _cuda_group_norm(self.caps.torch_version or backends.assumed_torch(), *args, **kwargs)
+            return _cuda_group_norm(self.caps.torch_version or torch.__version__, *args, **kwargs)
         if func in _SDPA and args and isinstance(args[0], torch.Tensor):
             if args[0].device.type == "meta":
                 out, call = self.route(*args, **kwargs)

@@ -14,7 +14,6 @@ def _fail(message: str):
     """A usage error: one line on stderr, exit 2 (`common._OneLineErrors`)."""
     raise click.UsageError(message)
 
-HEADROOM_FORM = "a percentage from 0% up to (not including) 100%, such as 10%, or a size such as 512M"
 
 
 def batch(value: int | None) -> None:
@@ -23,22 +22,14 @@ def batch(value: int | None) -> None:
 
 
 def headroom(text: str) -> tuple[str, float | int]:
-    """("fraction", 0.1) for 10%, ("bytes", n) for a size."""
-    from sa_profiler.units import ParseError, parse_bytes
+    """("fraction", 0.1) for 10%, ("bytes", n) for a size (`question.parse_headroom`)."""
+    from sa_profiler.question import parse_headroom
 
-    stripped = text.strip()
-    if stripped.endswith("%"):
-        try:
-            pct = float(stripped[:-1])
-        except ValueError:
-            _fail(f"cannot read --headroom {text!r}: expected {HEADROOM_FORM}")
-        if not 0 <= pct < 100:  # nan fails both comparisons
-            _fail(f"--headroom {text} is out of range: expected {HEADROOM_FORM}")
-        return "fraction", pct / 100
     try:
-        return "bytes", parse_bytes(stripped)
-    except (ValueError, ParseError):
-        _fail(f"cannot read --headroom {text!r}: expected {HEADROOM_FORM}")
+        value = parse_headroom(text)
+    except ValueError as err:
+        _fail(str(err))
+    return ("fraction" if str(text).strip().endswith("%") else "bytes"), value
 
 
 def dtypes(text: str | None) -> list[str] | None:

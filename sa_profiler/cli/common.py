@@ -227,10 +227,22 @@ def _cuda() -> bool:
 
 
 def _with_headroom(gpu, headroom):
-    from sa_profiler.advice.recommend import make_target
     from sa_profiler.cli import checks
+    from sa_profiler.question import make_question
 
-    return make_target(gpu, checks.headroom(headroom)[1])
+    return make_question(gpu, checks.headroom(headroom)[1])
+
+
+def _question(target, engine: str, torch_version: str | None, **more):
+    """The question's value, whole, built here at the edge: the card and headroom of `target`,
+    the engine, the torch whose rules apply (`--torch-version`, else the installed one), and any
+    of amp, optimizer and parallel."""
+    from sa_profiler.question import make_question
+
+    try:
+        return make_question(target.card, target.headroom, torch_version=torch_version, engine=engine, **more)
+    except ValueError as err:
+        _fail(str(err))
 
 
 def _is_local(gpu) -> bool:

@@ -7,7 +7,7 @@ import json
 import click
 
 from sa_profiler.cli.common import (
-    _check_page_path, _cpu_target, _fail, _target, _torch_version, _torch_version_option,
+    _check_page_path, _cpu_target, _fail, _question, _target, _torch_version_option,
     _write_page,
 )
 from sa_profiler.cli.headline import cli
@@ -66,7 +66,6 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
     from sa_profiler.models.fit import FitError, fit, load, parse_inputs
     from sa_profiler.models.library_models import LibraryError
 
-    torch_version = _torch_version(torch_version, engine)
     kwargs = {}
     for item in args:
         key, sep, value = item.partition("=")
@@ -83,14 +82,15 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
             _fail("--engine measure runs the step on this CPU: add --gpu cpu "
                   "(CUDA steps are measured on the card by benchmarks/validate_fit_cuda.py)")
         target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
+    question = _question(target, engine, torch_version, amp=amp, optimizer=optimizer)
     try:
         factory = load(model, kwargs)
         input_specs = input_specs or getattr(factory, "default_inputs", None)
         if not input_specs:
             _fail(f"{model} needs its inputs: give --input [NAME=]SHAPE[:DTYPE] for each (e.g. --input 3x224x224)")
         specs = parse_inputs(list(input_specs))
-        result = fit(factory, specs, batch, target, optimizer=optimizer, amp=amp, find_max_batch=find_max_batch,
-                     name=model, engine=engine, compare_fp32=bool(html_out and amp), torch_version=torch_version)
+        result = fit(factory, specs, batch, question, find_max_batch=find_max_batch, name=model,
+                     compare_fp32=bool(html_out and amp))
     except (FitError, LibraryError) as err:  # LibraryError: a default input its library cannot size
         _fail(str(err))
     if html_out:

@@ -8,8 +8,7 @@ import click
 
 from sa_profiler import __version__
 from sa_profiler.cli.common import (
-    _OneLineErrors, _check_page_path, _engine, _fail, _target, _torch_version,
-    _torch_version_option, _write_page,
+    _OneLineErrors, _check_page_path, _engine, _fail, _question, _target, _torch_version_option, _write_page,
 )
 
 
@@ -81,8 +80,7 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
     checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
     _check_page_path(html_out)
     target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
-    engine = _engine(engine, local)
-    torch_version = _torch_version(torch_version, engine)
+    question = _question(target, _engine(engine, local), torch_version)
     modes = ("forward", "train") if mode == "both" else (mode,)
 
     from sa_profiler.advice.advise import advise
@@ -90,21 +88,17 @@ def cli(ctx, shape, gpu_name, gpu_mem, batch, mode, dtypes, impls, headroom, eng
 
     if c < 8:
         _fail(f"--shape {shape} has {c} channels; the classic layer needs C >= 8 (query/key get C // 8 channels)")
-    from sa_profiler.attention.backends import assume_torch
+    try:
+        result = advise(question, c, h, w, batch=batch, dtypes=dtype_list, modes=modes, impls=impl_list)
+    except ValueError as err:
+        _fail(str(err))
+    if as_json:
+        click.echo(json.dumps(advice_json(result), indent=2))
+    else:
+        from rich.console import Console
 
-    with assume_torch(torch_version):
-        try:
-            result = advise(target, c, h, w, batch=batch, dtypes=dtype_list, modes=modes, impls=impl_list,
-                            engine=engine, torch_version=torch_version)
-        except ValueError as err:
-            _fail(str(err))
-        if as_json:
-            click.echo(json.dumps(advice_json(result), indent=2))
-        else:
-            from rich.console import Console
+        render_advice(result, Console())
+    if html_out:
+        from sa_profiler.report.advice_html import write_html
 
-            render_advice(result, Console())
-        if html_out:
-            from sa_profiler.report.advice_html import write_html
-
-            _write_page(html_out, lambda command: write_html(result, html_out, command))
+        _write_page(html_out, lambda command: write_html(result, html_out, command))

@@ -22,10 +22,13 @@ def report_cmd(results, out):
         _fail(f"no such results file: {results!r}; expected the results.csv of a sweep, or the folder it is in")
 
     from sa_profiler.report.html import SweepFileError, write_report
+    from sa_profiler.sweeps.largest import ensure
+    from sa_profiler.sweeps.sweep import SweepError
 
     try:
+        ensure(os.path.dirname(results) or ".")  # the answers first, under the sweep's own questions
         path = write_report(results, out, on_note=lambda note: click.echo(f"note: {note}", err=True))
-    except SweepFileError as err:
+    except (SweepFileError, SweepError) as err:
         _fail(str(err))
     except KeyError as err:
         _fail(f"cannot read {results!r} as a sweep results table: it has no {err.args[0]!r} column; "

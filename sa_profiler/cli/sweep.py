@@ -8,7 +8,7 @@ import click
 
 from sa_profiler.cli.common import (
     _cpu_target, _engine, _fail, _ray_executor, _ray_targets, _target,
-    _torch_version, _torch_version_option,
+    _torch_version_option,
 )
 from sa_profiler.cli.headline import cli
 
@@ -71,7 +71,6 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     if not (gpu_name and gpu_name.strip().lower() == "all-workers"):
         checks.card(gpu_name, gpu_mem, cpu_allowed=True)
     checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
-    torch_version = _torch_version(torch_version)
     runner = None
     if executor == "ray":
         runner = _ray_executor(ray_address)
@@ -88,7 +87,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     dtype_list = chosen_dtypes or ["float32"]
     for target in target_list:
         for d in dtype_list:
-            why = target.gpu.supports(DTYPES[d])
+            why = target.card.supports(DTYPES[d])
             if why:
                 _fail(f"{d} cannot run on this target: {why}")
     specs = chosen_impls or ["reference", "sdpa", "chunked"]
@@ -104,14 +103,13 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from sa_profiler.advice import batch_search
+    from sa_profiler.sweeps import largest as batch_search
     from sa_profiler.sweeps import sweep as sweeping
-    from sa_profiler.attention.backends import assume_torch
     from sa_profiler.sweeps.executors import ExecutorError
     from sa_profiler.sweeps.lock import FolderBusy, folder_lock
     from sa_profiler.report.html import write_report
 
-    try:
+    try:  # the questions, whole: each card with its headroom, the engine, the torch whose rules apply
         spec = sweeping.Sweep(target_list, impl_list, dtype_list, modes, channel_list, res_list, batch_list, engine,
                               command="sa-profile " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                               torch_version=torch_version)
@@ -140,8 +138,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
                                err=True)
                     sys.exit(130)
                 progress.update(task, description="largest batch of each configuration (the engine's search)")
-                with assume_torch(torch_version):  # the largest batches as the grid's rows: as that torch chooses
-                    batch_search.write(batch_search.search(rows), out)
+                batch_search.write(batch_search.search(rows, spec.questions), out)  # under the grid's questions
             report = write_report(f"{out}/results.csv")
     except FolderBusy as err:
         if runner is not None:

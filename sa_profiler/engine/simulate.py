@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Callable, TypeVar
+
+import torch
 
 from sa_profiler.attention import backends
 from sa_profiler.attention.sdpa import BackendUnavailable
@@ -10,23 +13,28 @@ from sa_profiler.engine import runner, step, targets, workspaces
 from sa_profiler.engine.allocator import SimulatedOOM
 from sa_profiler.engine.timing import StepTimer, method as timing_method
 from sa_profiler.engine.workload import Record, Workload
+from sa_profiler.question import Question
+
+T = TypeVar("T")
 
 
-def simulate(w: Workload, torch_version: str | None = None, timing: bool = True, cap: int | None = None,
+def simulate(w: Workload, question: Question | None = None, *, timing: bool = True, cap: int | None = None,
              timer: StepTimer | None = None) -> Record:
     """Peak memory over the baseline that `torch.cuda.max_memory_allocated` (or, for `cpu`, the
     tracker on real tensors) would report for one step of `w`, without running it.
-    `torch_version` is the torch the target runs (SDPA backend priorities depend on it);
+    `question` gives the card (the object itself) and the torch whose rules apply (SDPA backend
+    priorities depend on it); without one, the card `w.target` names under the running torch.
     `timing=False` skips the time estimate (engine/timing.py; faster, for batch searches); `cap` (bytes,
     GPU targets) makes the allocator model run out of memory as the card would, fragmentation
     included: the record's status is then `oom`. `timer` (GPU targets) collects the costed ops
     for a caller that wants them (the time model's fit)."""
-    gpu = w.gpu if w.gpu is not None else targets.resolve(w.target)
-    rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu")
+    gpu = question.gpu if question is not None else targets.resolve(w.target)
+    version = question.torch_version if question is not None else torch.__version__
+    rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu", torch_version=version)
     if gpu is not None and (why := gpu.supports(w.torch_dtype)):
         rec.status, rec.message = "unsupported", why
         return rec
-    caps = gpu.caps(torch_version) if gpu else backends.CPU
+    caps = gpu.caps(version) if gpu else backends.CPU
     timer = (timer or StepTimer(gpu)) if gpu is not None and timing else None
     tracker = runner.tracker_for(gpu, "meta", cap=cap, timer=timer)
     tracker.sdpa_math = w.impl == "sdpa"
@@ -54,6 +62,17 @@ def simulate(w: Workload, torch_version: str | None = None, timing: bool = True,
     if gpu is not None and timing:
         rec.time_s, rec.time_method = tracker.timer.seconds(w), timing_method(gpu)
     return rec
+
+
+def under_cap(run: Callable[[int | None], T], cap: int | None) -> tuple[T, T | None]:
+    """A step run with the usable memory `cap` as the allocator's limit, as the card would run it
+    (fragmentation included), and, only where that runs out of memory, run again without the cap
+    for what it would need: (capped, uncapped or None). Layers and whole models both go through
+    here; a step that runs to its end under the cap is the same step as without it."""
+    capped = run(cap)
+    if cap is None or capped.status != "oom":
+        return capped, None
+    return capped, run(None)
 
 
 def simulations_per_second(w: Workload, seconds: float = 1.0) -> float:

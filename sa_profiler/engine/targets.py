@@ -24,11 +24,3 @@ def resolve(target: str) -> gpus.GPU | None:
         name, size = target.split("@", 1)
         return gpus.resized(gpus.lookup(name), int(size))
     return gpus.lookup(target)
-
-
-def key_of(gpu: gpus.GPU | None) -> str:
-    if gpu is None or gpu.key == CPU:
-        return CPU
-    if gpu.local:
-        return LOCAL
-    return gpu.key  # a catalogue key, "custom-<bytes>", "<key>@<bytes>" or "cuda:<kind>"

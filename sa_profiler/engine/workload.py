@@ -34,9 +34,6 @@ class Workload:
     mode: str = "forward"
     target: str = "cpu"
     options: tuple[tuple[str, object], ...] = ()
-    # the card itself where the question gave one (a custom card, other rates): `target` names a
-    # catalogue card only by its key, and a key is not the card; not part of identity or rows
-    gpu: object = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_name(self.dtype))
@@ -74,7 +71,7 @@ class Workload:
 
     def with_batch(self, batch: int) -> "Workload":
         return Workload(self.impl, batch, self.channels, self.height, self.width, self.dtype, self.mode,
-                        self.target, self.options, self.gpu)
+                        self.target, self.options)
 
 
 @dataclass
@@ -118,7 +115,7 @@ class Record:
 
     def to_row(self) -> dict:
         """A flat dict (a DataFrame / CSV row); top tensors as JSON text."""
-        row = {f.name: getattr(self.workload, f.name) for f in fields(Workload) if f.name not in ("options", "gpu")}
+        row = {f.name: getattr(self.workload, f.name) for f in fields(Workload) if f.name != "options"}
         row["options"] = json.dumps(dict(self.workload.options), sort_keys=True)
         row["tokens"] = self.workload.tokens
         row["key"] = self.workload.key

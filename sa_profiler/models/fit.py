@@ -31,9 +31,11 @@ from sa_profiler import names
 from sa_profiler.targets import gpus
 from sa_profiler.models import inputs as model_inputs
 from sa_profiler.models.amp import DTYPES as AMP_DTYPES
+from sa_profiler.question import Question, make_question
 from sa_profiler.attention import backends, convert, fused, is_sagan_attention
 from sa_profiler.engine import runner
 from sa_profiler.engine.allocator import SimulatedOOM
+from sa_profiler.engine.simulate import under_cap
 from sa_profiler.engine.attribution import breakdown, calls_by_module
 from sa_profiler.engine.values import ValueBranch
 from sa_profiler.engine.workload import TensorInfo
@@ -113,12 +115,19 @@ def _materialise(model: nn.Module, device) -> None:
                 t.zero_()
 
 
-def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpus.GPU | None, *,
-             optimizer: str = "adam", amp: str | None = None, convert_to: tuple[str, dict] | None = None,
+def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Question | gpus.GPU | None, *,
+             optimizer: str | None = None, amp: str | None = None, convert_to: tuple[str, dict] | None = None,
              device: str = "meta", cap: int | None = None, timeline: bool = False, fuse: bool = False) -> StepResult:
     """Two training steps of the model on `device` (meta: simulated; cpu: measured under the
-    tracker) costed for `gpu` (None: the CPU). `input_shape`: the model's inputs (see
-    `inputs.py`: a shape, a `--input` string, a list of them, or a dict by argument name)."""
+    tracker) costed for `on`: a Question (its card, torch, optimizer and AMP), or a card alone
+    (None: the CPU) under the running torch with `optimizer` (default adam) and `amp`.
+    `input_shape`: the model's inputs (see `inputs.py`: a shape, a `--input` string, a list of
+    them, or a dict by argument name)."""
+    if isinstance(on, Question):
+        gpu, torch_version = on.gpu, on.torch_version
+        optimizer, amp = optimizer or on.optimizer, amp or on.amp
+    else:
+        gpu, torch_version, optimizer = on, None, optimizer or "adam"
     if optimizer not in OPTIMIZERS:
         raise FitError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
     if amp is not None and amp not in AMP_DTYPES:
@@ -167,7 +176,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, gpu: gpu
                        values=input_values if device == "meta" else None)
     result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
     try:  # two steps: the second is the steady state, with the optimizer state there
-        outcome = runner.run(lambda: step, tracker, gpu.caps() if cuda else backends.CPU, device, attribute=True)
+        outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,
+                             attribute=True)
     except SimulatedOOM as err:
         result.status, result.message = "oom", f"out of memory (simulated): {err}"
         result.baseline = tracker.baseline
@@ -208,13 +218,18 @@ class FitResult:
     inputs: str = ""  # every input, as `--input` would write it
     engine: str = "simulate"
     fp32_step: StepResult | None = None  # the same step without AMP, when AMP was asked for
-    torch_version: str | None = None  # the torch whose backend choice was simulated (None: the running one)
+    question: Question | None = None  # the whole question: card, torch, headroom, optimizer, AMP, engine
     fused: StepResult | None = None  # the step with explicit attention routed through SDPA (library switch)
     fused_note: str = ""  # why there is no fused step, where explicit attention was found
 
     @property
     def fits(self) -> bool:
         return self.step_fits(self.step)
+
+    @property
+    def torch_version(self) -> str:
+        """The torch whose rules the answer follows."""
+        return self.question.torch_version if self.question else torch.__version__
 
     def __repr__(self) -> str:  # the short answer, in a plain Python or IPython terminal
         from sa_profiler.units import format_bytes
@@ -247,7 +262,7 @@ class FitResult:
         out = {"model": self.model, "input": list(self.input_shape), "inputs": self.inputs, "batch": self.batch,
                "target": self.target, "engine": self.engine, "usable_bytes": self.usable, "optimizer": self.optimizer,
                "amp": self.amp, "fits": self.fits, "max_batch": self.max_batch,
-               "torch_version": self.torch_version or torch.__version__,
+               "torch_version": self.torch_version, "question": self.question.to_json() if self.question else None,
                "attention_layers": self.step.attention_layers, "sagan_layers": self.step.sagan_layers,
                **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()}}
         if self.fp32_step is not None:
@@ -267,61 +282,65 @@ class FitResult:
         return fit_html_fragment(self)
 
 
-def resolve_target(target, headroom: float | int = 0.10):
-    """A recommend.Target from a catalogue name, "cpu", a GPU, or a Target."""
-    from sa_profiler.advice.recommend import Target, make_target
-
-    if isinstance(target, Target):
-        return target
-    if isinstance(target, gpus.GPU):
-        return make_target(target, headroom)
-    if isinstance(target, str) and target.strip().lower() == gpus.HOST:
-        return make_target(gpus.host(), headroom)
-    try:
-        return make_target(gpus.lookup(target), headroom)
-    except gpus.UnknownGPU as err:
-        raise FitError(str(err)) from None
-
-
-def fit(model, input_shape, batch: int, target="t4", *, optimizer: str = "adam", amp: str | None = None,
-        headroom: float = 0.10, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "",
-        engine: str = "simulate", timeline: bool = True, compare_fp32: bool = False,
+def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = None, amp: str | None = None,
+        headroom: float | int | None = None, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "",
+        engine: str | None = None, timeline: bool = True, compare_fp32: bool = False,
         torch_version: str | None = None) -> FitResult:
-    """A training step of `model` at `batch` on `target`.
+    """A training step of `model` at `batch` under `target`: a Question (the whole question), or a
+    card (a catalogue name, "cpu" or a GPU) that `make_question` turns into one with `headroom`
+    (default 10 %), `torch_version`, `optimizer` (default adam), `amp` and `engine`; given with a
+    Question, these replace its own.
 
     `model`: an nn.Module class, a factory, a `FILE.py:NAME`/`module:NAME` string, or an
     instance (its architecture and configuration; its weights are not copied). `input_shape`:
     an int (a vector), a shape tuple, a `--input` string, a list of them (several positional
-    inputs), or a dict by argument name (see `sa_profiler.models.inputs`). `target`: a catalogue name,
-    "cpu", a GPU, or a recommend.Target. `engine="measure"` runs the step for real on this CPU
-    under the tracker (the CPU target only). With `compare_fp32`, an AMP answer also carries the
-    float32 step. `torch_version` (X.Y or X.Y.Z in the supported range): SDPA backends chosen
-    as that torch would (simulation only)."""
-    from sa_profiler.attention.backends import assume_torch, checked_torch_version
+    inputs), or a dict by argument name (see `sa_profiler.models.inputs`). `engine="measure"`
+    runs the step for real on this CPU under the tracker (the CPU target only). With
+    `compare_fp32`, an AMP answer also carries the float32 step. `torch_version` (X.Y or X.Y.Z in
+    the supported range): SDPA backends chosen as that torch would (simulation only)."""
+    question = _question(target, optimizer=optimizer, amp=amp, headroom=headroom, engine=engine,
+                         torch_version=torch_version)
+    return _fit(model, input_shape, batch, question, find_max_batch=find_max_batch, conversions=conversions,
+                name=name, timeline=timeline, compare_fp32=compare_fp32)
 
+
+def _question(target, **given) -> Question:
+    """`target` and the options given (not None) as one Question; one line (FitError) for a bad one."""
+    from dataclasses import replace
+
+    from sa_profiler.torch_compat import checked_torch_version
+
+    given = {k: v for k, v in given.items() if v is not None}
     try:
-        torch_version = checked_torch_version(torch_version, engine)
-    except ValueError as err:
+        if isinstance(target, Question):
+            headroom = given.pop("headroom", None)
+            if "torch_version" in given:
+                given["torch_version"] = checked_torch_version(given["torch_version"],
+                                                               given.get("engine", target.engine))
+            question = replace(target, **given)
+            if headroom is not None:
+                question = make_question(question.card, headroom, torch_version=question.torch_version,
+                                         amp=question.amp, optimizer=question.optimizer, engine=question.engine,
+                                         parallel=question.parallel)
+        else:
+            question = make_question(target, **given)
+    except gpus.UnknownGPU as err:
         raise FitError(str(err)) from None
-    with assume_torch(torch_version):
-        result = _fit(model, input_shape, batch, target, optimizer=optimizer, amp=amp, headroom=headroom,
-                      find_max_batch=find_max_batch, conversions=conversions, name=name, engine=engine,
-                      timeline=timeline, compare_fp32=compare_fp32)
-    result.torch_version = torch_version
-    return result
+    except (ValueError, TypeError) as err:
+        raise FitError(str(err).splitlines()[0]) from None
+    if question.engine not in ENGINES:
+        raise FitError(f"unknown engine {question.engine!r}; expected one of {', '.join(ENGINES)}")
+    return question
 
 
-def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_max_batch, conversions, name, engine,
-         timeline, compare_fp32) -> FitResult:
+def _fit(model, input_shape, batch, question: Question, *, find_max_batch, conversions, name, timeline,
+         compare_fp32) -> FitResult:
     factory, default_name = factory_of(model)
     name = name or default_name
     specs = parse_inputs(input_shape)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise FitError(f"batch must be a positive integer, got {batch!r}")
-    if engine not in ENGINES:
-        raise FitError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    tgt = resolve_target(target, headroom)
-    gpu = None if tgt.gpu.key == gpus.HOST else tgt.gpu
+    engine, gpu = question.engine, question.gpu
     if engine == "measure" and gpu is not None:
         raise FitError("--engine measure runs the step on this CPU: use it with --gpu cpu "
                        "(CUDA steps are measured by benchmarks/validate_fit_cuda.py on the card)")
@@ -332,31 +351,32 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
         memory as the allocator's cap, as `max_batch` runs each batch (a step that runs to its
         end there is the same step as without the cap); only one that runs out is run again
         without it, for what it would need."""
-        run = functools.partial(run_step, factory, specs, batch, gpu, optimizer=optimizer, amp=amp, device=device,
-                                timeline=timeline, **kw)
+        run = functools.partial(run_step, factory, specs, batch, question, device=device, timeline=timeline, **kw)
         if gpu is None:
             return run()
-        capped = run(cap=tgt.usable)
-        if capped.status != "oom":
+        capped, full = under_cap(lambda cap: run(cap=cap), question.usable)
+        if full is None:
             capped.fits_cap = capped.ok
             return capped
-        full = run()
         full.fits_cap = False
-        if full.ok and full.peak_total <= tgt.usable:
+        if full.ok and full.peak_total <= question.usable:
             full.message = ("the caching allocator runs out of blocks under the usable memory although the peak is "
                             "below it (fragmentation)")
         elif full.ok:  # every view prints this reason beside the verdict: never empty
             from sa_profiler.units import format_bytes
 
-            full.message = f"{format_bytes(full.peak_total - tgt.usable)} over the usable memory"
+            full.message = f"{format_bytes(full.peak_total - question.usable)} over the usable memory"
         return full
 
     step = step_at()
     shape = specs[0].shape if specs else ()
-    result = FitResult(name, shape, batch, tgt.gpu.name, tgt.usable, optimizer, amp, step,
-                       inputs=model_inputs.describe(specs), engine=engine)
-    if compare_fp32 and amp:
-        result.fp32_step = run_step(factory, specs, batch, gpu, optimizer=optimizer, device=device, timeline=timeline)
+    result = FitResult(name, shape, batch, question.card.name, question.usable, question.optimizer, question.amp, step,
+                       inputs=model_inputs.describe(specs), engine=engine, question=question)
+    if compare_fp32 and question.amp:
+        from dataclasses import replace
+
+        result.fp32_step = run_step(factory, specs, batch, replace(question, amp=None), device=device,
+                                    timeline=timeline)
     if step.sagan_layers:
         for impl, opts in conversions:
             label = impl + "".join(f"[{k}={v}]" for k, v in opts.items())
@@ -375,24 +395,21 @@ def _fit(model, input_shape, batch, target, *, optimizer, amp, headroom, find_ma
             result.fused_note = (f"{err}: call torch.nn.functional.scaled_dot_product_attention in "
                                  f"{next(iter(step.explicit_attention))} instead")
     if find_max_batch:
-        result.max_batch = max_batch(factory, specs, tgt, optimizer=optimizer, amp=amp, device=device)
+        result.max_batch = max_batch(factory, specs, question, device=device)
     return result
 
 
-def max_batch(factory, specs, tgt, *, optimizer="adam", amp=None, device="meta") -> int:
-    """The largest batch whose step fits the target's usable memory (`recommend.largest_batch`
+def max_batch(factory, specs, question: Question, *, device="meta") -> int:
+    """The largest batch whose step fits the question's usable memory (`recommend.largest_batch`
     on the engine, each step run under the usable memory as the allocator's cap)."""
     from sa_profiler.engine.workload import Record, Workload
     from sa_profiler.advice.recommend import largest_batch
 
-    gpu = None if tgt.gpu.key == gpus.HOST else tgt.gpu
-
     def run(b):
-        s = run_step(factory, specs, b, gpu, optimizer=optimizer, amp=amp, device=device,
-                     cap=tgt.usable if gpu is not None else None)
+        s = run_step(factory, specs, b, question, device=device, cap=question.usable if question.gpu else None)
         rec = Record(Workload("reference", b, 8, 1, 1), status=s.status)
         rec.peak_bytes, rec.baseline_bytes = (s.peak_total or 0) - s.baseline, s.baseline
         return rec
 
-    best, _ = largest_batch(run, tgt.usable)
+    best, _ = largest_batch(run, question.usable)
     return best

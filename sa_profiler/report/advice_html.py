@@ -29,7 +29,7 @@ def _figures(a) -> list[dict]:
         return []
     impls = list(dict.fromkeys(r.display for r in a.rows))
     colours = {k: page.PALETTE[i % len(page.PALETTE)] for i, k in enumerate(impls)}
-    usable = a.target.usable
+    usable = a.question.usable
     figs = []
     for what in ("memory", "batch"):
         axes, layout = page.facet_layout(["one image" if what == "memory" else "largest batch"], modes, gap=0.22)
@@ -76,7 +76,7 @@ def _log10(v: float) -> float:
 
 
 def _answers(a) -> str:
-    g = a.target.gpu
+    g = a.question.card
     out = []
     for mode, rec in a.recommendations.items():
         title = f"{MODE_TITLE.get(mode, mode)}"
@@ -89,9 +89,9 @@ def _answers(a) -> str:
         at = r.at_batch
         bits = []
         if r.peak_at_batch is not None:
-            bits.append(f"peak {esc(format_bytes(r.peak_at_batch))} of {esc(format_bytes(a.target.usable))}")
+            bits.append(f"peak {esc(format_bytes(r.peak_at_batch))} of {esc(format_bytes(a.question.usable))}")
         elif at is not None:
-            bits.append(f"out of memory at batch {batch}, usable {esc(format_bytes(a.target.usable))}")
+            bits.append(f"out of memory at batch {batch}, usable {esc(format_bytes(a.question.usable))}")
         if r.time_per_image:
             kind = "estimate" if a.engine == "simulate" else "measured"
             bits.append(f"{esc(format_seconds(r.time_per_image))} per image ({kind})")
@@ -156,7 +156,7 @@ def _alternatives(a) -> str:
 
 
 def title(a) -> str:
-    return (f"Self-attention on {a.channels} x {a.height} x {a.width} (N = {a.tokens} tokens) on {a.target.gpu.name}: "
+    return (f"Self-attention on {a.channels} x {a.height} x {a.width} (N = {a.tokens} tokens) on {a.question.card.name}: "
             "what to use")
 
 
@@ -166,8 +166,8 @@ def body(a, prefix: str, n_figures: int, command: str = "") -> str:
     usable = next((x for x in derivation if x.startswith("usable memory")), "")
     skipped = "".join(f"<div class='note'>{esc(s)}</div>" for s in a.skipped)
     cmd = f"<h2>Command</h2><pre>{esc(command)}</pre>" if command else ""
-    return (f"<h1>{esc(title(a))}</h1><p class='sub'>{esc(format_bytes(a.target.usable))} usable of "
-            f"{esc(format_bytes(a.target.gpu.total_memory))}; engine {esc(a.engine)}. Memory sizes are binary "
+    return (f"<h1>{esc(title(a))}</h1><p class='sub'>{esc(format_bytes(a.question.usable))} usable of "
+            f"{esc(format_bytes(a.question.card.total_memory))}; engine {esc(a.engine)}. Memory sizes are binary "
             f"(1 GiB = 2^30 bytes).</p>{skipped}<section id='answer'><h2>The answer</h2>{_answers(a)}"
             f"<div class='derive'>{esc(usable)}.</div></section>"
             f"<h2>Every implementation</h2>{divs}{_table(a)}{_why(a)}{_alternatives(a)}"

@@ -35,7 +35,7 @@ def _row_json(r: Row) -> dict:
 
 
 def advice_json(a: Advice) -> dict:
-    g = a.target.gpu
+    g = a.question.card
 
     def rec(r):
         if r.row is None:
@@ -50,10 +50,11 @@ def advice_json(a: Advice) -> dict:
     return {
         "version": JSON_VERSION,
         "shape": {"channels": a.channels, "height": a.height, "width": a.width, "tokens": a.tokens, "batch": a.batch},
-        "target": {"name": g.name, "key": a.target.key, "total_memory": g.total_memory, "context_bytes": g.context_bytes,
-                   "headroom_bytes": a.target.headroom, "usable_bytes": a.target.usable,
+        "target": {"name": g.name, "key": a.question.key, "total_memory": g.total_memory, "context_bytes": g.context_bytes,
+                   "headroom_bytes": a.question.headroom, "usable_bytes": a.question.usable,
                    "compute_capability": list(g.capability)},
         "engine": a.engine,
+        "question": a.question.to_json(),  # whole: the card, the torch whose rules apply, the headroom
         "assumptions": a.assumptions,
         "skipped": a.skipped,
         "rows": [_row_json(r) for r in a.rows],
@@ -81,11 +82,11 @@ def _at_batch_cell(r: Row) -> str:
 
 
 def render_advice(a: Advice, console: Console) -> None:
-    g = a.target.gpu
+    g = a.question.card
     shape = nb(f"{a.channels} x {a.height} x {a.width}") + (", " + nb(f"batch {a.batch}") if a.batch else "")
     say(console, f"[bold]Self-attention on {shape}[/] {nb(f'(N = {a.tokens} tokens)')} on "
                   f"[bold]{nb(escape(g.name))}[/]: "
-                  + phrase(f"{format_bytes(a.target.usable)} usable of {format_bytes(g.total_memory)}"))
+                  + phrase(f"{format_bytes(a.question.usable)} usable of {format_bytes(g.total_memory)}"))
     for note in a.skipped:
         say(console, f"[yellow]{escape(note)}[/]")
     short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}

@@ -222,8 +222,9 @@ def render(frame: pd.DataFrame, meta: dict, largest: pd.DataFrame | None = None)
 
 def write_report(results_csv: str | Path, out: str | Path | None = None, meta: dict | None = None,
                  on_note=None) -> Path:
-    """The report of a sweep's results.csv (with meta.json and largest.csv beside it);
-    `on_note(text)` hears about duplicate rows."""
+    """The report of a sweep's results.csv (with meta.json and largest.csv beside it, as they
+    are: `sweeps.largest.ensure` searches a missing largest.csv); `on_note(text)` hears about
+    duplicate rows."""
     results_csv = Path(results_csv)
     if meta is None:
         meta = read_meta(results_csv.parent)
@@ -232,7 +233,7 @@ def write_report(results_csv: str | Path, out: str | Path | None = None, meta: d
     for note in frame.attrs.get("notes", []) if on_note else ():
         on_note(note)
     return write_html(frame, out or results_csv.with_name("report.html"), meta,
-                      load_largest(results_csv.parent, frame, meta.get("torch_version")))
+                      load_largest(results_csv.parent))
 
 
 def write_html(frame: pd.DataFrame, out: str | Path, meta: dict, largest: pd.DataFrame | None = None) -> Path:
@@ -252,7 +253,7 @@ class SweepResult:
         self.meta["results"] = str(path)
         self.frame = load(path)
         self.notes = self.frame.attrs.get("notes", [])
-        self.largest = load_largest(self.folder, self.frame, self.meta.get("torch_version"))
+        self.largest = load_largest(self.folder)
 
     @property
     def recommendations(self) -> list[dict]:
@@ -272,5 +273,10 @@ class SweepResult:
 
 
 def open_sweep(folder: str | Path) -> SweepResult:
-    """`open_sweep("reports/forum-t4")`: a finished (or interrupted) sweep, ready to look at."""
+    """`open_sweep("reports/forum-t4")`: a finished (or interrupted) sweep, ready to look at (its
+    largest batches searched first where the folder lacks them)."""
+    from sa_profiler.sweeps.largest import ensure
+
+    folder = Path(folder)
+    ensure(folder if folder.is_dir() else folder.parent)
     return SweepResult(folder)

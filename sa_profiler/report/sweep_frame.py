@@ -132,20 +132,13 @@ def _device(row) -> str:
     return str(name) if isinstance(name, str) and name else str(row["target"])
 
 
-def load_largest(folder: str | Path, frame: pd.DataFrame | None = None,
-                 torch_version: str | None = None) -> pd.DataFrame | None:
-    """largest.csv of a sweep folder; searched from the results (and written) when missing, as
-    `torch_version` chooses (the sweep's own, from its meta.json)."""
-    from sa_profiler.advice import batch_search
-    from sa_profiler.attention.backends import assume_torch
+def load_largest(folder: str | Path) -> pd.DataFrame | None:
+    """largest.csv of a sweep folder (`sweeps.largest` searches it), read; None where it is missing."""
+    from sa_profiler.sweeps.largest import LARGEST
 
-    path = Path(folder) / batch_search.LARGEST
+    path = Path(folder) / LARGEST
     if not path.exists():
-        if frame is None or "usable_bytes" not in frame or not frame.usable_bytes.notna().any():
-            return None
-        rows = [{k: ("" if v is None or v != v else v) for k, v in r.items()} for r in frame.to_dict("records")]
-        with assume_torch(torch_version or None):
-            batch_search.write(batch_search.search(rows), folder)
+        return None
     largest = read_table(path, LARGEST_COLUMNS, "the largest.csv a sweep writes (or remove it: it is searched "
                                                 "again from the results)")
     for col in ("per_image_bytes", "max_batch", "total_bytes", "time_s", "usable_bytes", "tokens", "channels",

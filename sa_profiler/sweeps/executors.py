@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from sa_profiler.engine.workload import Record, Workload
+from sa_profiler.question import Question
 from sa_profiler.sweeps.rows import LOST, run_workload
 
 RAY_INSTALL = 'pip install -e ".[ray]" in the repository'
@@ -40,13 +41,13 @@ class LocalExecutor:
     def describe(self) -> dict:
         return {"name": "local"}
 
-    def submit(self, w: Workload, tag, engine: str, cap: int | None) -> None:
-        self._next = (tag, w, engine, cap)
+    def submit(self, w: Workload, tag, question: Question) -> None:
+        self._next = (tag, w, question)
 
     def wait(self) -> list[tuple[object, Workload, Record]]:
-        tag, w, engine, cap = self._next
+        tag, w, question = self._next
         self._next = None
-        return [(tag, w, run_workload(w, engine, cap))]
+        return [(tag, w, run_workload(w, question))]
 
     def close(self) -> None:
         pass
@@ -60,8 +61,8 @@ def import_ray():
     return ray
 
 
-def _run_remote(w: Workload, engine: str, cap: int | None) -> Record:
-    return run_workload(w, engine, cap)
+def _run_remote(w: Workload, question: Question) -> Record:
+    return run_workload(w, question)
 
 
 def _probe_gpu():
@@ -98,7 +99,7 @@ class RayExecutor:
     def __init__(self, address: str | None = None, in_flight: int | None = None, init_kwargs: dict | None = None,
                  fn=None):
         """`address`: an existing cluster ("auto", "HOST:PORT"); None starts one here unless
-        Ray is already initialised in this process. `fn(workload, engine, cap) -> Record` is what
+        Ray is already initialised in this process. `fn(workload, question) -> Record` is what
         a task runs (default: the sweep's runner)."""
         token_auth(address)  # before Ray is imported: it reads the mode when it loads
         ray = self.ray = import_ray()
@@ -119,7 +120,7 @@ class RayExecutor:
         self._task = ray.remote(max_retries=0)(self._fn)
         self._actor = ray.remote(max_restarts=0, max_task_retries=0)(Measurer)
         self._pools: dict[str, _Pool] = {}  # GPU kind -> its measuring processes
-        self._running: dict = {}  # ObjectRef -> (tag, workload, engine, (kind, actor) or None)
+        self._running: dict = {}  # ObjectRef -> (tag, workload, question, (kind, actor) or None)
 
     def describe(self) -> dict:
         return {"name": "ray", "cpus": self.cpus, "gpus": self.gpus, "kinds": gpu_kinds(self.ray.nodes()),
@@ -143,14 +144,14 @@ class RayExecutor:
                                         f"{type(cause).__name__}: {_first_line(cause)}") from None
         return found
 
-    def submit(self, w: Workload, tag, engine: str, cap: int | None) -> None:
-        if engine == "measure" and w.target != "cpu":
+    def submit(self, w: Workload, tag, question: Question) -> None:
+        if question.engine == "measure" and w.target != "cpu":
             kind = w.target[len(CUDA_KIND):] if w.target.startswith(CUDA_KIND) else "GPU"
-            self._pool(kind).backlog.append((tag, w, engine, cap))
+            self._pool(kind).backlog.append((tag, w, question))
             self._dispatch(kind)
             return
-        ref = self._task.options(num_cpus=1).remote(w, engine, cap)
-        self._running[ref] = (tag, w, engine, None)
+        ref = self._task.options(num_cpus=1).remote(w, question)
+        self._running[ref] = (tag, w, question, None)
 
     def _pool(self, kind: str) -> "_Pool":
         if kind not in self._pools:
@@ -171,9 +172,9 @@ class RayExecutor:
         pool = self._pools[kind]
         while pool.backlog and pool.idle:
             actor = pool.idle.pop()
-            tag, w, engine, cap = pool.backlog.popleft()
-            ref = actor.run.remote(w, engine, cap)
-            self._running[ref] = (tag, w, engine, (kind, actor))
+            tag, w, question = pool.backlog.popleft()
+            ref = actor.run.remote(w, question)
+            self._running[ref] = (tag, w, question, (kind, actor))
 
     def wait(self) -> list[tuple[object, Workload, Record]]:
         ray = self.ray
@@ -185,8 +186,8 @@ class RayExecutor:
                 more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                 ready += more
             for ref in ready:
-                tag, w, engine, seat = self._running.pop(ref)
-                rec = self._result(ref, w, "measured" if engine == "measure" else "simulated")
+                tag, w, question, seat = self._running.pop(ref)
+                rec = self._result(ref, w, "measured" if question.engine == "measure" else "simulated")
                 if seat is not None:
                     kind, actor = seat
                     if rec.status == "error" and (rec.message.startswith(LOST) or CONTEXT_LOST in rec.message):
@@ -199,7 +200,7 @@ class RayExecutor:
             running = any(seat is not None and seat[0] == kind for *_, seat in self._running.values())
             if pool.backlog and not pool.idle and not running:
                 while pool.backlog:
-                    tag, w, engine, _ = pool.backlog.popleft()
+                    tag, w, question = pool.backlog.popleft()
                     out.append((tag, w, Record(w, status="error", source="measured",
                                                message=f"{LOST}: no {kind} GPU left in the Ray cluster")))
         return out
@@ -251,8 +252,8 @@ class Measurer:
     def __init__(self, fn):
         self.fn = fn
 
-    def run(self, w: Workload, engine: str, cap: int | None) -> Record:
-        return self.fn(w, engine, cap)
+    def run(self, w: Workload, question: Question) -> Record:
+        return self.fn(w, question)
 
 
 class _Pool:

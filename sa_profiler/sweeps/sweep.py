@@ -28,7 +28,8 @@ from sa_profiler.sweeps import files
 from sa_profiler.engine import Record, Workload
 from sa_profiler.sweeps.executors import LocalExecutor
 from sa_profiler.sweeps.lock import FolderBusy, folder_lock
-from sa_profiler.advice.recommend import Target, chunk_for, total_bytes
+from sa_profiler.advice.recommend import chunk_for, total_bytes
+from sa_profiler.question import Question
 from sa_profiler.sweeps.rows import LOST, lost, run_workload  # noqa: F401 - LOST and run_workload are part of this module's API
 
 RESULTS = "results.csv"
@@ -41,48 +42,50 @@ class SweepError(ValueError):
 
 @dataclass
 class Sweep:
-    """The grid. `target` is one Target or a list (a measured atlas over several GPU kinds:
-    the grid once per target, targets outermost)."""
+    """The grid under `question`: one Question or a list (a measured atlas over several GPU
+    kinds: the grid once per card, cards outermost). `engine` and `torch_version`, where given,
+    replace every question's own (a convenience: each row is answered under its question)."""
 
-    target: Target | list[Target]
+    question: Question | list[Question]
     impls: list[tuple[str, dict]]
     dtypes: list[str]
     modes: list[str]
     channels: list[int]
     resolutions: list[tuple[int, int]]
     batches: list[int]
-    engine: str = "simulate"
+    engine: str | None = None
     command: str = ""
     extra: dict = field(default_factory=dict)
-    torch_version: str | None = None  # simulate as this torch would choose (--torch-version)
+    torch_version: str | None = None
 
     def __post_init__(self):
-        self.targets: list[Target] = list(self.target) if isinstance(self.target, (list, tuple)) else [self.target]
-        if not self.targets:
-            raise SweepError("a sweep needs at least one target")
-        self.target = self.targets[0]
-        self._by_key = {t.key: t for t in self.targets}
-        from sa_profiler.attention.backends import checked_torch_version
+        from dataclasses import replace
 
+        from sa_profiler.torch_compat import checked_torch_version
+
+        given = list(self.question) if isinstance(self.question, (list, tuple)) else [self.question]
+        if not given:
+            raise SweepError("a sweep needs at least one card")
         try:
-            self.torch_version = checked_torch_version(self.torch_version, self.engine)
+            engine = self.engine or given[0].engine
+            version = checked_torch_version(self.torch_version, engine)
+            self.questions: list[Question] = [replace(q, engine=engine, torch_version=version or q.torch_version)
+                                              for q in given]
         except ValueError as err:
             raise SweepError(str(err)) from None
+        self.question = self.questions[0]
+        self.engine, self.torch_version = engine, self.question.torch_version
+        self._by_key = {q.key: q for q in self.questions}
 
-    @property
-    def engine_spec(self) -> str:
-        """The engine as the runner takes it (`runner.run_workload`)."""
-        return f"{self.engine}@{self.torch_version}" if self.torch_version else self.engine
-
-    def target_of(self, w: Workload) -> Target:
+    def question_of(self, w: Workload) -> Question:
         return self._by_key[w.target]
 
     def workloads(self) -> Iterator[Workload]:
         """Configurations in order, batches ascending within each (for OOM skipping)."""
-        for target in self.targets:
-            yield from self._workloads(target)
+        for question in self.questions:
+            yield from self._workloads(question)
 
-    def _workloads(self, target: Target) -> Iterator[Workload]:
+    def _workloads(self, question: Question) -> Iterator[Workload]:
         for impl, opts in self.impls:
             for dtype in self.dtypes:
                 for mode in self.modes:
@@ -94,10 +97,10 @@ class Sweep:
                                 if mode == "train":
                                     o.setdefault("checkpoint", True)
                             for b in sorted(self.batches):
-                                yield Workload(impl, b, c, h, w, dtype, mode, target.key, o, target.card)
+                                yield Workload(impl, b, c, h, w, dtype, mode, question.key, o)
 
     def __len__(self) -> int:
-        return len(self.targets) * len(self.impls) * len(self.dtypes) * len(self.modes) * len(self.channels) * len(self.resolutions) * len(self.batches)
+        return len(self.questions) * len(self.impls) * len(self.dtypes) * len(self.modes) * len(self.channels) * len(self.resolutions) * len(self.batches)
 
 
 def config_key(w: Workload) -> str:
@@ -188,12 +191,13 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
     if dropped and on_note:
         on_note(duplicates_note(path, dropped, len(existing)))
     existing = _rewrite(path, raw, [r for r in existing if not lost(r)])  # retry lost rows; one row per key
-    meta = {"command": sweep.command, "target": _target_meta(sweep.target),
+    meta = {"command": sweep.command, "target": _target_meta(sweep.question),
             "engine": sweep.engine, "torch_version": sweep.torch_version, "executor": executor.describe(),
             "environment": environment(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra}
-    if len(sweep.targets) > 1:
-        meta["targets"] = [_target_meta(t) for t in sweep.targets]
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra,
+            "questions": [q.to_json() for q in sweep.questions]}  # whole: what a rebuilt report answers under
+    if len(sweep.questions) > 1:
+        meta["targets"] = [_target_meta(q) for q in sweep.questions]
     files.write_text(out / META, json.dumps(meta, indent=2))
     done = {r["key"]: r for r in existing}
     oom_at: dict[str, int] = {}
@@ -216,7 +220,7 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
         def write(w: Workload, rec: Record) -> None:
             row = rec.to_row()
             row["total_bytes"] = total_bytes(rec) if rec.peak_bytes is not None else ""
-            row["usable_bytes"] = sweep.target_of(w).usable
+            row["usable_bytes"] = sweep.question_of(w).usable
             writer.writerow(row)
             fh.flush()
             os.fsync(fh.fileno())
@@ -242,7 +246,7 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
                             write(w, Record(w, status="skipped", message=f"skipped (oom at batch {oom_at[cfg]})",
                                             source=source))
                         else:
-                            executor.submit(w, cfg, sweep.engine_spec, sweep.target_of(w).usable)
+                            executor.submit(w, cfg, sweep.question_of(w))
                             busy.add(cfg)
                             break
                     if not queue:
@@ -262,6 +266,6 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
     return rows
 
 
-def _target_meta(t: Target) -> dict:
-    return {"name": t.gpu.name, "key": t.key, "total_memory": t.gpu.total_memory, "usable_bytes": t.usable,
-            "context_bytes": t.gpu.context_bytes, "headroom_bytes": t.headroom}
+def _target_meta(q: Question) -> dict:
+    return {"name": q.card.name, "key": q.key, "total_memory": q.card.total_memory, "usable_bytes": q.usable,
+            "context_bytes": q.card.context_bytes, "headroom_bytes": q.headroom}

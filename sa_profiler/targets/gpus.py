@@ -63,11 +63,13 @@ class GPU:
         return self.capability >= (8, 0)
 
     def caps(self, torch_version: str | None = None) -> DeviceCaps:
-        """The selection facts of this card under `torch_version` (default: `--torch-version`,
-        else the running torch); the cuDNN version is not known (backends.assumed_cudnn)."""
-        from sa_profiler.attention.backends import DeviceCaps, assumed_torch, cudnn_preferred
+        """The selection facts of this card under `torch_version` (default: the running torch);
+        the cuDNN version is not known (backends.assumed_cudnn)."""
+        import torch
 
-        version = torch_version or assumed_torch()
+        from sa_profiler.attention.backends import DeviceCaps, cudnn_preferred
+
+        version = torch_version or torch.__version__
         pref = cudnn_preferred(self.capability, version, None)
         return DeviceCaps("cuda", self.capability, cudnn_preferred=pref, torch_version=version)
 

@@ -9,6 +9,8 @@ import pandas as pd
 
 from sa_profiler.targets import gpus
 from sa_profiler.engine import Workload, simulate
+from sa_profiler.engine.targets import resolve
+from sa_profiler.question import Question
 
 MiB = 2**20
 
@@ -58,7 +60,7 @@ def resimulate(path: str | Path) -> pd.DataFrame:
         opts = json.loads(row.options) if isinstance(row.options, str) else {}
         w = Workload(row.impl, int(row.batch), int(row.channels), int(row.height), int(row.width), row.dtype,
                      row.mode, target, opts)
-        sim = simulate(w, torch_version=str(row.torch_version))
+        sim = simulate(w, Question(resolve(target) or gpus.host(), str(row.torch_version)))  # as the measured torch
         measured = int(row.peak_bytes)
         err = (sim.peak_bytes - measured) if sim.peak_bytes is not None else None
         out.append({
@@ -78,8 +80,7 @@ def max_batch_check(path: str | Path) -> pd.DataFrame:
     import re
 
     from sa_profiler.targets import gpus
-    from sa_profiler.attention import backends
-    from sa_profiler.advice.recommend import DEFAULT_HEADROOM, make_target, profile_row
+    from sa_profiler.advice.recommend import DEFAULT_HEADROOM, make_question, profile_row
 
     # SDPA chosen as the measured torch chose: the file is named after it (max-batch-h100-2.11.0.csv)
     measured_torch = re.search(r"-(\d+\.\d+\.\d+)\.csv$", str(path))
@@ -88,9 +89,9 @@ def max_batch_check(path: str | Path) -> pd.DataFrame:
         local = gpus.lookup(r.target.split(" capped to ")[0])
         gpu = gpus.resized(local, 12 * 2**30) if "capped to" in r.target else local
         opts = json.loads(r.options.replace("'", '"').replace("True", "true")) if isinstance(r.options, str) else {}
-        with backends.assume_torch(measured_torch[1] if measured_torch else None):
-            pred = [profile_row(make_target(gpu, h), r.impl, opts, r.dtype, r.mode, int(r.channels), int(r.height),
-                                int(r.width), None).max_batch for h in (DEFAULT_HEADROOM, 0)]
+        version = measured_torch[1] if measured_torch else None
+        pred = [profile_row(make_question(gpu, h, torch_version=version), r.impl, opts, r.dtype, r.mode,
+                            int(r.channels), int(r.height), int(r.width), None).max_batch for h in (DEFAULT_HEADROOM, 0)]
         rows.append({"target": r.target, "workload": f"{r.impl} {r.dtype} {r.mode} {r.channels}x{r.height}x{r.width}",
                      "predicted": pred[0], "predicted_no_headroom": pred[1], "largest_ran": int(r.true_largest),
                      "safe": pred[0] <= int(r.true_largest),
@@ -104,7 +105,6 @@ def fit_check(path: str | Path) -> pd.DataFrame:
     import ast
 
     from sa_profiler.targets import gpus
-    from sa_profiler.attention import backends
     from sa_profiler.models.fit import load, run_step
 
     rows = []
@@ -112,9 +112,8 @@ def fit_check(path: str | Path) -> pd.DataFrame:
         gpu = gpus.lookup(r.gpu)
         shape = str(r.input).split(";")  # one input, or NAME=SHAPE[:DTYPE] specs joined by ';'
         amp = r.amp if isinstance(r.amp, str) and r.amp else None
-        with backends.assume_torch(str(r.torch).split("+")[0]):  # SDPA chosen as the measured torch chose
-            sim = run_step(load(r.model, ast.literal_eval(r.args)), shape, int(r.batch), gpu, optimizer=r.optimizer,
-                           amp=amp)
+        question = Question(gpu, str(r.torch).split("+")[0], amp=amp, optimizer=r.optimizer)  # as the measured torch
+        sim = run_step(load(r.model, ast.literal_eval(r.args)), shape, int(r.batch), question)
         measured_backends = getattr(r, "backends_measured", "")
         simulated = " ".join(f"{k}:{v}" for k, v in sorted(sim.backends.items()))
         rows.append({"gpu": r.gpu, "model": f"{r.model.split(':')[1]} {r.args}", "input": r.input, "batch": int(r.batch),

@@ -27,6 +27,7 @@ import torch
 
 from sa_profiler.targets import gpus
 from sa_profiler.engine import Workload, simulate
+from sa_profiler.question import Question
 from sa_profiler.engine import timing
 from sa_profiler.validation.accuracy import FOLDER
 
@@ -64,7 +65,7 @@ def load(path: str | Path) -> list[Step]:
         w = Workload(row.impl, int(row.batch), int(row.channels), int(row.height), int(row.width), row.dtype,
                      row.mode, gpu.key, opts)
         timer = timing.StepTimer(gpu)
-        rec = simulate(w, torch_version=str(row.torch_version), timer=timer)
+        rec = simulate(w, Question(gpu, str(row.torch_version)), timer=timer)
         if rec.status != "ok":
             continue
         out.append(Step(w, float(row.time_s), timer.ops, gpu))

@@ -76,23 +76,17 @@ def engine_answers() -> dict:
     """Simulated records of ENGINE, and the largest batch of CAPPED on a 12 GiB card."""
     from sa_profiler.engine import Workload, simulate
     from sa_profiler.targets.gpus import custom
-    from sa_profiler.advice.recommend import make_target, profile_row
+    from sa_profiler.advice.recommend import profile_row
+    from sa_profiler.question import make_question
 
-    from sa_profiler.attention.backends import assume_torch
-
-    with assume_torch(TORCH):
-        return _engine_answers(Workload, simulate, custom, make_target, profile_row)
-
-
-def _engine_answers(Workload, simulate, custom, make_target, profile_row) -> dict:
     out = {}
     for impl, opts, dtype, mode, target, (b, c, h, w) in ENGINE:
-        rec = simulate(Workload(impl, b, c, h, w, dtype, mode, target, opts))
+        rec = simulate(Workload(impl, b, c, h, w, dtype, mode, target, opts), make_question(target, torch_version=TORCH))
         key = f"{rec.workload.label} {b}x{c}x{h}x{w} {dtype} {mode} {target}"
         out[key] = {"status": rec.status, "peak_bytes": rec.peak_bytes, "baseline_bytes": rec.baseline_bytes,
                     "backend": rec.backend, "time_s": rec.time_s,
                     "top": [[t.bytes, "x".join(map(str, t.shape)), t.dtype, t.op, t.note] for t in rec.top_tensors[:4]]}
-    target = make_target(custom(CAP))
+    target = make_question(custom(CAP), torch_version=TORCH)
     for impl, opts, dtype, mode, (b, c, h, w) in CAPPED:
         row = profile_row(target, impl, opts, dtype, mode, c, h, w, None)
         out[f"max batch {impl}{opts} {c}x{h}x{w} {dtype} {mode} 12GiB"] = row.max_batch
@@ -179,15 +173,13 @@ def answers_for(name: str) -> dict:
     """Today's answer to one command of COMMANDS, run in the repository root."""
     from click.testing import CliRunner
 
-    from sa_profiler.attention.backends import assume_torch
     from sa_profiler.cli import cli
 
     args = COMMANDS[name]
     here = os.getcwd()
     os.chdir(ROOT)
     try:
-        with assume_torch(TORCH):
-            result = CliRunner().invoke(cli, args)
+        result = CliRunner().invoke(cli, [*args, "--torch-version", TORCH])  # the rules of one torch, whichever runs
     finally:
         os.chdir(here)
     if result.exit_code != 0:
