@@ -39,7 +39,7 @@ MODULES = {
                 "tests/test_golden.py::test_rule_answers_are_pinned", "tests/test_mem_eff.py",
                 "tests/test_conv_layouts.py", "tests/test_mem_eff_launcher.py", "tests/test_time_model_ops.py",
                 "tests/test_lazy_wrappers.py", "tests/test_measure_cpu.py", "tests/test_simulation_rate.py",
-                "tests/test_reduce.py", "tests/test_workspaces.py",
+                "tests/test_reduce.py", "tests/test_workspaces.py", "tests/test_amp_cache.py",
                 "tests/test_plain_shapes.py", "tests/test_meta_memo.py", "tests/test_plain_shape_helpers.py"]),
     # test_engine.py left out of backends: 13 s a run, and its selection calls are the golden table's
     "backends": (["sa_profiler/attention/backends.py"],

@@ -12,7 +12,7 @@ memory-efficient kernel's mask expanded and padded to 16 (`preprocess_mask`), fl
 dim padded to 8 on CUDA (`pad_last_dim<8>`), then the backend's aten op, whose
 kernel-internal allocations come from the rule table (`engine/rules.py`).
 
-The same mode applies the AMP emulation's casts (`amp.py`) when one is attached. Autograd runs
+The same mode applies the AMP emulation's casts (`engine/amp.py`) when one is attached. Autograd runs
 backward code with no torch-function mode on the stack, and checkpoint recomputation re-runs
 forward code there. No torch release re-enters a mode of ours around the recompute (each does
 something else: `torch_compat.py`), so `simulating` has torch's non-reentrant checkpoint
