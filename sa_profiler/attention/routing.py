@@ -36,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from sa_profiler import torch_compat
 from sa_profiler.attention import backends
+from sa_profiler.attention.memory_format import suggests_channels_last
 
 aten = torch.ops.aten
 _SDPA = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
@@ -266,8 +267,6 @@ def _cpu_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     gradient contiguous in the input's suggested format on the CPU up to torch 2.13
     (`torch_compat.group_norm_backward_copies_grad`); a meta tensor takes the other branch of
     both (plain `.contiguous()`: copies of channels-last tensors)."""
-    from sa_profiler.engine.layouts import suggests_channels_last
-
     if not suggests_channels_last(input):
         return F.group_norm(input, num_groups, weight, bias, eps)
     n, c = input.shape[0], input.shape[1]
