@@ -33,13 +33,13 @@ OUT = ROOT / "reports" / "mutation"
 MODULES = {
     # tests/test_engine.py's CPU simulate == measure checks are left out: the tracker is shared,
     # so they cannot kill a tracker mutant, and they cost 40 s per surviving mutant
-    "engine": (["sa_profiler/engine/"],
+    "engine": (["sa_profiler/engine/", "sa_profiler/attention/memory_format.py"],
                ["tests/test_records_and_workloads.py", "tests/test_oracles.py", "tests/test_rules.py",
                 "tests/test_rule_coverage.py", "tests/test_golden.py::test_engine_answers_are_pinned",
                 "tests/test_golden.py::test_rule_answers_are_pinned", "tests/test_mem_eff.py",
                 "tests/test_conv_layouts.py", "tests/test_mem_eff_launcher.py", "tests/test_time_model_ops.py",
                 "tests/test_lazy_wrappers.py", "tests/test_measure_cpu.py", "tests/test_simulation_rate.py",
-                "tests/test_reduce.py", "tests/test_workspaces.py",
+                "tests/test_reduce.py", "tests/test_workspaces.py", "tests/test_amp_cache.py",
                 "tests/test_plain_shapes.py", "tests/test_meta_memo.py", "tests/test_plain_shape_helpers.py"]),
     # test_engine.py left out of backends: 13 s a run, and its selection calls are the golden table's
     "backends": (["sa_profiler/attention/backends.py"],

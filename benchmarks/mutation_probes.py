@@ -39,7 +39,7 @@ PROBES = [
           ("tests/test_rule_coverage.py", "tests/test_tolerance.py")),
     Probe("drop the _safe_softmax rule", "sa_profiler/engine/rules.py", "", '\ndel RULES["_safe_softmax"]\n',
           ("tests/test_rule_coverage.py", "tests/test_tolerance.py")),
-    Probe("disable the AMP weight-cast cache", "sa_profiler/models/amp.py", "",
+    Probe("disable the AMP weight-cast cache", "sa_profiler/engine/amp.py", "",
           "\n_cast_cached = AutocastEmulation._cast\n\n\n"
           "def _cast_uncached(self, t, dtype):\n"
           "    caching, self._caching = self._caching, False\n"

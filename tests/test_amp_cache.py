@@ -2,7 +2,7 @@
 
 import torch
 
-from sa_profiler.models.amp import AutocastEmulation
+from sa_profiler.engine.amp import AutocastEmulation
 
 MiB = 2**20
 

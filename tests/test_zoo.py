@@ -100,7 +100,7 @@ def test_autocast_cache_takes_only_what_torch_caches():
     # requires grad and `!arg.is_view()`, keyed by its TensorImpl and holding a weak reference
     # (the address cannot be reused while cached). A view of a parameter made under no_grad (as
     # spectral_norm's `weight_mat`) is such a leaf but a view: cast afresh every time.
-    from sa_profiler.models.amp import AutocastEmulation
+    from sa_profiler.engine.amp import AutocastEmulation
 
     emulation = AutocastEmulation(torch.float16)
     wide = torch.nn.Parameter(torch.empty(16, 144, device="meta"))

@@ -12,7 +12,7 @@ memory-efficient kernel's mask expanded and padded to 16 (`preprocess_mask`), fl
 dim padded to 8 on CUDA (`pad_last_dim<8>`), then the backend's aten op, whose
 kernel-internal allocations come from the rule table (`engine/rules.py`).
 
-The same mode applies the AMP emulation's casts (`amp.py`) when one is attached. Autograd runs
+The same mode applies the AMP emulation's casts (`engine/amp.py`) when one is attached. Autograd runs
 backward code with no torch-function mode on the stack, and checkpoint recomputation re-runs
 forward code there. No torch release re-enters a mode of ours around the recompute (each does
 something else: `torch_compat.py`), so `simulating` has torch's non-reentrant checkpoint
@@ -36,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from sa_profiler import torch_compat
 from sa_profiler.attention import backends
+from sa_profiler.attention.memory_format import suggests_channels_last
 
 aten = torch.ops.aten
 _SDPA = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
@@ -266,8 +267,6 @@ def _cpu_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     gradient contiguous in the input's suggested format on the CPU up to torch 2.13
     (`torch_compat.group_norm_backward_copies_grad`); a meta tensor takes the other branch of
     both (plain `.contiguous()`: copies of channels-last tensors)."""
-    from sa_profiler.engine.layouts import suggests_channels_last
-
     if not suggests_channels_last(input):
         return F.group_norm(input, num_groups, weight, bias, eps)
     n, c = input.shape[0], input.shape[1]

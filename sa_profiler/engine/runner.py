@@ -29,11 +29,11 @@ from torch import nn
 from sa_profiler import torch_compat
 
 from sa_profiler.targets import gpus
-from sa_profiler.models.amp import AutocastEmulation
 from sa_profiler.attention import backends
 from sa_profiler.attention.routing import AttentionRouting, simulating
 from sa_profiler.engine import workspaces
 from sa_profiler.engine.allocator import CudaCachingAllocator, ExactAllocator
+from sa_profiler.engine.amp import AutocastEmulation
 from sa_profiler.engine.attribution import Attribution
 from sa_profiler.engine.layouts import ChainedRules, LayoutRules
 from sa_profiler.engine.rules import CudaRules
