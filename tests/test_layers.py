@@ -54,9 +54,6 @@ KNOWN_UPWARD = {
     ("sa_profiler.torch_compat", "sa_profiler.engine.lazy"),
     # `Advice._repr_html_` renders through the report
     ("sa_profiler.advice.advise", "sa_profiler.report.advice_html"),
-    # the batch search reads and runs sweeps
-    ("sa_profiler.advice.batch_search", "sa_profiler.sweeps.files"),
-    ("sa_profiler.advice.batch_search", "sa_profiler.sweeps.sweep"),
     # `FitResult._repr_html_` renders through the report
     ("sa_profiler.models.fit", "sa_profiler.report.fit_html"),
 }

@@ -30,7 +30,7 @@ from torch import nn
 from sa_profiler import names
 from sa_profiler.targets import gpus
 from sa_profiler.models import inputs as model_inputs
-from sa_profiler.models.amp import DTYPES as AMP_DTYPES
+from sa_profiler.engine.amp import DTYPES as AMP_DTYPES
 from sa_profiler.question import Question, make_question
 from sa_profiler.attention import backends, convert, fused, is_sagan_attention
 from sa_profiler.engine import runner
