@@ -242,3 +242,16 @@ def test_the_cache_key_moves_with_every_part_of_the_question(monkeypatch):
     base = answer_cache.key(argv)
     monkeypatch.setattr(gpus, "lookup", lambda name: SLOW_T4)  # the same words, another card behind them
     assert answer_cache.key(argv) != base
+
+
+def test_a_layers_step_and_a_models_step_are_one_kind_of_outcome():
+    """The largest-batch search takes either: both say their status, baseline and peak over it."""
+    from sa_profiler.engine import Workload, simulate
+    from sa_profiler.engine.workload import Outcome
+    from sa_profiler.models.fit import StepResult, load, run_step
+
+    layer = simulate(Workload("sdpa", 1, 64, 8, 8, "float16", "train", "t4"), make_question("t4"))
+    model = run_step(load("examples/sagan.py:Generator"), ["128"], 1, make_question("t4"))
+    assert isinstance(layer, Outcome) and isinstance(model, Outcome)
+    assert model.peak_bytes + model.baseline_bytes == model.peak_total and model.peak_bytes > 0
+    assert StepResult(None, 7, status="oom").peak_bytes is None

@@ -22,15 +22,16 @@ from typing import Callable
 from sa_profiler.targets import evidence
 
 from sa_profiler.attention import backends
-from sa_profiler.attention.registry import get
+from sa_profiler.attention.registry import chunk_for, defaults, display, get  # noqa: F401 (chunk_for: public here)
 from sa_profiler.engine import Record, Workload, simulate
+from sa_profiler.engine.workload import Outcome
 from sa_profiler.engine import timing
 from sa_profiler.question import DEFAULT_HEADROOM, Question, make_question  # noqa: F401 (re-exported; the headroom's rule is stated above)
 
 MAX_BATCH = 1 << 20
 
 
-def total_bytes(rec: Record) -> int:
+def total_bytes(rec: Outcome) -> int:
     return (rec.baseline_bytes or 0) + (rec.peak_bytes or 0)
 
 
@@ -40,10 +41,10 @@ def bytes_per_image(rec: Record) -> int:
     return (rec.peak_bytes or 0) + rec.workload.image_bytes
 
 
-def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Record] | None = None,
-                  likely: Callable[[int], Record] | None = None,
-                  per_image: Callable[[Record], int] | None = None,
-                  hint: int | None = None) -> tuple[int, dict[int, Record]]:
+def largest_batch(run: Callable[[int], Outcome], usable: int, seen: dict[int, Outcome] | None = None,
+                  likely: Callable[[int], Outcome] | None = None,
+                  per_image: Callable[[Outcome], int] | None = None,
+                  hint: int | None = None) -> tuple[int, dict[int, Outcome]]:
     """The largest batch whose record is ok and fits `usable`; 0 if batch 1 does not fit.
     `seen` holds records already made (by batch), which are not run again. `likely`, if given,
     runs the first guess instead of `run` (usually the answer: a caller may time it there).
@@ -64,7 +65,7 @@ def largest_batch(run: Callable[[int], Record], usable: int, seen: dict[int, Rec
     while the next fails, whatever the order of the runs."""
     seen = dict(seen or {})
 
-    def fits(b: int, runner: Callable[[int], Record] = run) -> bool:
+    def fits(b: int, runner: Callable[[int], Outcome] = run) -> bool:
         if b not in seen:
             seen[b] = runner(b)
         rec = seen[b]
@@ -143,15 +144,8 @@ class Row:
 
     @property
     def display(self) -> str:
-        """A short name for tables."""
-        o = self.options
-        if self.impl == "sdpa":
-            return "sdpa" + (f" {o['layout']}" if o.get("layout", "auto") != "auto" else "") + ("" if o.get("backend") else " (auto)")
-        if self.impl == "chunked":
-            return f"chunked/{o.get('chunk', 1024)}"
-        if self.impl == "pooled":
-            return f"pooled {o.get('pool', 2)}x{o.get('pool', 2)}"
-        return self.impl
+        """A short name for tables (the registry's)."""
+        return display(self.impl, self.options)
 
     @property
     def exact(self) -> bool:
@@ -183,12 +177,6 @@ class Row:
         return f'convert(model, "{self.impl}"{opts})'
 
 
-def chunk_for(tokens: int) -> int:
-    """Query chunk for the chunked rows: 1024, or N/16 (rounded up to 256) for large maps, so
-    a step has at most 16 chunks."""
-    return max(1024, -(-tokens // 16 // 256) * 256)
-
-
 def candidates(question: Question, dtype: str, mode: str, channels: int, impls: list[str] | None,
                tokens: int = 1) -> list[tuple[str, dict]]:
     """Implementations worth a row: the classic layer, SDPA as torch would pick it, each other
@@ -215,13 +203,8 @@ def candidates(question: Question, dtype: str, mode: str, channels: int, impls: 
                         out.append(("sdpa", {"backend": b}))
             else:
                 out.append(("sdpa", {"backend": backend}))
-        elif name == "chunked":
-            chunk = chunk_for(tokens)
-            out.append(("chunked", {"chunk": chunk, "checkpoint": True} if train else {"chunk": chunk}))
-        elif name == "pooled":
-            out.append(("pooled", {"pool": 2}))
         else:
-            out.append((name, {}))
+            out.append((name, defaults(name, tokens, mode)))
     unique: list[tuple[str, dict]] = []  # `sdpa` already lists `sdpa:flash`: one row each
     for c in out:
         if c not in unique:

@@ -21,6 +21,36 @@ IMPLEMENTATIONS: dict[str, type[SelfAttention2d]] = {
 assert tuple(IMPLEMENTATIONS) == names.IMPLEMENTATIONS  # the names the CLI checks before torch loads
 
 
+def chunk_for(tokens: int) -> int:
+    """Chunked attention's query chunk where none is given: 1024, or N/16 (rounded up to 256) for
+    large maps, so a step has at most 16 chunks."""
+    return max(1024, -(-tokens // 16 // 256) * 256)
+
+
+def defaults(name: str, tokens: int, mode: str) -> dict:
+    """The options an implementation runs with where none are given, for a map of `tokens` in
+    `mode`: chunked attention's chunk (checkpointed in training, where keeping every chunk
+    would cost N x N again), pooled keys/values 2x2. Options given win over these."""
+    if name == "chunked":
+        return {"chunk": chunk_for(tokens), "checkpoint": True} if mode == "train" else {"chunk": chunk_for(tokens)}
+    if name == "pooled":
+        return {"pool": 2}
+    return {}
+
+
+def display(name: str, options: dict) -> str:
+    """An implementation as the tables name it: `sdpa (auto)`, `sdpa channels_last`,
+    `chunked/1024`, `pooled 2x2`."""
+    o = options
+    if name == "sdpa":
+        return "sdpa" + (f" {o['layout']}" if o.get("layout", "auto") != "auto" else "") + ("" if o.get("backend") else " (auto)")
+    if name == "chunked":
+        return f"chunked/{o.get('chunk', 1024)}"
+    if name == "pooled":
+        return f"pooled {o.get('pool', 2)}x{o.get('pool', 2)}"
+    return name
+
+
 def get(name: str) -> type[SelfAttention2d]:
     try:
         return IMPLEMENTATIONS[name]

@@ -94,7 +94,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     impl_list = []
     for spec in specs:
         name, _, backend = spec.partition(":")
-        impl_list.append((name, {"backend": backend} if backend else ({"pool": 2} if name == "pooled" else {})))
+        impl_list.append((name, {"backend": backend} if backend else {}))  # the registry's defaults: the sweep's
     modes = ["forward", "train"] if mode == "both" else [mode]
 
     import shlex

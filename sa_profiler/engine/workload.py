@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import asdict, dataclass, field, fields
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -95,6 +96,21 @@ class TensorInfo:
 def where(module: str, attention: bool) -> str:
     """A module as a reader sees it: `blocks.0/attention` inside an attention layer."""
     return "/".join(p for p in (module, "attention" if attention else "") if p)
+
+
+@runtime_checkable
+class Outcome(Protocol):
+    """What came of one step, a layer's (`Record`) or a whole model's (`models.fit.StepResult`),
+    as the largest-batch search and every verdict read it: the status ("ok", "oom", ...) and the
+    bytes, baseline (parameters, input, workspaces) and peak over it."""
+
+    status: str
+
+    @property
+    def peak_bytes(self) -> int | None: ...
+
+    @property
+    def baseline_bytes(self) -> int | None: ...
 
 
 @dataclass

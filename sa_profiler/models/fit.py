@@ -100,6 +100,15 @@ class StepResult:
     def ok(self) -> bool:
         return self.status == "ok" and self.peak_total is not None
 
+    # the step as an `engine.workload.Outcome`, as a layer's Record reads: what the batch search takes
+    @property
+    def peak_bytes(self) -> int | None:
+        return None if self.peak_total is None else self.peak_total - self.baseline
+
+    @property
+    def baseline_bytes(self) -> int:
+        return self.baseline
+
 
 def _materialise(model: nn.Module, device) -> None:
     """Meta parameters/buffers (a model given as an instance) made real on `device` for a
@@ -402,14 +411,10 @@ def _fit(model, input_shape, batch, question: Question, *, find_max_batch, conve
 def max_batch(factory, specs, question: Question, *, device="meta") -> int:
     """The largest batch whose step fits the question's usable memory (`recommend.largest_batch`
     on the engine, each step run under the usable memory as the allocator's cap)."""
-    from sa_profiler.engine.workload import Record, Workload
     from sa_profiler.advice.recommend import largest_batch
 
-    def run(b):
-        s = run_step(factory, specs, b, question, device=device, cap=question.usable if question.gpu else None)
-        rec = Record(Workload("reference", b, 8, 1, 1), status=s.status)
-        rec.peak_bytes, rec.baseline_bytes = (s.peak_total or 0) - s.baseline, s.baseline
-        return rec
+    def run(b: int) -> StepResult:
+        return run_step(factory, specs, b, question, device=device, cap=question.usable if question.gpu else None)
 
     best, _ = largest_batch(run, question.usable)
     return best

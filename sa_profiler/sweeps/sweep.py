@@ -28,7 +28,8 @@ from sa_profiler.sweeps import files
 from sa_profiler.engine import Record, Workload
 from sa_profiler.sweeps.executors import LocalExecutor
 from sa_profiler.sweeps.lock import FolderBusy, folder_lock
-from sa_profiler.advice.recommend import chunk_for, total_bytes
+from sa_profiler.advice.recommend import total_bytes
+from sa_profiler.attention.registry import defaults
 from sa_profiler.question import Question
 from sa_profiler.sweeps.rows import LOST, lost, run_workload  # noqa: F401 - LOST and run_workload are part of this module's API
 
@@ -91,11 +92,7 @@ class Sweep:
                 for mode in self.modes:
                     for c in self.channels:
                         for h, w in self.resolutions:
-                            o = dict(opts)
-                            if impl == "chunked" and "chunk" not in o:
-                                o["chunk"] = chunk_for(h * w)
-                                if mode == "train":
-                                    o.setdefault("checkpoint", True)
+                            o = {**defaults(impl, h * w, mode), **opts} if "chunk" not in opts else dict(opts)
                             for b in sorted(self.batches):
                                 yield Workload(impl, b, c, h, w, dtype, mode, question.key, o)
 
