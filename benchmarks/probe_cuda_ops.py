@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from sa_profiler.attention import backends  # noqa: E402
 from sa_profiler.engine import Workload
-from sa_profiler.engine import step, targets  # noqa: E402
+from sa_profiler.engine import card_keys, step  # noqa: E402
 from sa_profiler.engine.allocator import CudaCachingAllocator, round_size  # noqa: E402
 from sa_profiler.engine.rules import CudaRules  # noqa: E402
 from sa_profiler.engine.tracker import MemoryTracker  # noqa: E402
@@ -87,7 +87,7 @@ def main(argv=None):
     ap.add_argument("--set", choices=["main", "efficient"], default="main")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    gpu = targets.resolve("cuda")
+    gpu = card_keys.resolve("cuda")
     path = os.path.join(args.out, "probe-ops.csv" if args.set == "main" else "probe-efficient.csv")
     workloads = WORKLOADS if args.set == "main" else EFFICIENT
     with open(path, "w", newline="") as fh:

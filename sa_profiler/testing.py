@@ -20,6 +20,6 @@ def assert_fits(model, input_shape, batch: int, target="t4", **options):
         parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in s.breakdown.items() if v)
         peak = format_bytes(s.peak_total) if s.peak_total is not None else f"more than the card ({s.message})"
         why = f" ({s.message})" if getattr(s, "fits_cap", None) is False else ""
-        raise AssertionError(f"{result.model} at batch {batch} needs {peak} on {result.target}, "
+        raise AssertionError(f"{result.model} at batch {batch} needs {peak} on {result.card}, "
                              f"{format_bytes(result.usable)} usable{why}: {parts}")
     return result

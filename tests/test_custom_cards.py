@@ -41,7 +41,7 @@ def test_a_card_not_in_the_catalogue_is_answered():
 def test_fit_answers_for_the_card_given():
     mine = fit("examples/sagan.py:Generator", ["128"], 2, make_question(MY_CARD), conversions=(), timeline=False)
     t4 = fit("examples/sagan.py:Generator", ["128"], 2, make_question(T4), conversions=(), timeline=False)
-    assert mine.target == "My Card 16GB" and mine.step.peak_total == t4.step.peak_total
+    assert mine.card == "My Card 16GB" and mine.step.peak_total == t4.step.peak_total
 
 
 def test_a_sweep_runs_on_the_card_given(tmp_path):

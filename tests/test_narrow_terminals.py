@@ -86,7 +86,7 @@ def _names_of_advice(a) -> set[str]:
 
 def _names_of_fit(result) -> set[str]:
     s = result.step
-    names = {result.model, result.target, *s.breakdown, *s.modules, *result.conversions}
+    names = {result.model, result.card, *s.breakdown, *s.modules, *result.conversions}
     names |= {c["module"] for c in getattr(s, "attention_calls", None) or []}
     return names
 

@@ -222,7 +222,7 @@ def test_classic_layer_on_cuda_is_its_n_by_n_matrices(target, dtype, mode, matri
 def test_fused_attention_grows_as_n(target, backend, mode):
     """Fused kernels never build N x N: doubling the tokens doubles the peak (within the
     allocator's rounding), and the peak stays within a few B x C x N."""
-    from sa_profiler.engine.targets import resolve
+    from sa_profiler.engine.card_keys import resolve
 
     if backend in ("cudnn", "flash") and resolve(target).capability < (8, 0):
         pytest.skip(f"{backend} attention needs sm80+")

@@ -297,21 +297,21 @@ def test_step_make_and_run(mode, device):
 
 def test_targets():
     from sa_profiler.targets import gpus
-    from sa_profiler.engine import targets
+    from sa_profiler.engine import card_keys
 
     from sa_profiler.question import make_question
 
-    assert targets.resolve("cpu") is None and make_question("cpu").key == "cpu"
-    custom = targets.resolve("custom-12884901888")
+    assert card_keys.resolve("cpu") is None and make_question("cpu").key == "cpu"
+    custom = card_keys.resolve("custom-12884901888")
     assert (custom.key, custom.total_memory) == ("custom-12884901888", 12 * 2**30)
-    capped = targets.resolve("h100@12884901888")
+    capped = card_keys.resolve("h100@12884901888")
     assert capped.total_memory == 12 * 2**30 and capped.name == "NVIDIA H100 80GB HBM3 capped to 12 GiB"
     assert make_question(capped).key == "h100@12884901888" and make_question(gpus.lookup("t4")).key == "t4"
-    assert targets.resolve("t4") == gpus.lookup("t4")
+    assert card_keys.resolve("t4") == gpus.lookup("t4")
     if not torch.cuda.is_available():
         for name in ("cuda", "cuda:T4"):
             with pytest.raises(ValueError, match=f"^target '{name}' needs a local CUDA GPU, and torch sees none$"):
-                targets.resolve(name)
+                card_keys.resolve(name)
 
 
 def test_a_one_byte_peak_is_recorded():

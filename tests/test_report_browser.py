@@ -189,12 +189,14 @@ def test_atlas_report_renders_a_column_per_device(tmp_path):
     from sa_profiler.targets import gpus
     from sa_profiler.advice.recommend import make_question
     from sa_profiler.report.html import write_report
+    from sa_profiler.sweeps.largest import ensure
     from sa_profiler.sweeps.sweep import Sweep, run
 
     out = tmp_path / "atlas"
     spec = Sweep([make_question(gpus.lookup("t4")), make_question(gpus.lookup("l4"))], [("reference", {}), ("sdpa", {})],
                  ["float16"], ["train"], [64], [(16, 16), (32, 32), (64, 64)], [1, 4])
     run(spec, out)
+    ensure(out)  # the largest batches, as `sa-profile sweep` searches them after the grid
     write_report(out / "results.csv")
     seen = open_report(out / "report.html", tmp_path / "atlas.png", min_plots=3,
                        before=lambda page: {"heads": page.eval_on_selector_all("#atlas thead th",

@@ -10,13 +10,13 @@ import sys
 import pytest
 import torch
 
-from sa_profiler.engine import Workload, targets, timing
+from sa_profiler.engine import Workload, card_keys, timing
 from sa_profiler.engine import timing_constants as fitted
 from sa_profiler.engine.timing import Constants, Op, describe, host_calls, kind_of, op_seconds, peak_flops
 from sa_profiler.engine.timing import step_seconds
 
 aten = torch.ops.aten
-H100, T4 = targets.resolve("h100"), targets.resolve("t4")
+H100, T4 = card_keys.resolve("h100"), card_keys.resolve("t4")
 
 
 @pytest.mark.parametrize("name, precision, kind", [

@@ -60,41 +60,14 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     if min(channel_list) < 8:
         _fail(f"--channels {channels} has a value below 8; the classic layer needs C >= 8")
     import os
-
     if os.path.exists(out) and not os.path.isdir(out):
         _fail(f"--out {out!r} is a file; expected a folder for the sweep's files (a new one, or one a sweep wrote)")
-    from sa_profiler.cli import checks
-
-    chosen_dtypes = checks.dtypes(dtypes)  # every option judged alone, before torch loads
-    chosen_impls = checks.impls(impls)
-    checks.headroom(headroom)
-    if not (gpu_name and gpu_name.strip().lower() == "all-workers"):
-        checks.card(gpu_name, gpu_mem, cpu_allowed=True)
-    checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
-    runner = None
-    if executor == "ray":
-        runner = _ray_executor(ray_address)
-        target_list, engine = _ray_targets(runner, gpu_name, gpu_mem, headroom, engine)
-    elif gpu_name and gpu_name.strip().lower() == "all-workers":
-        _fail("--gpu all-workers measures on every GPU kind of a Ray cluster: add --executor ray")
-    elif gpu_name and gpu_name.strip().lower() == "cpu":
-        target_list, engine = _cpu_target(gpu_mem, headroom, engine)
-    else:
-        target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
-        target_list, engine = [target], _engine(engine, local)
-    from sa_profiler.engine.workload import DTYPES
-
+    chosen_dtypes, chosen_impls, runner, target_list, engine = _questions(
+        dtypes, impls, headroom, gpu_name, gpu_mem, engine, executor, ray_address, torch_version)
     dtype_list = chosen_dtypes or ["float32"]
-    for target in target_list:
-        for d in dtype_list:
-            why = target.card.supports(DTYPES[d])
-            if why:
-                _fail(f"{d} cannot run on this target: {why}")
-    specs = chosen_impls or ["reference", "sdpa", "chunked"]
-    impl_list = []
-    for spec in specs:
-        name, _, backend = spec.partition(":")
-        impl_list.append((name, {"backend": backend} if backend else {}))  # the registry's defaults: the sweep's
+    # each implementation with the backend asked for; the registry's defaults are the sweep's to add
+    impl_list = [(name, {"backend": backend} if backend else {}) for name, _, backend in
+                 (spec.partition(":") for spec in chosen_impls or ["reference", "sdpa", "chunked"])]
     modes = ["forward", "train"] if mode == "both" else [mode]
 
     import shlex
@@ -146,6 +119,38 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
         _fail(str(err))
     _sweep_summary(rows, Console())
     click.echo(f"wrote {out}/results.csv, {out}/results.json, {out}/{batch_search.LARGEST} and {report}")
+
+
+def _questions(dtypes, impls, headroom, gpu_name, gpu_mem, engine, executor, ray_address, torch_version):
+    """Every option judged alone (before torch loads), then the cards with their headroom, the
+    engine and the Ray executor where asked: (dtypes, implementations, executor, cards, engine)."""
+    from sa_profiler.cli import checks
+
+    chosen_dtypes = checks.dtypes(dtypes)  # every option judged alone, before torch loads
+    chosen_impls = checks.impls(impls)
+    checks.headroom(headroom)
+    if not (gpu_name and gpu_name.strip().lower() == "all-workers"):
+        checks.card(gpu_name, gpu_mem, cpu_allowed=True)
+    checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
+    runner = None
+    if executor == "ray":
+        runner = _ray_executor(ray_address)
+        target_list, engine = _ray_targets(runner, gpu_name, gpu_mem, headroom, engine)
+    elif gpu_name and gpu_name.strip().lower() == "all-workers":
+        _fail("--gpu all-workers measures on every GPU kind of a Ray cluster: add --executor ray")
+    elif gpu_name and gpu_name.strip().lower() == "cpu":
+        target_list, engine = _cpu_target(gpu_mem, headroom, engine)
+    else:
+        target, local = _target(gpu_name, gpu_mem, headroom, emulate=engine == "measure")
+        target_list, engine = [target], _engine(engine, local)
+    from sa_profiler.engine.workload import DTYPES
+
+    for target in target_list:
+        for d in chosen_dtypes or ["float32"]:
+            why = target.card.supports(DTYPES[d])
+            if why:
+                _fail(f"{d} cannot run on this target: {why}")
+    return chosen_dtypes, chosen_impls, runner, target_list, engine
 
 
 def _sweep_summary(rows, console) -> None:

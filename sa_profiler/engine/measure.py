@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from sa_profiler.attention import backends
 from sa_profiler.attention.sdpa import BackendUnavailable
-from sa_profiler.engine import runner, step, targets
+from sa_profiler.engine import card_keys, runner, step
 from sa_profiler.engine.tracker import BACKEND_OPS
 from sa_profiler.engine.workload import Record, Workload
 
@@ -46,7 +46,7 @@ def measure(w: Workload, repeats: int = 5, warmup: int = 1) -> Record:
     """`max_memory_allocated` over the baseline on CUDA (target `cuda`, or a catalogue /
     custom target emulated on the local card with a memory fraction), or the tracker's
     exact count over real CPU tensors (target `cpu`). Time: median of `repeats`."""
-    if w.target == targets.CPU:
+    if w.target == card_keys.CPU:
         return _measure_cpu(w, repeats)
     return _measure_cuda(w, repeats, warmup)
 
@@ -75,8 +75,8 @@ def _measure_cpu(w: Workload, repeats: int) -> Record:
 def _measure_cuda(w: Workload, repeats: int, warmup: int) -> Record:
     if not torch.cuda.is_available():
         raise RuntimeError("measuring a GPU target needs a local CUDA GPU; use the simulator (--engine simulate)")
-    local = targets.resolve(targets.LOCAL)
-    gpu = targets.resolve(w.target)
+    local = card_keys.resolve(card_keys.LOCAL)
+    gpu = card_keys.resolve(w.target)
     rec = Record(w, source="measured", device_name=local.name)
     if why := local.supports(w.torch_dtype):
         rec.status, rec.message = "unsupported", why

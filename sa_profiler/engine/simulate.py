@@ -9,7 +9,7 @@ import torch
 
 from sa_profiler.attention import backends
 from sa_profiler.attention.sdpa import BackendUnavailable
-from sa_profiler.engine import runner, step, targets, workspaces
+from sa_profiler.engine import card_keys, runner, step, workspaces
 from sa_profiler.engine.allocator import SimulatedOOM
 from sa_profiler.engine.timing import StepTimer, method as timing_method
 from sa_profiler.engine.workload import Record, Workload
@@ -28,7 +28,7 @@ def simulate(w: Workload, question: Question | None = None, *, timing: bool = Tr
     GPU targets) makes the allocator model run out of memory as the card would, fragmentation
     included: the record's status is then `oom`. `timer` (GPU targets) collects the costed ops
     for a caller that wants them (the time model's fit)."""
-    gpu = question.gpu if question is not None else targets.resolve(w.target)
+    gpu = question.gpu if question is not None else card_keys.resolve(w.target)
     version = question.torch_version if question is not None else torch.__version__
     rec = Record(w, source="simulated", device_name=gpu.name if gpu else "cpu", torch_version=version)
     if gpu is not None and (why := gpu.supports(w.torch_dtype)):

@@ -174,7 +174,7 @@ def render_fit(result, console: Console) -> None:
     amp = f", AMP {result.amp}" if result.amp else ""
     measured = " (measured on this CPU)" if getattr(result, "engine", "simulate") == "measure" else ""
     head = (f"[bold]{nb(escape(result.model))}[/], {nb('batch ' + str(result.batch))} x {inputs}, "
-            f"{nb(escape(result.optimizer))}{amp} on [bold]{nb(escape(result.target))}[/]{measured}")
+            f"{nb(escape(result.optimizer))}{amp} on [bold]{nb(escape(result.card))}[/]{measured}")
     if s.peak_total is None:
         say(console, f"{head}: {verdict} ({escape(s.message)})")
     else:
@@ -201,7 +201,7 @@ def render_fit(result, console: Console) -> None:
         print_table(console, mods, wrap=())
     calls = getattr(s, "attention_calls", None) or []
     if calls:
-        where = "this CPU" if result.target.startswith("CPU") else escape(result.target)
+        where = "this CPU" if result.card.startswith("CPU") else escape(result.card)
         att_calls = Table(title=f"scaled_dot_product_attention calls, as {where} runs them (one step)",
                           title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
         for col in ("module", "backend", "calls", "dtype", "query", "key / value", "mask"):

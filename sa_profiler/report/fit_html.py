@@ -246,7 +246,7 @@ def _answer(result) -> str:
     s = result.step
     shape = getattr(result, "inputs", "") or "x".join(map(str, result.input_shape))
     amp = f", AMP {result.amp}" if result.amp else ""
-    head = (f"{result.model}: batch {result.batch} of {shape}, {result.optimizer}{amp}, on {result.target}")
+    head = (f"{result.model}: batch {result.batch} of {shape}, {result.optimizer}{amp}, on {result.card}")
     if _ok(s):
         verdict = "fits" if result.fits else "does not fit"
         line = (f"peak <b>{esc(format_bytes(s.peak_total))}</b> of {esc(format_bytes(result.usable))} usable "
@@ -318,7 +318,7 @@ def _calls(s) -> str:
 
 
 def title(result) -> str:
-    return f"Will {result.model} train on {result.target}?"
+    return f"Will {result.model} train on {result.card}?"
 
 
 def body(result, prefix: str, n_figures: int, command: str = "") -> str:

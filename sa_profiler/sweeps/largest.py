@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sa_profiler.sweeps import files
 from sa_profiler.engine import Record, Workload, simulate
-from sa_profiler.engine.targets import resolve
+from sa_profiler.engine.card_keys import resolve
 from sa_profiler.advice.recommend import bytes_per_image, largest_batch, total_bytes
 from sa_profiler.question import Question
 

@@ -188,13 +188,7 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
     if dropped and on_note:
         on_note(duplicates_note(path, dropped, len(existing)))
     existing = _rewrite(path, raw, [r for r in existing if not lost(r)])  # retry lost rows; one row per key
-    meta = {"command": sweep.command, "target": _target_meta(sweep.question),
-            "engine": sweep.engine, "torch_version": sweep.torch_version, "executor": executor.describe(),
-            "environment": environment(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra,
-            "questions": [q.to_json() for q in sweep.questions]}  # whole: what a rebuilt report answers under
-    if len(sweep.questions) > 1:
-        meta["targets"] = [_target_meta(q) for q in sweep.questions]
+    meta = _meta(sweep, executor)
     files.write_text(out / META, json.dumps(meta, indent=2))
     done = {r["key"]: r for r in existing}
     oom_at: dict[str, int] = {}
@@ -261,6 +255,19 @@ def _run(sweep: Sweep, out: Path, resume: bool, on_row, executor, on_note) -> li
     rows = sorted(read_rows(path), key=lambda r: order.get(r["key"], len(order)))  # grid order, whatever finished first
     files.write_text(out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     return rows
+
+
+def _meta(sweep: Sweep, executor) -> dict:
+    """meta.json: the command, the questions whole (what a rebuilt report answers under), the
+    executor and the environment."""
+    meta = {"command": sweep.command, "target": _target_meta(sweep.question),
+            "engine": sweep.engine, "torch_version": sweep.torch_version, "executor": executor.describe(),
+            "environment": environment(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), **sweep.extra,
+            "questions": [q.to_json() for q in sweep.questions]}
+    if len(sweep.questions) > 1:
+        meta["targets"] = [_target_meta(q) for q in sweep.questions]
+    return meta
 
 
 def _target_meta(q: Question) -> dict:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from sa_profiler.targets import gpus
 from sa_profiler.engine import Workload, simulate
-from sa_profiler.engine.targets import resolve
+from sa_profiler.engine.card_keys import resolve
 from sa_profiler.question import Question
 
 MiB = 2**20

@@ -1,4 +1,4 @@
-"""Target names in a Workload -> the device they describe."""
+"""A card key in a row (a Workload's `target`, a CSV's column) -> the card it names."""
 
 from __future__ import annotations
 

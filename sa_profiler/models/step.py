@@ -1,0 +1,204 @@
+"""One whole-model training step on the engine: the model built on the meta device (simulated)
+or the CPU (measured under the tracker), converted or fused as asked, two steps run (the second
+is the steady state, with the optimizer's state there), and what came of it (`StepResult`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from sa_profiler import names
+from sa_profiler.targets import gpus
+from sa_profiler.models import inputs as model_inputs
+from sa_profiler.engine.amp import DTYPES as AMP_DTYPES
+from sa_profiler.question import Question
+from sa_profiler.attention import backends, convert, fused, is_sagan_attention
+from sa_profiler.engine import runner
+from sa_profiler.engine.allocator import SimulatedOOM
+from sa_profiler.engine.attribution import breakdown, calls_by_module
+from sa_profiler.engine.values import ValueBranch
+from sa_profiler.engine.workload import TensorInfo
+from sa_profiler.models.loading import FitError, _one_line, parse_inputs
+
+OPTIMIZERS = names.OPTIMIZERS
+
+
+def _optimizer(name: str, params, foreach):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=0.01, foreach=foreach)
+    if name == "sgd-momentum":
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=foreach)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=1e-4, foreach=foreach)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
+    raise FitError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor) and out.is_floating_point():
+        return out
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            if isinstance(item, torch.Tensor) and item.is_floating_point():
+                return item
+    if isinstance(out, dict):  # also diffusers' BaseOutput and transformers' ModelOutput
+        return _first_tensor(list(out.values()))
+    if hasattr(out, "__dataclass_fields__"):
+        return _first_tensor([getattr(out, f) for f in out.__dataclass_fields__])
+    raise FitError(f"the model returned {type(out).__name__}, not a floating-point tensor to take a loss of")
+
+
+@dataclass
+class StepResult:
+    peak_total: int | None  # bytes at the peak, baseline included (what the card must hold)
+    baseline: int
+    status: str = "ok"
+    message: str = ""
+    breakdown: dict = field(default_factory=dict)  # category -> bytes at the peak
+    modules: dict = field(default_factory=dict)  # top-level module -> bytes at the peak
+    attention_bytes: int = 0  # allocated by attention layers (forward or backward) and alive at the peak
+    attention_layers: int = 0  # SAGAN layers, nn.MultiheadAttention and modules that call SDPA
+    sagan_layers: int = 0
+    sagan_modules: list = field(default_factory=list)  # their names
+    attention_calls: list = field(default_factory=list)  # per module: the SDPA backend the target runs
+    explicit_attention: dict = field(default_factory=dict)  # module -> probabilities' shape, attention written out
+    fused_lines: list = field(default_factory=list)  # the library switches this step was run with (fuse=True)
+    backends: dict = field(default_factory=dict)  # SDPA backend -> calls in one step
+    top_tensors: list[TensorInfo] = field(default_factory=list)
+    timeline: list = field(default_factory=list)  # (op, allocated bytes, phase, module) per op, both steps
+    peak_index: int | None = None  # the op in `timeline` that set the peak
+    # the step run again with the usable memory as the allocator's cap: False where the caching
+    # allocator runs out under it although the peak is below (fragmentation); None: not run so
+    fits_cap: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.peak_total is not None
+
+    # the step as an `engine.workload.Outcome`, as a layer's Record reads: what the batch search takes
+    @property
+    def peak_bytes(self) -> int | None:
+        return None if self.peak_total is None else self.peak_total - self.baseline
+
+    @property
+    def baseline_bytes(self) -> int:
+        return self.baseline
+
+
+def _materialise(model: nn.Module, device) -> None:
+    """Meta parameters/buffers (a model given as an instance) made real on `device` for a
+    measured step: small random floats, zero integers."""
+    if not any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        return
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.normal_(0.0, 0.02)
+            else:
+                t.zero_()
+
+
+def _setting(on, optimizer: str | None, amp: str | None, device: str):
+    """(card or None, rules' torch or None, optimizer, autocast dtype or None), checked."""
+    if isinstance(on, Question):
+        gpu, torch_version = on.gpu, on.torch_version
+        optimizer, amp = optimizer or on.optimizer, amp or on.amp
+    else:
+        gpu, torch_version, optimizer = on, None, optimizer or "adam"
+    if optimizer not in OPTIMIZERS:
+        raise FitError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if amp is not None and amp not in AMP_DTYPES:
+        raise FitError(f"unknown --amp {amp!r}; expected fp16 or bf16")
+    amp_dtype = AMP_DTYPES.get(amp)
+    if amp_dtype is not None and gpu is None:
+        raise FitError("--amp emulates CUDA autocast; give a CUDA target (--gpu NAME or --gpu-mem SIZE), not the CPU")
+    if gpu is not None and amp_dtype is not None and (why := gpu.supports(amp_dtype)):
+        raise FitError(why)
+    if gpu is not None and device != "meta":
+        raise FitError("a CUDA target is simulated (device meta); measuring runs on the CPU target only")
+    return gpu, torch_version, optimizer, amp_dtype
+
+
+def _model(factory, device: str, convert_to, fuse: bool):
+    """The model built on `device` in training mode, its SAGAN layers (named before any
+    conversion), converted or fused as asked: (model, SAGAN module names, the switch's lines)."""
+    try:
+        with torch.device(device):
+            model = factory()
+    except Exception as err:
+        raise FitError(f"building the model failed: {type(err).__name__}: {_one_line(err)}") from None
+    if not isinstance(model, nn.Module):
+        raise FitError(f"the factory returned {type(model).__name__}, not an nn.Module")
+    if device != "meta":
+        _materialise(model, device)
+    model.to(device).train()
+    sagan = [n for n, m in model.named_modules() if is_sagan_attention(m)]
+    if convert_to:
+        convert(model, convert_to[0], **convert_to[1])
+    fused_lines = fused.switch(model) if fuse else []
+    if fuse and not fused_lines:
+        raise FitError("no library switch routes this model's explicit attention through scaled_dot_product_attention")
+    return model, sagan, fused_lines
+
+
+def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Question | gpus.GPU | None, *,
+             optimizer: str | None = None, amp: str | None = None, convert_to: tuple[str, dict] | None = None,
+             device: str = "meta", cap: int | None = None, timeline: bool = False, fuse: bool = False) -> StepResult:
+    """Two training steps of the model on `device` (meta: simulated; cpu: measured under the
+    tracker) costed for `on`: a Question (its card, torch, optimizer and AMP), or a card alone
+    (None: the CPU) under the running torch with `optimizer` (default adam) and `amp`.
+    `input_shape`: the model's inputs (see `inputs.py`: a shape, a `--input` string, a list of
+    them, or a dict by argument name)."""
+    gpu, torch_version, optimizer, amp_dtype = _setting(on, optimizer, amp, device)
+    specs = parse_inputs(input_shape)
+    model, sagan, fused_lines = _model(factory, device, convert_to, fuse)
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:  # values read from a file are read here, on first use: a file that cannot be is one line
+        args, kwargs = model_inputs.make(specs, batch, device)
+        specs_in_order = [s for s in specs if not s.name] + [s for s in specs if s.name]
+        input_values = [(t, s.value(batch)) for s, t in zip(specs_in_order, [*args, *kwargs.values()])
+                        if device == "meta" and s.has_values]
+    except model_inputs.InputError as err:
+        raise FitError(str(err)) from None
+    cuda = gpu is not None
+    opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
+    tracker = runner.tracker_for(gpu, device, cap=cap, host=True, first_use_workspaces=True)
+    tracker.keep_peak_live = True
+    if timeline:
+        tracker.timeline = []
+    step = runner.Step(model, args, kwargs, baseline=[([*model.parameters(), *model.buffers()], "parameters"),
+                                                      ([*args, *kwargs.values()], "input")],
+                       loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
+                       values=input_values if device == "meta" else None)
+    result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
+    try:  # two steps: the second is the steady state, with the optimizer state there
+        outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,
+                             attribute=True)
+    except SimulatedOOM as err:
+        result.status, result.message = "oom", f"out of memory (simulated): {err}"
+        result.baseline = tracker.baseline
+        return result
+    except FitError:
+        raise
+    except ValueBranch as err:
+        raise FitError(str(err)) from None
+    except Exception as err:
+        raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
+                       f"{type(err).__name__}: {_one_line(err)}") from None
+    attribution = outcome.attribution
+    result.baseline = tracker.baseline
+    result.attention_layers = attribution.layers
+    result.explicit_attention = {m: list(s) for m, s in attribution.explicit.items()}
+    result.attention_calls = calls_by_module(outcome.calls)
+    result.backends = dict(Counter(c.backend for c in outcome.calls))
+    result.peak_total = tracker.allocator.peak
+    result.top_tensors = tracker.peak_tensors
+    result.timeline, result.peak_index = tracker.timeline or [], tracker.peak_index
+    result.breakdown, result.modules, result.attention_bytes = breakdown(tracker, outcome.grads, outcome.states)
+    return result
