@@ -33,7 +33,8 @@ OUT = ROOT / "reports" / "mutation"
 MODULES = {
     # tests/test_engine.py's CPU simulate == measure checks are left out: the tracker is shared,
     # so they cannot kill a tracker mutant, and they cost 40 s per surviving mutant
-    "engine": (["sa_profiler/engine/", "sa_profiler/attention/memory_format.py"],
+    "engine": (["sa_profiler/engine/", "sa_profiler/attention/memory_format.py", "sa_profiler/torch_compat/lazy.py",
+                "sa_profiler/torch_compat/plain_shapes.py"],
                ["tests/test_records_and_workloads.py", "tests/test_oracles.py", "tests/test_rules.py",
                 "tests/test_rule_coverage.py", "tests/test_golden.py::test_engine_answers_are_pinned",
                 "tests/test_golden.py::test_rule_answers_are_pinned", "tests/test_mem_eff.py",

@@ -89,3 +89,49 @@ def test_cudnn_dropout_gate_with_caps_that_name_no_torch():
     call = backends.Call.of(q, q, q, None, 0.1)
     assert backends.refusal("cudnn", backends.DeviceCaps("cuda", (9, 0), torch_version="2.11"), call) is None
     assert "1/16" in backends.refusal("cudnn", backends.DeviceCaps("cuda", (9, 0), torch_version="2.13"), call)
+
+
+def _with_row(first, key, **values):
+    """TORCH_RULES with the row (`key`, `first`) given other thresholds."""
+    import dataclasses
+
+    rows = [r for r in backends.TORCH_RULES if (r.key, r.first) == (key, first)]
+    assert len(rows) == 1, (key, first)
+    return tuple(dataclasses.replace(r, values={**r.values, **values}) if r is rows[0] else r
+                 for r in backends.TORCH_RULES)
+
+
+def _cuda(cc, version, cudnn=None, preferred=False):
+    return backends.DeviceCaps("cuda", cc, preferred, torch_version=version, cudnn_version=cudnn)
+
+
+# per row of TORCH_RULES: other thresholds for it, and a selection question whose answer they change
+ROW_PROBES = {
+    ("cudnn_first", "2.4"): ({"on": ((8, 0),)}, lambda: backends.cudnn_preferred((8, 0), "2.6.0", None)),
+    ("cudnn_first", "2.5.0"): ({"on": ()}, lambda: backends.cudnn_preferred((9, 0), "2.5.0", None)),
+    ("cudnn_first", "2.9"): ({"on": ((9, 0),)}, lambda: backends.cudnn_preferred((10, 0), "2.9.0", None)),
+    ("cudnn_first", "2.10"): ({"cudnn": 92000}, lambda: backends.cudnn_preferred((9, 0), "2.11.0", None)),
+    ("cudnn_head_dim", "~2.5"): ({"limit": 64}, lambda: backends.select(_cuda((9, 0), "2.6.0", preferred=True),
+                                                                       F16, 96, 96)),
+    ("cudnn_head_dim", "~2.8"): ({"wide_cudnn": 99999}, lambda: backends.select(
+        _cuda((9, 0), "2.8.0", preferred=True), F16, 256, 256)),
+    ("cudnn_head_dim", "~2.13"): ({"backward_shapes": ((192, 128),)}, lambda: backends.select(
+        _cuda((9, 0), "2.13.0", 92300, preferred=True), F16, 256, 256, requires_grad=True)),
+    ("cudnn_dropout", "~2.12"): ({"steps": 10}, lambda: backends.select_call(
+        _cuda((9, 0), "2.12.0", preferred=True), backends.Call(F16, (1, 1, 4, 64), (1, 1, 4, 64), (1, 1, 4, 64),
+                                                                dropout=0.125))),
+    ("efficient_alignment", "all"): ({"half": 16}, lambda: backends.select(_cuda((7, 5), "2.14.0"), F16, 8, 8)),
+}
+
+
+def test_every_row_of_torch_rules_has_a_probe():
+    assert sorted(ROW_PROBES) == sorted((r.key, r.first) for r in backends.TORCH_RULES)
+
+
+@pytest.mark.parametrize("key,first", sorted(ROW_PROBES))
+def test_each_row_of_torch_rules_is_read_by_the_selection(key, first, monkeypatch):
+    """Other thresholds in one row give another answer: the selection reads the row, not a copy."""
+    values, ask = ROW_PROBES[(key, first)]
+    before = ask()
+    monkeypatch.setattr(backends, "TORCH_RULES", _with_row(first, key, **values))
+    assert ask() != before, (key, first, before)

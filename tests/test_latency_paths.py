@@ -1,5 +1,5 @@
 """The fresh question's light path: torch._dynamo kept out of a step that never compiles
-(sa_profiler/engine/lazy.py), with answers identical to torch's own path.
+(sa_profiler/torch_compat/lazy.py), with answers identical to torch's own path.
 
 Each check runs in a fresh interpreter, since whether torch._dynamo is imported is process state.
 """
@@ -53,7 +53,7 @@ def test_a_forward_question_does_not_import_dynamo():
 
 SCOPE = """
 import sys, torch, torch._refs, torch.utils.checkpoint
-from sa_profiler.engine import lazy
+from sa_profiler.torch_compat import lazy
 [fn] = lazy.wrapped_fns(torch._refs.add)
 assert lazy.wrapped_fns(lambda: None) == [] and lazy.wrapped_fn(torch._refs.add) is None
 assert getattr(fn, lazy.ATTRIBUTE, None) is None
@@ -83,7 +83,7 @@ def test_the_shortcut_is_scoped_and_steps_aside_once_dynamo_is_imported():
 def test_after_the_scope_torch_caches_its_own_disable_wrapper():
     code = """
 import torch
-from sa_profiler.engine import lazy
+from sa_profiler.torch_compat import lazy
 with lazy.outside_compile():
     pass
 import torch._refs

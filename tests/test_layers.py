@@ -50,8 +50,6 @@ LAYERS = (
 )
 
 KNOWN_UPWARD = {
-    # torch_compat's lazy-op wrappers use the engine's lazy tensors (a deferred import)
-    ("sa_profiler.torch_compat", "sa_profiler.engine.lazy"),
     # `Advice._repr_html_` renders through the report
     ("sa_profiler.advice.advise", "sa_profiler.report.advice_html"),
     # `FitResult._repr_html_` renders through the report

@@ -1,4 +1,4 @@
-"""engine/lazy.py piece by piece: which objects are torch's `_disable_dynamo` wrappers, which
+"""torch_compat/lazy.py piece by piece: which objects are torch's `_disable_dynamo` wrappers, which
 functions `outside_compile` caches for, and that it takes exactly those entries back (tests
 written against surviving mutants).
 
@@ -9,12 +9,12 @@ import os
 import subprocess
 import sys
 
-from sa_profiler.engine import lazy
+from sa_profiler.torch_compat import lazy
 
 CHECKS = r'''
 import sys, types
 import torch, torch._refs
-from sa_profiler.engine import lazy
+from sa_profiler.torch_compat import lazy
 
 A = lazy.ATTRIBUTE
 assert A == "__dynamo_disable"

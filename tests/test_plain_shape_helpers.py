@@ -1,4 +1,4 @@
-"""engine/plain_shapes.py in-process: each plain-value helper against torch's own, the hand-over of
+"""torch_compat/plain_shapes.py in-process: each plain-value helper against torch's own, the hand-over of
 symbolic arguments, and the stand-ins' life in sys.modules."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from sa_profiler.engine import plain_shapes as ps
+from sa_profiler.torch_compat import plain_shapes as ps
 
 
 class _Symbolic(types.SimpleNamespace):

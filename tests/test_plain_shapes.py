@@ -1,4 +1,4 @@
-"""sympy kept out of simulated steps (sa_profiler/engine/plain_shapes.py): every helper call the
+"""sympy kept out of simulated steps (sa_profiler/torch_compat/plain_shapes.py): every helper call the
 steps make answers what torch's own function answers, the stand-ins are scoped, step aside for
 anything else, and the answers do not move.
 
@@ -26,7 +26,7 @@ WORKLOADS = [Workload(impl, b, c, h, w, dtype, mode, target, opts)
 
 REPLAY = WORKLOADS + """
 import sys, json
-from sa_profiler.engine import plain_shapes
+from sa_profiler.torch_compat import plain_shapes
 calls = []
 for name, fn in list(plain_shapes.PLAIN[plain_shapes.SYMBOLIC].items()):
     def recorded(*args, _fn=fn, _name=name):
@@ -61,7 +61,7 @@ ANSWERS = WORKLOADS + """
 import sys, json
 if sys.argv[1] == "sympy":  # torch's module imported first: the stand-ins stay out
     import torch.fx.experimental.symbolic_shapes
-from sa_profiler.engine import plain_shapes
+from sa_profiler.torch_compat import plain_shapes
 records, sympy = [], None
 for w in WORKLOADS:
     if w.target == "cpu" and sympy is None:
@@ -82,7 +82,7 @@ def test_answers_are_the_same_with_sympy_imported():
 
 SCOPE = """
 import sys, torch
-from sa_profiler.engine.plain_shapes import plain_shapes, SYMBOLIC, SYMPY, SYMPY_FUNCTIONS, Basic
+from sa_profiler.torch_compat.plain_shapes import plain_shapes, SYMBOLIC, SYMPY, SYMPY_FUNCTIONS, Basic
 NAMES = (SYMBOLIC, SYMPY, SYMPY_FUNCTIONS)
 assert not any(n in sys.modules for n in NAMES)
 with plain_shapes():
@@ -113,7 +113,7 @@ def test_the_stand_ins_are_scoped_and_step_aside():
 
 LEAVE = """
 import sys
-from sa_profiler.engine.plain_shapes import plain_shapes, SYMBOLIC
+from sa_profiler.torch_compat.plain_shapes import plain_shapes, SYMBOLIC
 with plain_shapes():
     assert SYMBOLIC in sys.modules and "sympy" in sys.modules
 import torch.fx.experimental as experimental

@@ -1,4 +1,4 @@
-"""A test per guard of sa_profiler/torch_compat.py, on whichever torch runs the suite.
+"""A test per guard of sa_profiler/torch_compat/, on whichever torch runs the suite.
 
 Each guard is detected by behaviour or schema; each test also pins the release where the
 behaviour is known to change, so that a torch release that moves one shows up here, in one
@@ -87,7 +87,7 @@ def test_fused_sdpa_ops_run_on_meta_after_prepare():
     torch_compat.prepare()
     assert torch_compat.missing_fakes() == []
     if VERSION >= (2, 5):
-        assert not torch_compat._library  # nothing registered on a torch that has them
+        assert not torch_compat.sdpa_ops._library  # nothing registered on a torch that has them
     q, k, v = _meta(2, 4, 100, 64), _meta(2, 4, 80, 64), _meta(2, 4, 80, 32)
     out, lse, *_ = aten._scaled_dot_product_efficient_attention(q, k, v, None, True)
     assert out.shape == (2, 4, 100, 32) and lse.shape == (2, 4, 128) and lse.dtype == torch.float32
@@ -95,7 +95,7 @@ def test_fused_sdpa_ops_run_on_meta_after_prepare():
     assert out.shape == (2, 4, 100, 64) and lse.shape[:3] == (2, 4, 100)
 
 
-@pytest.mark.parametrize("name", sorted(torch_compat._FAKES))
+@pytest.mark.parametrize("name", sorted(torch_compat.sdpa_ops._FAKES))
 def test_each_fake_equals_the_meta_kernel_of_a_torch_that_has_one(name):
     """Our fakes (torch 2.8's definitions) against the meta kernels of the torch running, where
     it has them: the same attention output (shape, strides, dtype), and every other output
@@ -103,7 +103,7 @@ def test_each_fake_equals_the_meta_kernel_of_a_torch_that_has_one(name):
     the logsumexp and the philox seed without changing its size there)."""
     from sa_profiler.engine.allocator import round_size
 
-    if name in torch_compat.missing_fakes() or (torch_compat._library and VERSION < (2, 5)):
+    if name in torch_compat.missing_fakes() or (torch_compat.sdpa_ops._library and VERSION < (2, 5)):
         pytest.skip("this torch has no meta kernel of its own to compare with")
     q, k, v = _meta(2, 4, 100, 64), _meta(2, 4, 80, 64), _meta(2, 4, 80, 64)
     if name == "_scaled_dot_product_efficient_attention":
@@ -119,7 +119,7 @@ def test_each_fake_equals_the_meta_kernel_of_a_torch_that_has_one(name):
         args = ((out, q, k, v, out, lse, seed, seed, None, None, None, 100, 80, 0.0, False)
                 if torch_compat.cudnn_takes_bias() else (out, q, k, v, out, lse, None, None, 100, 80, 0.0, False, seed, seed))
     theirs = getattr(aten, name).default(*args)
-    ours = torch_compat._FAKES[name](*args)
+    ours = torch_compat.sdpa_ops._FAKES[name](*args)
     assert (theirs[0].shape, theirs[0].stride(), theirs[0].dtype) == (ours[0].shape, ours[0].stride(), ours[0].dtype)
     for a, b in zip(theirs[1:], ours[1:]):
         if isinstance(a, torch.Tensor):
@@ -164,6 +164,35 @@ def test_make_saved_tensor_guard():
 
 def test_group_norm_backward_guard():
     assert torch_compat.group_norm_backward_copies_grad() == (VERSION <= (2, 13))
+
+
+def test_the_privates_are_there():
+    """Every torch private the package reads, on the running torch: a release that drops or
+    renames one fails here, by name (the callers' fallbacks are tested where they are used)."""
+    assert {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention} == torch_compat.sdpa_functions()
+    assert [a.name for a in torch_compat.op_schema(aten.add_.Tensor).arguments][:2] == ["self", "other"]
+    assert torch_compat.op_schema(aten.add_.Tensor).arguments[0].alias_info.is_write
+    assert torch_compat.graph_task_id() == -1  # outside a backward
+    seen = []
+    x = torch.ones(2, requires_grad=True)
+    y = x.exp()
+    y.register_hook(lambda g: seen.append(torch_compat.graph_task_id()))
+    y.sum().backward()
+    assert seen and seen[-1] >= 0
+    assert torch_compat.non_strict_tracing() is False and torch_compat.defaults_in_force()
+    if torch_compat.make_saved_tensor() is not None:
+        assert isinstance(torch_compat.make_saved_tensor()(x, is_output=False), torch_compat.saved_tensor_type())
+    view = x.detach()[:1]
+    assert torch_compat.is_view(view) and torch_compat.view_base(view) is not None
+    assert not torch_compat.is_view(x) and torch_compat.view_base(x) is None
+    half = torch_compat.half_to_float_softmax()
+    assert half["softmax"](torch.ones(2, dtype=torch.float16), 0, False).dtype == torch.float16
+    assert half["log_softmax"](torch.ones(2), 0, False).shape == (2,)
+    from sa_profiler.torch_compat import dispatch
+
+    with dispatch.disable_current_modes():
+        assert dispatch.tree_map(lambda v: v + 1, dispatch.tree_flatten([1, (2,)])[0]) == [2, 3]
+    assert issubclass(dispatch.TorchDispatchMode, object)
 
 
 def _checkpointed_sdpa(x):

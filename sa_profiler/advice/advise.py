@@ -70,7 +70,7 @@ class Advice:
             "times are measured with CUDA events (median); a time marked * is estimated: " + timing.assumption(g),
         ]
         out.append(f"SDPA backends chosen as torch {q.torch_release} chooses them "
-                   "(sdp_utils.cpp; the rules that changed from 2.4 to 2.14 are tabled in attention/backends.py)")
+                   "(sdp_utils.cpp; the rules that changed from 2.4 to 2.14 are read from TORCH_RULES in attention/backends.py)")
         if any(r.backend == "cudnn" for r in self.rows):
             out.append("cuDNN attention's engines are closed source: its memory is the rule measured on an H100 "
                        "(torch 2.11, cuDNN 9.19), assumed on other architectures")

@@ -36,20 +36,7 @@ import torch
 from sa_profiler import torch_compat
 
 _make_saved_tensor = torch_compat.make_saved_tensor()  # None: torch's own checkpoint is used
-if _make_saved_tensor is not None:
-    from torch._C._autograd import SavedTensor
-    _task_id = torch._C._current_graph_task_id
-_exec_group = getattr(torch._C, "_get_graph_exec_group", lambda: None)
-_tracing = getattr(getattr(torch, "compiler", None), "_is_non_strict_tracing", lambda: False)
-
-
-def _torch_defaults() -> bool:
-    """torch's checkpoint as `checkpoint` mirrors it: early stop on, debug off (both can be
-    switched process-wide: `set_checkpoint_early_stop`, `set_checkpoint_debug_enabled`)."""
-    import torch.utils.checkpoint as ckpt
-
-    return (getattr(ckpt, "_enable_checkpoint_early_stop", None) in (None, True)
-            and not getattr(ckpt, "_checkpoint_debug_enabled", None))
+SavedTensor = torch_compat.saved_tensor_type() if _make_saved_tensor is not None else None
 
 
 def usable(*args) -> bool:
@@ -57,7 +44,7 @@ def usable(*args) -> bool:
     torch privates it mirrors present, torch's defaults in force, and nothing tracing."""
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     return (_make_saved_tensor is not None and bool(tensors) and all(t.device.type == "meta" for t in tensors)
-            and _torch_defaults() and not _tracing())
+            and torch_compat.defaults_in_force() and not torch_compat.non_strict_tracing())
 
 
 class _Stop(Exception):
@@ -117,9 +104,9 @@ class _ForwardHooks(torch.autograd.graph.saved_tensors_hooks):
             return holder
 
         def unpack(holder):
-            gid = _exec_group()
+            gid = torch_compat.graph_exec_group()
             if gid is None:
-                gid = _task_id()
+                gid = torch_compat.graph_task_id()
                 if gid == -1:  # unpacked outside a backward
                     gid = object()
             if not frame.is_recomputed[gid]:

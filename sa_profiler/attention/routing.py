@@ -15,7 +15,7 @@ kernel-internal allocations come from the rule table (`engine/rules.py`).
 The same mode applies the AMP emulation's casts (`engine/amp.py`) when one is attached. Autograd runs
 backward code with no torch-function mode on the stack, and checkpoint recomputation re-runs
 forward code there. No torch release re-enters a mode of ours around the recompute (each does
-something else: `torch_compat.py`), so `simulating` has torch's non-reentrant checkpoint
+something else: `torch_compat`), so `simulating` has torch's non-reentrant checkpoint
 enter `reentered()` around each recompute (`torch_compat.checkpoint_scope`), the chunked
 layer's own checkpoint does the same (`recompute.py`), and `fit` re-enters the mode from
 module hooks for reentrant checkpoints: a checkpointed block is routed and autocast in the
@@ -39,7 +39,7 @@ from sa_profiler.attention import backends
 from sa_profiler.attention.memory_format import suggests_channels_last
 
 aten = torch.ops.aten
-_SDPA = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
+_SDPA = torch_compat.sdpa_functions()
 
 
 @dataclass(frozen=True)

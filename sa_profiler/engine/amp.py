@@ -23,6 +23,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from sa_profiler import torch_compat
+
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 LOWER_PRECISION = {
@@ -40,9 +42,10 @@ FP32 = {
     torch.reciprocal, torch.expm1, torch.log1p, torch.log2, torch.log10, torch.cdist, torch.prod, torch.Tensor.rsqrt,
 }
 # softmax and log_softmax of a float16 input: `_softmax` / `_log_softmax` with half_to_float
-HALF_TO_FLOAT = {F.softmax: torch._softmax, torch.softmax: torch._softmax, torch.Tensor.softmax: torch._softmax,
-                 F.log_softmax: torch._log_softmax, torch.log_softmax: torch._log_softmax,
-                 torch.Tensor.log_softmax: torch._log_softmax}
+_HALF = torch_compat.half_to_float_softmax()
+HALF_TO_FLOAT = {F.softmax: _HALF["softmax"], torch.softmax: _HALF["softmax"], torch.Tensor.softmax: _HALF["softmax"],
+                 F.log_softmax: _HALF["log_softmax"], torch.log_softmax: _HALF["log_softmax"],
+                 torch.Tensor.log_softmax: _HALF["log_softmax"]}
 # the `promote` list: floating arguments cast to the widest floating dtype among them
 PROMOTE = {
     torch.dot, torch.Tensor.dot, torch.vdot, torch.addcdiv, torch.addcmul, torch.Tensor.addcdiv, torch.Tensor.addcmul,
@@ -82,7 +85,7 @@ class AutocastEmulation:
         # autocast_mode.cpp `cached_cast`: float32 leaves that require grad and are not views;
         # the entry holds the original (a weak intrusive pointer there), so its key is never reused
         if (dtype != torch.float32 and self._caching and t.dtype == torch.float32 and t.is_leaf and t.requires_grad
-                and t._base is None):
+                and torch_compat.view_base(t) is None):
             hit = self.cache.get(id(t))
             if hit is None or hit[0] is not t:
                 hit = self.cache[id(t)] = (t, t.to(dtype))

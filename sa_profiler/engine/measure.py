@@ -7,13 +7,13 @@ import statistics
 import time
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from sa_profiler.attention import backends
 from sa_profiler.attention.sdpa import BackendUnavailable
 from sa_profiler.engine import card_keys, runner, step
 from sa_profiler.engine.tracker import BACKEND_OPS
 from sa_profiler.engine.workload import Record, Workload
+from sa_profiler.torch_compat.dispatch import TorchDispatchMode
 
 
 class _OpNames(TorchDispatchMode):

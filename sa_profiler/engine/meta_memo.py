@@ -20,6 +20,8 @@ import contextlib
 
 import torch
 
+from sa_profiler.torch_compat import is_view
+
 LIMIT = 1 << 16  # layouts kept; the memo starts over beyond
 _memo: dict = {}
 _enabled = True
@@ -97,7 +99,7 @@ def _layouts(out, args) -> tuple | None:
             specs.append(None)
             continue
         if (not isinstance(t, torch.Tensor) or type(t) is not torch.Tensor or t.device.type != "meta"
-                or t.layout != torch.strided or t._is_view() or t.storage_offset() != 0 or t.is_conj() or t.is_neg()
+                or t.layout != torch.strided or is_view(t) or t.storage_offset() != 0 or t.is_conj() or t.is_neg()
                 or t.requires_grad):
             return None
         st = t.untyped_storage()

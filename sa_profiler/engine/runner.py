@@ -3,7 +3,7 @@
 A step is a module, its inputs, a loss, an optional optimizer and AMP (`Step`). `run` runs it
 on meta tensors, simulated for a target (a `gpus.GPU`, or None for this CPU), or on real CPU
 tensors, measured, under the same memory tracker, with the same SDPA routing and the same
-guards for the torch release (`attention/routing.py`, `torch_compat.py`):
+guards for the torch release (`attention/routing.py`, `torch_compat/`):
 
 - the tracker costs every storage with the target's allocator model and rules (`tracker_for`);
 - the routing sends each SDPA call to the kernel the target runs (a real step: logs torch's);

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sa_profiler import torch_compat
 from sa_profiler.engine import meta_memo
 from sa_profiler.engine import timing_constants as fitted
 from sa_profiler.engine.tracker import tensors_in
@@ -78,10 +79,10 @@ def kind_of(name: str, precision: str) -> str:
 
 
 def _in_backward() -> bool:
-    """Whether the autograd engine is running the op (torch._C._current_graph_task_id is -1
+    """Whether the autograd engine is running the op (`torch_compat.graph_task_id` is -1
     outside a backward; it is what torch.utils.checkpoint uses)."""
-    task_id = getattr(torch._C, "_current_graph_task_id", None)
-    return task_id is not None and task_id() >= 0
+    task = torch_compat.graph_task_id()
+    return task is not None and task >= 0
 
 
 def describe(func, args, kwargs, out) -> Op:

@@ -14,12 +14,12 @@ import weakref
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-
-from sa_profiler.engine import lazy, meta_memo, workspaces
+from sa_profiler.engine import meta_memo, workspaces
 from sa_profiler.engine.meta_memo import tensors_in
 from sa_profiler.engine.allocator import block_bytes
 from sa_profiler.engine.workload import TensorInfo, where
+from sa_profiler.torch_compat import lazy
+from sa_profiler.torch_compat.dispatch import TorchDispatchMode
 
 # aliasing ops take `MemoryTracker._view`, and ops no rule names skip the rules (False: every op
 # takes the general path, to compare)
@@ -79,7 +79,7 @@ class MemoryTracker(TorchDispatchMode):
         self.workspace_bytes: dict[str, int] | None = None
 
     def __enter__(self):
-        # the step never compiles: keep torch._dynamo (a second to import) out of it (lazy.py)
+        # the step never compiles: keep torch._dynamo (a second to import) out of it (torch_compat.lazy)
         scope = lazy.outside_compile(type(self).__torch_dispatch__)
         scope.__enter__()
         self._scopes.append(scope)

@@ -15,9 +15,10 @@ a branch on it is refused in one line that names the op and the module, with the
 from __future__ import annotations
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
-from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
+
+from sa_profiler.torch_compat import op_schema
+from sa_profiler.torch_compat.dispatch import TorchDispatchMode, disable_current_modes, tree_flatten, tree_map
 
 aten = torch.ops.aten
 
@@ -79,7 +80,7 @@ class InputValues(TorchDispatchMode):
     def _run(self, func, args, kwargs):
         """`func` on the CPU values, unseen by the modes outside (the tracker costs the meta op)."""
         self.computed += 1
-        with _disable_current_modes():
+        with disable_current_modes():
             return func(*self._real(args), **self._real(kwargs))
 
     def _real(self, tree):
@@ -135,7 +136,7 @@ def _metas(args, kwargs) -> list:
 
 def _writes(func, args, kwargs, t) -> bool:
     """Whether `func` writes `t` (an in-place or out= argument)."""
-    schema = func._schema
+    schema = op_schema(func)
     for i, arg in enumerate(schema.arguments):
         value = args[i] if i < len(args) else kwargs.get(arg.name)
         if value is t and arg.alias_info is not None and arg.alias_info.is_write:

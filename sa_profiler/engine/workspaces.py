@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from sa_profiler import torch_compat
+
 LT_WORKSPACE = 1024 * 1024  # parseCUDABlasLtWorkspaceSize: 1024 KiB by default
 
 # aten ops that call cuBLAS (at::cuda::blas gemm/gemv/dot and their batched forms)
@@ -30,13 +32,13 @@ LT_OPS = frozenset({"addmm", "_addmm_activation"})
 
 def thread() -> str:
     """'backward' while autograd runs a backward (the op then runs on the engine's device thread
-    for a CUDA tensor), else 'forward'. `torch._C._current_graph_task_id` is private: without it,
+    for a CUDA tensor), else 'forward'. `torch_compat.graph_task_id` is private: without it,
     every op counts as the forward thread's (one workspace, as before the two were told apart)."""
-    current = getattr(torch._C, "_current_graph_task_id", None)
     try:
-        return "backward" if current is not None and current() != -1 else "forward"
+        task = torch_compat.graph_task_id()
     except RuntimeError:
         return "forward"
+    return "backward" if task is not None and task != -1 else "forward"
 
 
 def handles(name: str, args) -> tuple[str, ...]:

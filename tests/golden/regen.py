@@ -19,7 +19,7 @@ GOLDEN = Path(__file__).with_name("answers.json")
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 # the torch whose choices the table pins (SDPA backend selection and the autograd formulas that
-# changed: sa_profiler/torch_compat.py), so that every torch in the supported range gives it
+# changed: sa_profiler/torch_compat/), so that every torch in the supported range gives it
 TORCH = "2.13"
 
 FORUM = ["--shape", "128x256x256", "--mode", "both", "--impl", "reference,sdpa,chunked,pooled", "--json"]

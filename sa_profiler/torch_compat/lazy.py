@@ -9,7 +9,7 @@ wrapper sets the eval-frame callback to None, which is what it already is. So wh
 `torch._dynamo` is not imported (then nothing can be compiling), `outside_compile()` caches
 `fn` itself for those functions, and takes exactly those entries back on exit: a torch.compile
 later in the process gets torch's own wrapper. On a torch whose wrapper differs, it does nothing.
-The same scope keeps sympy out of the step's shape checks (plain_shapes.py).
+The same scope keeps sympy out of the step's shape checks (`plain_shapes`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import importlib
 import sys
 import threading
 
-from sa_profiler.engine.plain_shapes import plain_shapes
+from sa_profiler.torch_compat.plain_shapes import plain_shapes
 
 # modules whose functions a step may reach through torch's lazy wrapper
 MODULES = ("torch._refs", "torch._refs.nn.functional", "torch._refs.special", "torch._refs.linalg",

@@ -142,7 +142,7 @@ PLAIN = {
 
 class _StandIn(types.ModuleType):
     def __init__(self, name: str):
-        super().__init__(name, f"stands in for {name} while shapes are plain (sa_profiler.engine.plain_shapes)")
+        super().__init__(name, f"stands in for {name} while shapes are plain (sa_profiler.torch_compat.plain_shapes)")
         if name == SYMBOLIC:  # right for any argument (they hand symbolic ones over): no lookup cost
             vars(self).update(PLAIN[name])
 
