@@ -44,23 +44,41 @@ By subject:
 
 from __future__ import annotations
 
-from sa_profiler.torch_compat.autograd import (function_mode_stack, graph_exec_group, graph_task_id, is_view,
-                                               make_saved_tensor, non_strict_tracing, saved_tensor_type,
-                                               sequence_nr, view_base)
-from sa_profiler.torch_compat.checkpoint import (checkpoint_knows_meta, checkpoint_scope, defaults_in_force,
-                                                 fork_rng_knows_meta)
-from sa_profiler.torch_compat.formulas import (GROUP_NORM_KERNEL_COPIES, group_norm_backward_copies_grad,
-                                               group_norm_copies_in, half_to_float_softmax)
-from sa_profiler.torch_compat.imports import import_flop_counter_without_triton
-from sa_profiler.torch_compat.sdpa_ops import (cudnn_attention, cudnn_computes_lse, cudnn_takes_bias, missing_fakes,
-                                               op_schema, register_fakes, sdp_defaults, sdpa_functions,
-                                               sdpa_takes_gqa)
 from sa_profiler.torch_compat.versions import (OVERRIDE, SUPPORTED, checked_torch_version, installed_version,
                                                unsupported, untested, version_tuple)
+
+# the rest on first use: the answer cache and the option checks need the versions alone
+_BY_SUBJECT = {
+    "autograd": ("function_mode_stack", "graph_exec_group", "graph_task_id", "is_view", "make_saved_tensor",
+                 "non_strict_tracing", "saved_tensor_type", "sequence_nr", "view_base"),
+    "checkpoint": ("checkpoint_knows_meta", "checkpoint_scope", "defaults_in_force", "fork_rng_knows_meta"),
+    "formulas": ("GROUP_NORM_KERNEL_COPIES", "group_norm_backward_copies_grad", "group_norm_copies_in",
+                 "half_to_float_softmax"),
+    "imports": ("import_flop_counter_without_triton",),
+    "sdpa_ops": ("cudnn_attention", "cudnn_computes_lse", "cudnn_takes_bias", "missing_fakes", "op_schema",
+                 "register_fakes", "sdp_defaults", "sdpa_functions", "sdpa_takes_gqa"),
+}
+_SUBJECT = {name: subject for subject, names in _BY_SUBJECT.items() for name in names}
+__all__ = ["OVERRIDE", "SUPPORTED", "checked_torch_version", "installed_version", "unsupported", "untested",
+           "version_tuple", "prepare", *_SUBJECT]
+
+
+def __getattr__(name):
+    subject = _SUBJECT.get(name)
+    if subject is None:
+        raise AttributeError(f"module 'sa_profiler.torch_compat' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"sa_profiler.torch_compat.{subject}"), name)
+    globals()[name] = value
+    return value
 
 
 def prepare() -> None:
     """Everything a simulation needs settled before its modes are entered: the missing meta
     kernels registered, and the behaviour probes run (outside any mode that would count them)."""
+    from sa_profiler.torch_compat.formulas import group_norm_backward_copies_grad
+    from sa_profiler.torch_compat.sdpa_ops import register_fakes
+
     register_fakes()
     group_norm_backward_copies_grad()
