@@ -155,7 +155,7 @@ def _ray_executor(address):
         _fail(str(err))
 
 
-def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
+def _ray_targets(ray_executor, gpu_name, gpu_mem, headroom, engine):
     """Targets and engine of a sweep on Ray: a catalogue card measured where the cluster has
     that kind (simulated otherwise, unless --engine measure), every kind with all-workers."""
     from sa_profiler.targets import gpus
@@ -184,7 +184,7 @@ def _ray_targets(runner, gpu_name, gpu_mem, headroom, engine):
         _fail("--gpu all-workers measures on the cluster's GPUs: use --engine measure (or auto)" if name else
               "no target: give --gpu NAME (see `sa-profile gpus`), --gpu-mem SIZE, cpu or all-workers")
     try:
-        kinds = runner.kinds()
+        kinds = ray_executor.kinds()
     except ExecutorError as err:
         _fail(str(err))
     have = ", ".join(f"{c.kind} x{c.count}" for c in kinds) or "none"

@@ -62,7 +62,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
     import os
     if os.path.exists(out) and not os.path.isdir(out):
         _fail(f"--out {out!r} is a file; expected a folder for the sweep's files (a new one, or one a sweep wrote)")
-    chosen_dtypes, chosen_impls, runner, target_list, engine = _questions(
+    chosen_dtypes, chosen_impls, ray_executor, target_list, engine = _questions(
         dtypes, impls, headroom, gpu_name, gpu_mem, engine, executor, ray_address, torch_version)
     dtype_list = chosen_dtypes or ["float32"]
     # each implementation with the backend asked for; the registry's defaults are the sweep's to add
@@ -101,7 +101,7 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
                         f"{w.label} {w.dtype} {w.mode} B={w.batch} C={w.channels} {w.height}x{w.width}: {status}"))
 
                 try:
-                    rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=runner,
+                    rows = sweeping.run(spec, out, resume=resume, on_row=on_row, executor=ray_executor,
                                         on_note=lambda note: console.print(f"note: {note}", markup=False,
                                                                            highlight=False))
                 except (sweeping.SweepError, ExecutorError) as err:
@@ -114,8 +114,8 @@ def sweep_cmd(batches, channels, res, impls, dtypes, mode, gpu_name, gpu_mem, he
                 batch_search.write(batch_search.search(rows, spec.questions), out)  # under the grid's questions
             report = write_report(f"{out}/results.csv")
     except FolderBusy as err:
-        if runner is not None:
-            runner.close()
+        if ray_executor is not None:
+            ray_executor.close()
         _fail(str(err))
     _sweep_summary(rows, Console())
     click.echo(f"wrote {out}/results.csv, {out}/results.json, {out}/{batch_search.LARGEST} and {report}")
@@ -132,10 +132,10 @@ def _questions(dtypes, impls, headroom, gpu_name, gpu_mem, engine, executor, ray
     if not (gpu_name and gpu_name.strip().lower() == "all-workers"):
         checks.card(gpu_name, gpu_mem, cpu_allowed=True)
     checks.torch_version(torch_version, "measure" if engine == "measure" else "simulate")
-    runner = None
+    ray_executor = None
     if executor == "ray":
-        runner = _ray_executor(ray_address)
-        target_list, engine = _ray_targets(runner, gpu_name, gpu_mem, headroom, engine)
+        ray_executor = _ray_executor(ray_address)
+        target_list, engine = _ray_targets(ray_executor, gpu_name, gpu_mem, headroom, engine)
     elif gpu_name and gpu_name.strip().lower() == "all-workers":
         _fail("--gpu all-workers measures on every GPU kind of a Ray cluster: add --executor ray")
     elif gpu_name and gpu_name.strip().lower() == "cpu":
@@ -150,7 +150,7 @@ def _questions(dtypes, impls, headroom, gpu_name, gpu_mem, engine, executor, ray
             why = target.card.supports(DTYPES[d])
             if why:
                 _fail(f"{d} cannot run on this target: {why}")
-    return chosen_dtypes, chosen_impls, runner, target_list, engine
+    return chosen_dtypes, chosen_impls, ray_executor, target_list, engine
 
 
 def _sweep_summary(rows, console) -> None:
