@@ -73,6 +73,9 @@ MODULES = {
     "attribution": (["sa_profiler/engine/attribution.py"],
                     ["tests/test_planted_bugs.py", "tests/test_hostile_names.py", "tests/test_fit.py",
                      "tests/test_zoo.py"]),
+    # the question's value: built, checked, written whole and read back; the sweep's batch search under it
+    "question": (["sa_profiler/question.py", "sa_profiler/sweeps/largest.py"],
+                 ["tests/test_question.py", "tests/test_custom_cards.py", "tests/test_sweep_report_cells.py"]),
     # every console view: names and numbers whole at any width
     "console": (["sa_profiler/report/console.py"],
                 ["tests/test_narrow_terminals.py", "tests/test_console_width.py", "tests/test_user_strings.py",
