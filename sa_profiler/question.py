@@ -172,19 +172,22 @@ def card_of(card: gpus.GPU | str) -> gpus.GPU:
     """A card object, a catalogue name or alias, or "cpu" (UnknownGPU, one line, otherwise)."""
     if isinstance(card, gpus.GPU):
         return card
+    if not isinstance(card, str):
+        raise TypeError(f"a card is a targets.gpus.GPU or a catalogue name, not {type(card).__name__}")
     if isinstance(card, str) and card.strip().lower() == CPU:
         return gpus.host()
     return gpus.lookup(card)
 
 
-def make_question(card: gpus.GPU | str | Question, headroom: float | int = DEFAULT_HEADROOM, *,
+def make_question(card: gpus.GPU | str, headroom: float | int = DEFAULT_HEADROOM, *,
                   torch_version: str | None = None, amp: str | None = None, optimizer: str = "adam",
                   engine: str = "simulate", parallel: Parallel | None = None) -> Question:
-    """The question's value, checked: `card` a GPU, a catalogue name or "cpu" (a Question is
-    returned as given); `headroom` a fraction of the card's memory (< 1) or bytes;
-    `torch_version` X.Y or X.Y.Z within the supported range (None: the installed torch)."""
+    """The question's value, checked: `card` a GPU, a catalogue name or "cpu"; `headroom` a
+    fraction of the card's memory (< 1) or bytes; `torch_version` X.Y or X.Y.Z within the
+    supported range (None: the installed torch). A Question is changed with
+    `dataclasses.replace`, not rebuilt here."""
     if isinstance(card, Question):
-        return card
+        raise TypeError("make_question takes a card, not a Question: change one with dataclasses.replace")
     version = torch_compat.checked_torch_version(torch_version, engine)
     if version is None:
         version = torch_compat.installed_version() or "unknown"

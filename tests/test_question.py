@@ -255,3 +255,15 @@ def test_a_layers_step_and_a_models_step_are_one_kind_of_outcome():
     assert isinstance(layer, Outcome) and isinstance(model, Outcome)
     assert model.peak_bytes + model.baseline_bytes == model.peak_total and model.peak_bytes > 0
     assert StepResult(None, 7, status="oom").peak_bytes is None
+
+
+def test_a_question_is_changed_with_replace_not_rebuilt():
+    q = make_question("t4")
+    with pytest.raises(TypeError, match="takes a card, not a Question"):
+        make_question(q, torch_version="2.4")
+    with pytest.raises(TypeError, match="not int"):
+        make_question(4)
+    from sa_profiler.models.fit import FitError, fit
+
+    with pytest.raises(FitError, match="not int"):
+        fit("examples/sagan.py:Generator", ["128"], 2, 4, conversions=(), timeline=False)
