@@ -125,6 +125,8 @@ def run(make: Callable[[], Step], tracker: MemoryTracker, caps: backends.DeviceC
                 values.add(tensor, value)
         params = [p for group in (step.optimizer.param_groups if step.optimizer else []) for p in group["params"]]
         for _ in range(step.steps):
+            if tracker.timer is not None:  # the time model costs the last step: the steady state
+                tracker.timer.start_step()
             _one(step, tracker, routing, autocast, values, params, outcome)
     return outcome
 

@@ -170,9 +170,18 @@ def step_seconds(ops: list[Op], w, gpu, c: Constants | None = None) -> float:
     return c.step_s.get(w.mode, 0.0) + host + sum(op_seconds(op, gpu, c) for op in ops)
 
 
+def ops_seconds(ops: list[Op], mode: str, gpu, c: Constants | None = None) -> float:
+    """The per-step cost of `mode` (forward, train) and each op's: `step_seconds` less the host
+    calls that only a layer's Workload names (`host_calls`)."""
+    c = c or Constants.fitted()
+    return c.step_s.get(mode, 0.0) + sum(op_seconds(op, gpu, c) for op in ops)
+
+
 @dataclass
 class StepTimer:
-    """Collects the ops of one step (the tracker calls `add` for each) and estimates its time."""
+    """Collects the ops of one step (the tracker calls `add` for each) and estimates its time.
+    The runner calls `start_step` before each step it runs, so of several steps (a whole model's
+    two, the second with the optimizer's state) `ops` holds the last one's: the steady state."""
 
     gpu: object
     ops: list[Op] = field(default_factory=list)
@@ -181,8 +190,20 @@ class StepTimer:
         """`key`: the inputs' `meta_memo.inputs_key`, if the caller has it."""
         self.ops.append(_described(func, args, kwargs, out, key))
 
+    def start_step(self) -> None:
+        """A step begins: the ops of any step before it are dropped."""
+        self.ops.clear()
+
     def seconds(self, w, c: Constants | None = None) -> float:
+        """A layer's step (`w`: its Workload, whose host calls count too)."""
         return step_seconds(self.ops, w, self.gpu, c)
+
+    def total(self, mode: str = "train", c: Constants | None = None) -> float:
+        """A whole model's step, which has no Workload: the fitted per-step cost of `mode` and
+        every op of the last step (forward, loss, backward, a grad scaler's unscale, optimizer).
+        Host work no dispatched op shows (`host_calls`: a forced SDPA backend, a checkpointed
+        chunk's Python re-run) is not counted, so a checkpointed conversion errs fast."""
+        return ops_seconds(self.ops, mode, self.gpu, c)
 
 
 _descriptions: dict = {}

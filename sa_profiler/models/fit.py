@@ -28,6 +28,7 @@ from sa_profiler.targets import gpus
 from sa_profiler.models import inputs as model_inputs
 from sa_profiler.question import Question, make_question
 from sa_profiler.attention import fused
+from sa_profiler.engine import timing
 from sa_profiler.engine.simulate import under_cap
 from sa_profiler.models.loading import FitError, _one_line, factory_of, load, meta_copy, parse_inputs  # noqa: F401 (public here)
 from sa_profiler.models.step import OPTIMIZERS, StepResult, run_step  # noqa: F401 (public here)
@@ -86,19 +87,34 @@ class FitResult:
         allocator's cap (`verdict`), as the largest-batch search decides each batch."""
         return s.ok and s.peak_total <= self.usable and s.fits_cap is not False
 
+    def samples_per_second(self, s: StepResult) -> float | None:
+        """The batch over the step's estimated time (`StepResult.time_s`); None without one."""
+        return self.batch / s.time_s if s.time_s else None
+
+    @property
+    def time_model(self) -> str:
+        """The time model's assumption (`timing.assumption`), where the answer has estimated times."""
+        steps = [self.step, *self.conversions.values(), self.fp32_step, self.fused]
+        timed = any(s is not None and s.time_s is not None for s in steps)
+        return timing.assumption(self.question.gpu) if timed and self.question and self.question.gpu else ""
+
     def to_json(self) -> dict:
         def step(s: StepResult) -> dict:
             return {"status": s.status, "message": s.message, "peak_bytes": s.peak_total, "baseline_bytes": s.baseline,
                     "fits": self.step_fits(s), "breakdown": s.breakdown, "modules": s.modules,
                     "attention_bytes": s.attention_bytes, "attention_calls": s.attention_calls,
-                    "sdpa_backends": s.backends, "explicit_attention": s.explicit_attention}
+                    "sdpa_backends": s.backends, "explicit_attention": s.explicit_attention,
+                    "time_s": s.time_s, "samples_per_second": self.samples_per_second(s)}
 
         out = {"model": self.model, "input": list(self.input_shape), "inputs": self.inputs, "batch": self.batch,
                "target": self.card, "engine": self.engine, "usable_bytes": self.usable, "optimizer": self.optimizer,
                "amp": self.amp, "fits": self.fits, "max_batch": self.max_batch,
                "torch_version": self.torch_version, "question": self.question.to_json() if self.question else None,
                "attention_layers": self.step.attention_layers, "sagan_layers": self.step.sagan_layers,
-               **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()}}
+               **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()},
+               # the times are estimates (engine/timing.py), for the steady-state step: its typical error and model
+               "time_error_factor": timing.typical_factor() if self.time_model else None,
+               "time_model": self.time_model or None}
         if self.fp32_step is not None:
             out["fp32"] = step(self.fp32_step)
         out["fused"] = None if self.fused is None else {**step(self.fused), "change": self.fused.fused_lines}

@@ -17,7 +17,7 @@ from sa_profiler.models import inputs as model_inputs
 from sa_profiler.engine.amp import DTYPES as AMP_DTYPES
 from sa_profiler.question import Question
 from sa_profiler.attention import backends, convert, fused, is_sagan_attention
-from sa_profiler.engine import runner
+from sa_profiler.engine import runner, timing
 from sa_profiler.engine.allocator import SimulatedOOM
 from sa_profiler.engine.attribution import breakdown, calls_by_module
 from sa_profiler.engine.values import ValueBranch
@@ -75,6 +75,10 @@ class StepResult:
     # the step run again with the usable memory as the allocator's cap: False where the caching
     # allocator runs out under it although the peak is below (fragmentation); None: not run so
     fits_cap: bool | None = None
+    # the steady-state (second) step's estimated seconds on a GPU target (engine/timing.py:
+    # StepTimer.total); None on the CPU target and when measured
+    time_s: float | None = None
+    time_method: str = ""
 
     @property
     def ok(self) -> bool:
@@ -168,7 +172,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
         raise FitError(str(err)) from None
     cuda = gpu is not None
     opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
-    tracker = runner.tracker_for(gpu, device, cap=cap, host=True, first_use_workspaces=True)
+    timer = timing.StepTimer(gpu) if cuda else None  # a CUDA target is simulated (`_setting`)
+    tracker = runner.tracker_for(gpu, device, cap=cap, timer=timer, host=True, first_use_workspaces=True)
     tracker.keep_peak_live = True
     if timeline:
         tracker.timeline = []
@@ -201,4 +206,6 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
     result.top_tensors = tracker.peak_tensors
     result.timeline, result.peak_index = tracker.timeline or [], tracker.peak_index
     result.breakdown, result.modules, result.attention_bytes = breakdown(tracker, outcome.grads, outcome.states)
+    if timer is not None:  # the runner restarts the timer at each step: its ops are the last step's
+        result.time_s, result.time_method = timer.total("train"), timing.method(gpu)
     return result

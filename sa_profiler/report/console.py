@@ -181,6 +181,9 @@ def render_fit(result, console: Console) -> None:
         why = f" ({escape(s.message)})" if s.fits_cap is False else ""
         peak = phrase(f"peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} usable:")
         say(console, f"{head}: {peak} {verdict}{why}")
+    if s.time_s is not None:
+        say(console, f"Time per step: {_fit_time(result, s)} (estimated, typical error x{timing.typical_factor():.2f}; "
+                      "the steady-state step: forward, backward, optimizer)")
     if result.max_batch is not None:
         say(console, f"Largest batch that fits: [bold]{result.max_batch}[/]")
     table = Table(title="At the peak", title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
@@ -223,10 +226,12 @@ def render_fit(result, console: Console) -> None:
             return
         att = Table(title=title + "; with the SAGAN layers converted, the whole step becomes",
                     title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
-        for col in ("layers", "peak", "fits", "code"):
-            att.add_column(col, justify="right" if col == "peak" else "left")
+        timed = any(c.time_s is not None for c in [s, *result.conversions.values()])
+        for col in ("layers", "peak", "time / step", "fits", "code") if timed else ("layers", "peak", "fits", "code"):
+            att.add_column(col, justify="right" if col in ("peak", "time / step") else "left")
+        time_cell = (lambda c: [format_seconds(c.time_s)]) if timed else (lambda c: [])
         att.add_row("classic (as is)", format_bytes(s.peak_total) if s.peak_total else "out of memory",
-                    "yes" if result.fits else "no", "")
+                    *time_cell(s), "yes" if result.fits else "no", "")
         for label, c in result.conversions.items():
             ok = result.step_fits(c)
             impl = label.split("[")[0]
@@ -235,7 +240,7 @@ def render_fit(result, console: Console) -> None:
                 peak, fits = "error", escape(c.message)
             else:
                 peak, fits = (format_bytes(c.peak_total) if c.peak_total else "out of memory"), ("yes" if ok else "no")
-            att.add_row(escape(label), peak, fits, escape(f'convert(model, "{impl}"{opts})'))
+            att.add_row(escape(label), peak, *time_cell(c), fits, escape(f'convert(model, "{impl}"{opts})'))
         print_table(console, att, wrap={"fits": 0, "code": 30})  # code in lines of 30 or more, or a record per row
         _render_fused(result, console)
 
@@ -260,5 +265,12 @@ def _render_fused(result, console: Console) -> None:
     verdict = "fits" if result.step_fits(f) else "does not fit"
     backends = ", ".join(f"{b} x{n}" for b, n in f.backends.items())
     via = f" ({backends})" if backends else ""  # never "()"
-    say(console, f"fused through scaled_dot_product_attention{via}: peak {format_bytes(f.peak_total)}, "
+    time = f", {_fit_time(result, f)} (estimated)" if f.time_s is not None else ""
+    say(console, f"fused through scaled_dot_product_attention{via}: peak {format_bytes(f.peak_total)}{time}, "
                   f"{verdict}; change: {escape('; '.join(f.fused_lines))}", indent=2, hang=4)
+
+
+def _fit_time(result, s) -> str:
+    """A fit step's estimated time and samples per second, as its JSON has them."""
+    sps = result.samples_per_second(s)
+    return f"{format_seconds(s.time_s)}, {sps:,.1f} samples/s" if sps is not None else format_seconds(s.time_s)
