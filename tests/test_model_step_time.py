@@ -132,3 +132,15 @@ def test_amp_answer_times_its_fp32_step_too():
     doc = result.to_json()
     assert doc["fp32"]["time_s"] == result.fp32_step.time_s and result.fp32_step.time_s > 0
     assert doc["time_s"] == result.step.time_s
+
+
+def test_the_fit_page_shows_the_time_the_json_has(tmp_path):
+    from sa_profiler.models.fit import fit
+    from sa_profiler.report.fit_html import write_html
+    from sa_profiler.units import format_seconds
+
+    result = fit("examples/sagan.py:Generator", ["128"], 4, "t4", conversions=(), timeline=False)
+    page = write_html(result, tmp_path / "fit.html", "sa-profile fit").read_text()
+    doc = result.to_json()
+    assert doc["time_s"] is not None and f"Time per step: <b>{format_seconds(doc['time_s'])}</b>" in page
+    assert f"{doc['samples_per_second']:,.1f} samples/s" in page

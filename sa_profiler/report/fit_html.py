@@ -255,6 +255,15 @@ def _answer(result) -> str:
     else:
         line = f"<b>does not fit</b>: {esc(s.message)}"
     bits = [f"<div class='rec'><span class='what'>{line}</span></div>"]
+    if getattr(s, "time_s", None) is not None:  # the same figures as the JSON and the console
+        from sa_profiler.engine import timing
+        from sa_profiler.units import format_seconds
+
+        sps = result.samples_per_second(s)
+        bits.append(f"<div class='rec'>Time per step: <b>{esc(format_seconds(s.time_s))}</b>"
+                    + (f", {sps:,.1f} samples/s" if sps is not None else "")
+                    + f" (estimated, typical error x{timing.typical_factor():.2f}; the steady-state step: forward, "
+                      "backward, optimizer)</div>")
     if result.max_batch is not None:
         bits.append(f"<div class='rec'>Largest batch that fits: <b>{result.max_batch}</b></div>")
     if s.attention_layers and _ok(s):
