@@ -1,9 +1,10 @@
 """Activation checkpointing of a model's repeated blocks, as a training script asks for it.
 
 The repeated blocks are found structurally: from the root down, the first `nn.ModuleList` or
-`nn.Sequential` on each branch with two or more children of one class that has modules of its
-own (a timm ViT's `blocks`, a BERT's `encoder.layer`, a ResNet's four stages); its children of
-such a class are the blocks, and nothing inside them is searched. A chosen block's `forward` is
+`nn.Sequential` on each branch with two or more children of one class that has modules and a
+forward of its own, not a container (a timm ViT's `blocks`, a BERT's `encoder.layer`, each of a
+ResNet's four stages); its children of such a class are the blocks, and nothing inside them is
+searched. A chosen block's `forward` is
 replaced on the instance by one that runs the original under
 `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`, so the state_dict's names stay as
 they are. `selective` saves the matrix products' and SDPA's outputs and recomputes the rest
@@ -28,6 +29,13 @@ class BlocksError(ValueError):
     """A setting that cannot apply to this model (one line)."""
 
 
+def _block(module: nn.Module) -> bool:
+    """A module a block may be: one with modules of its own and a forward of its own (not a
+    container: a ModuleList has no forward; a Sequential inside is searched, not wrapped)."""
+    return (next(module.children(), None) is not None
+            and not isinstance(module, (nn.ModuleList, nn.ModuleDict, nn.Sequential)))
+
+
 def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(qualified name, module) of each repeated block, in the model's order."""
     out: list[tuple[str, nn.Module]] = []
@@ -35,7 +43,7 @@ def repeated_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     def search(prefix: str, module: nn.Module) -> None:
         children = list(module.named_children())
         if isinstance(module, (nn.ModuleList, nn.Sequential)):
-            counts = Counter(type(c) for _, c in children if next(c.children(), None) is not None)
+            counts = Counter(type(c) for _, c in children if _block(c))
             repeated = {cls for cls, n in counts.items() if n >= 2}
             if repeated:
                 out.extend((prefix + name, child) for name, child in children if type(child) in repeated)
