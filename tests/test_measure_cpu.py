@@ -187,7 +187,7 @@ def fake_cuda(monkeypatch):
     cuda = FakeCuda(log)
     state.cuda = cuda
     monkeypatch.setattr(measure_mod, "torch", SimpleNamespace(cuda=cuda, device=torch.device))
-    monkeypatch.setattr(measure_mod, "targets", SimpleNamespace(CPU="cpu", LOCAL="cuda", resolve=resolve))
+    monkeypatch.setattr(measure_mod, "card_keys", SimpleNamespace(CPU="cpu", LOCAL="cuda", resolve=resolve))
     monkeypatch.setattr(measure_mod, "step", SimpleNamespace(make=make, run=run, clear_grads=clear))
     monkeypatch.setattr(measure_mod.gc, "collect", lambda: log.append("gc"))
     state.log = log
@@ -240,7 +240,7 @@ def test_cuda_measurement_warmups_and_a_larger_card(fake_cuda):
 
 def test_cuda_dtype_the_card_cannot_compute(fake_cuda, monkeypatch):
     old = dataclasses.replace(gpus.lookup("t4"), local=True)
-    monkeypatch.setattr(measure_mod, "targets", SimpleNamespace(CPU="cpu", LOCAL="cuda", resolve=lambda t: old))
+    monkeypatch.setattr(measure_mod, "card_keys", SimpleNamespace(CPU="cpu", LOCAL="cuda", resolve=lambda t: old))
     rec = measure(Workload("reference", 1, 16, 4, 4, "bfloat16", "forward", "cuda"))
     assert (rec.status, rec.message) == ("unsupported", old.supports(torch.bfloat16))
     assert rec.message.startswith("Tesla T4 (compute capability 7.5) has no bfloat16")
