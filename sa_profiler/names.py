@@ -1,7 +1,8 @@
 """The names a user may give, without torch: dtypes, attention implementations, SDPA backends,
-optimizers. The modules that act on them (engine/workload.py, attention/registry.py,
-attention/backends.py, models/fit.py) read these, so an option is checked before torch loads
-and the two lists cannot drift apart."""
+optimizers, activation checkpointing and gradient accumulation settings. The modules that act
+on them (engine/workload.py, attention/registry.py, attention/backends.py, models/fit.py,
+models/blocks.py) read these, so an option is checked before torch loads and the two lists
+cannot drift apart."""
 
 DTYPE_NAMES = {
     "float32": "float32", "fp32": "float32",
@@ -22,3 +23,28 @@ def dtype_name(text: str) -> str:
         return DTYPE_NAMES[text.strip().lower()]
     except (KeyError, AttributeError):
         raise ValueError(f"unknown dtype {text!r}; expected {DTYPE_FORM}") from None
+
+
+CHECKPOINTING_FORM = "all, every-K (every K-th repeated block from the first, K a positive integer) or selective"
+SELECTIVE_TORCH = "2.4"  # torch.utils.checkpoint.create_selective_checkpoint_contexts is public from 2.4
+
+
+def checkpointing(text: str | None) -> tuple[str | None, int]:
+    """Which repeated blocks a --checkpointing setting checkpoints: (None, 0) for none, ("all", 1),
+    ("every", K) for every K-th, ("selective", 1); ValueError naming the accepted forms."""
+    if text is None:
+        return None, 0
+    value = str(text).strip().lower()
+    if value in ("all", "selective"):
+        return value, 1
+    kind, sep, k = value.partition("-")
+    if kind == "every" and sep and k.isascii() and k.isdigit() and int(k) >= 1:
+        return "every", int(k)
+    raise ValueError(f"unknown --checkpointing {text!r}; expected {CHECKPOINTING_FORM}")
+
+
+def accumulation(value) -> int:
+    """Micro-steps per optimizer step: a positive integer; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"--accumulation must be a positive integer (micro-steps per optimizer step), got {value!r}")
+    return value

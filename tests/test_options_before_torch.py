@@ -31,6 +31,9 @@ def _ask(args):
     (FIT + ["--optimizer", "lion"], "unknown optimizer 'lion'"),
     (FIT + ["--headroom", "150%"], "--headroom 150% is out of range"),
     (FIT + ["--torch-version", "9.9"], "--torch-version '9.9'"),
+    (FIT + ["--accumulation", "0"], "--accumulation must be a positive integer"),
+    (FIT + ["--checkpointing", "every-0"], "unknown --checkpointing 'every-0'; expected all, every-K"),
+    (FIT + ["--checkpointing", "every-x"], "unknown --checkpointing 'every-x'"),
     (HEAD + ["--dtype", "fp8"], "unknown dtype 'fp8'"),
     (HEAD + ["--impl", "sdpa:fast"], "unknown implementation 'sdpa:fast'"),
     (HEAD + ["--impl", "flash"], "unknown implementation 'flash'"),
@@ -93,6 +96,9 @@ def test_the_names_checked_early_are_the_ones_the_engine_knows():
     (lambda c: c.card(None, "12Q"), "memory size"),
     (lambda c: c.torch_version("2.3"), "from 2.4 to 2.14"), (lambda c: c.torch_version("2.6", "measure"), "measur"),
     (lambda c: c.optimizer("lion"), "unknown optimizer 'lion'; expected one of sgd, sgd-momentum, adam, adamw"),
+    (lambda c: c.accumulation(0), "--accumulation must be a positive integer"), (lambda c: c.accumulation(-1), "got -1"),
+    (lambda c: c.checkpointing("every-0"), "unknown --checkpointing 'every-0'"),
+    (lambda c: c.checkpointing("every-²"), "unknown --checkpointing"), (lambda c: c.checkpointing("most"), "selective"),
 ])
 def test_each_check_refuses_in_one_line(call, words):
     import click
@@ -115,4 +121,6 @@ def test_each_check_accepts_and_reads():
     assert checks.card("cpu", "12G", cpu_allowed=True) is None and checks.card("cpu", None, cpu_allowed=True) is None
     assert checks.torch_version(None) is None and checks.torch_version("2.14") is None
     assert checks.torch_version("2.4.1") is None and checks.optimizer("sgd-momentum") is None
+    assert checks.accumulation(1) is None and checks.accumulation(8) is None
+    assert all(checks.checkpointing(v) is None for v in (None, "all", "every-1", "every-12", " Selective "))
     assert checks.headroom(" 10% ") == ("fraction", 0.1) and checks.headroom("512M") == ("bytes", 512 * 2**20)

@@ -110,6 +110,9 @@ RUN: dict[str, Run] = {
     # a real step on this CPU: the file's small ViT (patch 8, 2 blocks) on its 32 x 32 input, the same flags
     r"sa-profile fit examples/zoo/vit.py:vit_small --input 3x224x224 --batch 8 --gpu cpu --engine measure$": Run(
         subs=((r"vit_small", "vit_tiny_test"), (r"--input 3x224x224", "--input 3x32x32"), (r"--batch 8", "--batch 2"))),
+    r"sa-profile fit examples/zoo/vit.py:vit_small --input 3x224x224 --batch 16 --accumulation 4 --checkpointing all "
+    r"--gpu t4$": Run(subs=((r"vit_small", "vit_tiny_test"), (r"--input 3x224x224", "--input 3x32x32")),
+                      expect=r"checkpointing all"),
     r"sa-profile fit \.\.\. --html FILE$": Run(subs=((r"fit \.\.\.", "fit examples/sagan.py:Generator --input 128 --batch 2"),
                                                     (r"FILE$", "{tmp}/fit.html")), files=("{tmp}/fit.html",)),
     # validation and time-model figures: re-simulations of committed data, run as they are

@@ -88,3 +88,17 @@ def torch_version(value: str | None, engine: str = "simulate") -> None:
 def optimizer(name: str) -> None:
     if name not in names.OPTIMIZERS:
         _fail(f"unknown optimizer {name!r}; expected one of {', '.join(names.OPTIMIZERS)}")
+
+
+def accumulation(value: int) -> None:
+    try:
+        names.accumulation(value)
+    except ValueError as err:
+        _fail(str(err))
+
+
+def checkpointing(text: str | None) -> None:
+    try:
+        names.checkpointing(text)
+    except ValueError as err:
+        _fail(str(err))

@@ -28,7 +28,14 @@ from sa_profiler.cli.headline import cli
 @click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
 @click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Mixed precision (autocast with a grad scaler).")
-@click.option("--checkpointing", is_flag=True, help="Pass checkpointing=True to the model's factory (models that support it).")
+@click.option("--accumulation", type=int, default=1, show_default=True, metavar="K",
+              help="Gradient accumulation: K micro-steps of --batch (forward, loss / K, backward) per optimizer step.")
+@click.option("--checkpointing", metavar="all|every-K|selective",
+              help="Activation checkpointing of the model's repeated blocks (the children of its outermost "
+                   "ModuleList/Sequential of blocks of one class): all, every K-th from the first, or selective "
+                   "(torch's selective checkpointing: matrix products' and SDPA's outputs kept, the rest recomputed).")
+@click.option("--model-checkpointing", is_flag=True,
+              help="Pass checkpointing=True to the model's factory (models whose own code checkpoints).")
 @click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits (a search on the engine).")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable); numbers, lists and tuples are read as Python literals.")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
@@ -39,8 +46,8 @@ from sa_profiler.cli.headline import cli
               help="Also write a self-contained HTML page: the step's memory timeline, the tensors at the peak, the "
                    "breakdowns and each conversion side by side (with --amp, the float32 step overlaid).")
 @_torch_version_option
-def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkpointing, find_max_batch, args, headroom,
-            engine, as_json, html_out, torch_version):
+def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumulation, checkpointing,
+            model_checkpointing, find_max_batch, args, headroom, engine, as_json, html_out, torch_version):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
 
     MODEL is FILE.py:NAME or module:NAME (a class or factory), timm:NAME, torchvision:NAME,
@@ -57,6 +64,8 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
     from sa_profiler.cli import checks
 
     checks.batch(batch)
+    checks.accumulation(accumulation)
+    checks.checkpointing(checkpointing)
     checks.headroom(headroom)
     checks.card(gpu_name, gpu_mem, cpu_allowed=True)
     checks.optimizer(optimizer)
@@ -72,7 +81,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
         if not sep or not key:
             _fail(f"cannot read --arg {item!r}: expected KEY=VALUE")
         kwargs[key] = _literal(value)
-    if checkpointing:
+    if model_checkpointing:
         kwargs["checkpointing"] = True
     if gpu_name and gpu_name.strip().lower() == "cpu":
         target, _ = _cpu_target(gpu_mem, headroom, engine)
@@ -90,7 +99,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, checkp
             _fail(f"{model} needs its inputs: give --input [NAME=]SHAPE[:DTYPE] for each (e.g. --input 3x224x224)")
         specs = parse_inputs(list(input_specs))
         result = fit(factory, specs, batch, question, find_max_batch=find_max_batch, name=model,
-                     compare_fp32=bool(html_out and amp))
+                     compare_fp32=bool(html_out and amp), accumulation=accumulation, checkpointing=checkpointing)
     except (FitError, LibraryError) as err:  # LibraryError: a default input its library cannot size
         _fail(str(err))
     if html_out:

@@ -124,6 +124,10 @@ class Attribution:
         before = max((torch_compat.sequence_nr(n) for n in stop.values()), default=-1)
         frontier = [t.grad_fn for t in tensors_in(out) if t.grad_fn is not None]
         seen = {}
+        # forward code re-run inside a backward (a checkpoint's recompute): its nodes are hooked
+        # but not held past the walk, since a node holds its saved tensors and a non-reentrant
+        # recompute's graph is never run to release them (held, they would outlive the backward)
+        hold = torch_compat.graph_task_id() in (None, -1)
         while frontier:
             node = frontier.pop()
             if node is None or id(node) in seen or id(node) in stop or torch_compat.sequence_nr(node) <= before:
@@ -132,7 +136,8 @@ class Attribution:
             frontier += [n for n, _ in node.next_functions]
             if id(node) in self.hooked:  # a parameter's AccumulateGrad node outlives the step
                 continue
-            self.hooked[id(node)] = node
+            if hold:
+                self.hooked[id(node)] = node
             self.handles += [node.register_prehook(lambda grad_outputs: self._enter_backward()),
                              node.register_hook(lambda grad_inputs, grad_outputs: self._leave_backward())]
 

@@ -10,7 +10,9 @@ guards for the torch release (`attention/routing.py`, `torch_compat/`):
 - `Attribution` names the module behind each allocation and finds the attention layers;
 - AMP is CUDA autocast's policy, emulated (`amp.py`), with a grad scaler's scale and unscale;
 - inputs with values keep them beside the meta step (`values.py`);
-- the optimizer runs after each backward; of several steps the last is the steady state.
+- the optimizer runs after each backward, or after `accumulation` micro-steps of forward, loss
+  (divided by `accumulation`) and backward whose gradients add up, as a gradient-accumulation
+  loop runs them; of several steps the last is the steady state.
 
 The headline's and the sweep's layer rows (`simulate.py`, `measure.py`) and `fit`'s model steps
 come here; each caller keeps only what is its own (building the workload, loading a model,
@@ -61,6 +63,7 @@ class Step:
     amp: torch.dtype | None = None
     values: list | None = None  # (meta tensor, its values on the CPU); None: no values kept at all
     phases: bool = True
+    accumulation: int = 1  # micro-steps (forward, loss / accumulation, backward) per optimizer step
 
 
 @dataclass
@@ -132,30 +135,14 @@ def run(make: Callable[[], Step], tracker: MemoryTracker, caps: backends.DeviceC
 
 
 def _one(step: Step, tracker, routing, autocast, values, params, outcome: Outcome) -> None:
-    """One step: forward, loss, backward, optimizer."""
+    """One optimizer step: zero_grad, `step.accumulation` micro-steps whose gradients add up (the
+    earlier micro-steps' gradients alive through the later forwards), the optimizer."""
     if step.optimizer is not None:
         step.optimizer.zero_grad(set_to_none=True)
-    if step.phases:
-        tracker.phase = "forward"
-    routing.calls.clear()
-    with values if values is not None else contextlib.nullcontext():  # not the optimizer: no values there
-        if not step.train:
-            with torch.no_grad():
-                step.model(*step.args, **step.kwargs)
-            outcome.calls = list(routing.calls)
-            return
-        if autocast is not None:
-            with autocast.region():
-                loss = step.loss(step.model(*step.args, **step.kwargs))
-            loss = loss * GRAD_SCALE
-        else:
-            loss = step.loss(step.model(*step.args, **step.kwargs))
-        outcome.calls = list(routing.calls)
-        if step.phases:
-            tracker.phase = "backward"
-        if loss.requires_grad:
-            loss.backward()
-        del loss
+    for _ in range(step.accumulation if step.train else 1):
+        _micro(step, tracker, routing, autocast, values, outcome)
+    if not step.train:
+        return
     outcome.grads |= {tracker.key_of.get(p.grad.untyped_storage()) for p in params if p.grad is not None}
     if step.phases:
         tracker.phase = "optimizer"
@@ -168,3 +155,29 @@ def _one(step: Step, tracker, routing, autocast, values, params, outcome: Outcom
     step.optimizer.step()
     outcome.states |= {tracker.key_of.get(t.untyped_storage()) for st in step.optimizer.state.values()
                        for t in st.values() if isinstance(t, torch.Tensor) and t.device.type in tracker.device_types}
+
+
+def _micro(step: Step, tracker, routing, autocast, values, outcome: Outcome) -> None:
+    """Forward, loss and backward (a forward alone under no_grad where `step.train` is off).
+    With accumulation the loss is divided by it, as a training loop writes `loss / k`."""
+    if step.phases:
+        tracker.phase = "forward"
+    routing.calls.clear()
+    with values if values is not None else contextlib.nullcontext():  # not the optimizer: no values there
+        if not step.train:
+            with torch.no_grad():
+                step.model(*step.args, **step.kwargs)
+            outcome.calls = list(routing.calls)
+            return
+        with autocast.region() if autocast is not None else contextlib.nullcontext():
+            loss = step.loss(step.model(*step.args, **step.kwargs))
+            if step.accumulation > 1:
+                loss = loss / step.accumulation
+        if autocast is not None:
+            loss = loss * GRAD_SCALE
+        outcome.calls = list(routing.calls)
+        if step.phases:
+            tracker.phase = "backward"
+        if loss.requires_grad:
+            loss.backward()
+        del loss

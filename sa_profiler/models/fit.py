@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sa_profiler import names
 from sa_profiler.targets import gpus
 from sa_profiler.models import inputs as model_inputs
 from sa_profiler.question import Question, make_question
@@ -56,6 +57,8 @@ class FitResult:
     question: Question | None = None  # the whole question: card, torch, headroom, optimizer, AMP, engine
     fused: StepResult | None = None  # the step with explicit attention routed through SDPA (library switch)
     fused_note: str = ""  # why there is no fused step, where explicit attention was found
+    accumulation: int = 1  # micro-steps of `batch` per optimizer step (gradient accumulation)
+    checkpointing: str | None = None  # the repeated blocks checkpointed: None, all, every-K or selective
 
     @property
     def fits(self) -> bool:
@@ -110,6 +113,7 @@ class FitResult:
                "target": self.card, "engine": self.engine, "usable_bytes": self.usable, "optimizer": self.optimizer,
                "amp": self.amp, "fits": self.fits, "max_batch": self.max_batch,
                "torch_version": self.torch_version, "question": self.question.to_json() if self.question else None,
+               "accumulation": self.accumulation, "checkpointing": self.checkpointing,
                "attention_layers": self.step.attention_layers, "sagan_layers": self.step.sagan_layers,
                **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()},
                # the times are estimates (engine/timing.py), for the steady-state step: its typical error and model
@@ -135,7 +139,7 @@ class FitResult:
 def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = None, amp: str | None = None,
         headroom: float | int | None = None, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "",
         engine: str | None = None, timeline: bool = True, compare_fp32: bool = False,
-        torch_version: str | None = None) -> FitResult:
+        torch_version: str | None = None, accumulation: int = 1, checkpointing: str | None = None) -> FitResult:
     """A training step of `model` at `batch` under `target`: a Question (the whole question), or a
     card (a catalogue name, "cpu" or a GPU) that `make_question` turns into one with `headroom`
     (default 10 %), `torch_version`, `optimizer` (default adam), `amp` and `engine`; given with a
@@ -147,11 +151,20 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
     inputs), or a dict by argument name (see `sa_profiler.models.inputs`). `engine="measure"`
     runs the step for real on this CPU under the tracker (the CPU target only). With
     `compare_fp32`, an AMP answer also carries the float32 step. `torch_version` (X.Y or X.Y.Z in
-    the supported range): SDPA backends chosen as that torch would (simulation only)."""
+    the supported range): SDPA backends chosen as that torch would (simulation only).
+    `accumulation`: each optimizer step runs that many micro-steps of `batch` (forward, loss / k,
+    backward; gradient accumulation); `checkpointing`: the repeated blocks run under activation
+    checkpointing: None, "all", "every-K" or "selective" (`sa_profiler.models.blocks`). Every
+    step run for the answer, the largest-batch search's included, runs with both."""
     question = _question(target, optimizer=optimizer, amp=amp, headroom=headroom, engine=engine,
                          torch_version=torch_version)
+    try:
+        training = {"accumulation": names.accumulation(accumulation), "checkpointing": checkpointing}
+        names.checkpointing(checkpointing)
+    except ValueError as err:
+        raise FitError(str(err)) from None
     return _fit(model, input_shape, batch, question, find_max_batch=find_max_batch, conversions=conversions,
-                name=name, timeline=timeline, compare_fp32=compare_fp32)
+                name=name, timeline=timeline, compare_fp32=compare_fp32, training=training)
 
 
 def _question(target, **given) -> Question:
@@ -184,7 +197,7 @@ def _question(target, **given) -> Question:
 
 
 def _fit(model, input_shape, batch, question: Question, *, find_max_batch, conversions, name, timeline,
-         compare_fp32) -> FitResult:
+         compare_fp32, training: dict) -> FitResult:
     factory, default_name = factory_of(model)
     name = name or default_name
     specs = parse_inputs(input_shape)
@@ -201,7 +214,8 @@ def _fit(model, input_shape, batch, question: Question, *, find_max_batch, conve
         memory as the allocator's cap, as `max_batch` runs each batch (a step that runs to its
         end there is the same step as without the cap); only one that runs out is run again
         without it, for what it would need."""
-        run = functools.partial(run_step, factory, specs, batch, question, device=device, timeline=timeline, **kw)
+        run = functools.partial(run_step, factory, specs, batch, question, device=device, timeline=timeline,
+                                **training, **kw)
         if gpu is None:
             return run()
         capped, full = under_cap(lambda cap: run(cap=cap), question.usable)
@@ -221,12 +235,12 @@ def _fit(model, input_shape, batch, question: Question, *, find_max_batch, conve
     step = step_at()
     shape = specs[0].shape if specs else ()
     result = FitResult(name, shape, batch, question.card.name, question.usable, question.optimizer, question.amp, step,
-                       inputs=model_inputs.describe(specs), engine=engine, question=question)
+                       inputs=model_inputs.describe(specs), engine=engine, question=question, **training)
     if compare_fp32 and question.amp:
         from dataclasses import replace
 
         result.fp32_step = run_step(factory, specs, batch, replace(question, amp=None), device=device,
-                                    timeline=timeline)
+                                    timeline=timeline, **training)
     if step.sagan_layers:
         for impl, opts in conversions:
             label = impl + "".join(f"[{k}={v}]" for k, v in opts.items())
@@ -245,17 +259,20 @@ def _fit(model, input_shape, batch, question: Question, *, find_max_batch, conve
             result.fused_note = (f"{err}: call torch.nn.functional.scaled_dot_product_attention in "
                                  f"{next(iter(step.explicit_attention))} instead")
     if find_max_batch:
-        result.max_batch = max_batch(factory, specs, question, device=device)
+        result.max_batch = max_batch(factory, specs, question, device=device, **training)
     return result
 
 
-def max_batch(factory, specs, question: Question, *, device="meta") -> int:
+def max_batch(factory, specs, question: Question, *, device="meta", accumulation: int = 1,
+              checkpointing: str | None = None) -> int:
     """The largest batch whose step fits the question's usable memory (`recommend.largest_batch`
-    on the engine, each step run under the usable memory as the allocator's cap)."""
+    on the engine, each step run under the usable memory as the allocator's cap); with
+    `accumulation` and `checkpointing` as `run_step` takes them (the batch is the micro-batch)."""
     from sa_profiler.advice.recommend import largest_batch
 
     def run(b: int) -> StepResult:
-        return run_step(factory, specs, b, question, device=device, cap=question.usable if question.gpu else None)
+        return run_step(factory, specs, b, question, device=device, cap=question.usable if question.gpu else None,
+                        accumulation=accumulation, checkpointing=checkpointing)
 
     best, _ = largest_batch(run, question.usable)
     return best

@@ -1,6 +1,8 @@
 """One whole-model training step on the engine: the model built on the meta device (simulated)
-or the CPU (measured under the tracker), converted or fused as asked, two steps run (the second
-is the steady state, with the optimizer's state there), and what came of it (`StepResult`)."""
+or the CPU (measured under the tracker), converted or fused as asked, its repeated blocks
+checkpointed as asked (`blocks.py`), two optimizer steps run (the second is the steady state,
+with the optimizer's state there), each of `accumulation` micro-steps, and what came of it
+(`StepResult`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from torch import nn
 
 from sa_profiler import names
 from sa_profiler.targets import gpus
-from sa_profiler.models import inputs as model_inputs
+from sa_profiler.models import blocks, inputs as model_inputs
 from sa_profiler.engine.amp import DTYPES as AMP_DTYPES
 from sa_profiler.question import Question
 from sa_profiler.attention import backends, convert, fused, is_sagan_attention
@@ -153,15 +155,28 @@ def _model(factory, device: str, convert_to, fuse: bool):
 
 def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Question | gpus.GPU | None, *,
              optimizer: str | None = None, amp: str | None = None, convert_to: tuple[str, dict] | None = None,
-             device: str = "meta", cap: int | None = None, timeline: bool = False, fuse: bool = False) -> StepResult:
+             device: str = "meta", cap: int | None = None, timeline: bool = False, fuse: bool = False,
+             accumulation: int = 1, checkpointing: str | None = None) -> StepResult:
     """Two training steps of the model on `device` (meta: simulated; cpu: measured under the
     tracker) costed for `on`: a Question (its card, torch, optimizer and AMP), or a card alone
     (None: the CPU) under the running torch with `optimizer` (default adam) and `amp`.
     `input_shape`: the model's inputs (see `inputs.py`: a shape, a `--input` string, a list of
-    them, or a dict by argument name)."""
+    them, or a dict by argument name). `accumulation`: micro-steps of forward, loss / k and
+    backward on a micro-batch of `batch` per optimizer step, the gradients adding up;
+    `checkpointing`: None, "all", "every-K" or "selective", the repeated blocks checkpointed
+    (`blocks.apply`)."""
     gpu, torch_version, optimizer, amp_dtype = _setting(on, optimizer, amp, device)
+    try:
+        accumulation = names.accumulation(accumulation)
+        names.checkpointing(checkpointing)
+    except ValueError as err:
+        raise FitError(str(err)) from None
     specs = parse_inputs(input_shape)
     model, sagan, fused_lines = _model(factory, device, convert_to, fuse)
+    try:
+        blocks.apply(model, checkpointing)
+    except blocks.BlocksError as err:
+        raise FitError(str(err)) from None
     params = [p for p in model.parameters() if p.requires_grad]
     try:  # values read from a file are read here, on first use: a file that cannot be is one line
         args, kwargs = model_inputs.make(specs, batch, device)
@@ -180,7 +195,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
     step = runner.Step(model, args, kwargs, baseline=[([*model.parameters(), *model.buffers()], "parameters"),
                                                       ([*args, *kwargs.values()], "input")],
                        loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
-                       values=input_values if device == "meta" else None)
+                       values=input_values if device == "meta" else None, accumulation=accumulation)
     result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
     try:  # two steps: the second is the steady state, with the optimizer state there
         outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,

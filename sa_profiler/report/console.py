@@ -173,8 +173,11 @@ def render_fit(result, console: Console) -> None:
     verdict = "[bold green]fits[/]" if result.fits else "[bold red]does not fit[/]"
     amp = f", AMP {result.amp}" if result.amp else ""
     measured = " (measured on this CPU)" if getattr(result, "engine", "simulate") == "measure" else ""
+    accumulation, checkpointing = getattr(result, "accumulation", 1), getattr(result, "checkpointing", None)
+    training = (f", {nb(f'accumulation {accumulation}')}" if accumulation > 1 else "") + (
+        f", {nb('checkpointing ' + escape(checkpointing))}" if checkpointing else "")
     head = (f"[bold]{nb(escape(result.model))}[/], {nb('batch ' + str(result.batch))} x {inputs}, "
-            f"{nb(escape(result.optimizer))}{amp} on [bold]{nb(escape(result.card))}[/]{measured}")
+            f"{nb(escape(result.optimizer))}{amp}{training} on [bold]{nb(escape(result.card))}[/]{measured}")
     if s.peak_total is None:
         say(console, f"{head}: {verdict} ({escape(s.message)})")
     else:
