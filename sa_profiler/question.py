@@ -14,7 +14,7 @@ Torch-free: the answer cache keys on it before torch loads.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 
 from sa_profiler import names, torch_compat
 from sa_profiler.targets import gpus
@@ -89,9 +89,6 @@ class Question:
         from sa_profiler.attention import backends
 
         return backends.CPU if self.on_cpu else self.card.caps(self.torch_version)
-
-    def with_card(self, card: gpus.GPU) -> "Question":
-        return replace(self, card=card)
 
     def to_json(self) -> dict:
         card = asdict(self.card)

@@ -267,3 +267,109 @@ def test_a_question_is_changed_with_replace_not_rebuilt():
 
     with pytest.raises(FitError, match="not int"):
         fit("examples/sagan.py:Generator", ["128"], 2, 4, conversions=(), timeline=False)
+
+
+# -- each part as written and read -----------------------------------------------------------
+def test_the_json_of_a_question_field_by_field():
+    q = make_question(T4, 2**30, torch_version="2.8", amp="fp16", optimizer="sgd", parallel=Parallel(2, "ddp"))
+    doc = q.to_json()
+    assert set(doc) == {"card", "torch_version", "headroom_bytes", "usable_bytes", "amp", "optimizer", "engine",
+                        "parallel"}
+    assert (doc["torch_version"], doc["headroom_bytes"], doc["amp"], doc["optimizer"], doc["engine"]) == \
+        ("2.8", 2**30, "fp16", "sgd", "simulate")
+    assert doc["usable_bytes"] == T4.total_memory - T4.context_bytes - 2**30
+    assert doc["parallel"] == {"world_size": 2, "strategy": "ddp"}
+    assert doc["card"]["capability"] == [7, 5] and doc["card"]["aliases"] == list(T4.aliases)
+    assert doc["card"]["key"] == "t4" and doc["card"]["fp16_flops"] == T4.fp16_flops
+    text = q.canonical()
+    assert text == json.dumps(doc, sort_keys=True, separators=(",", ":")) and '"key":"t4"' in text
+    assert text.startswith('{"amp":"fp16","card":{"aliases":')
+
+
+def test_what_a_written_question_may_leave_out():
+    doc = make_question(T4, 0, torch_version="2.8").to_json()
+    for key in ("amp", "optimizer", "engine", "parallel", "usable_bytes"):
+        del doc[key]
+    del doc["card"]["aliases"]
+    doc["card"]["a_later_field"] = 1  # a card field this version does not know is left out
+    q = Question.from_json(doc)
+    assert (q.amp, q.optimizer, q.engine, q.parallel) == (None, "adam", "simulate", Parallel())
+    assert q.card == replace(T4, aliases=()) and q.headroom == 0
+
+
+@pytest.mark.parametrize("text,value", [("10%", 0.1), ("0%", 0.0), ("99.5%", 0.995), (" 25% ", 0.25),
+                                        ("512M", 512 * 2**20), ("1G", 2**30)])
+def test_headroom_as_written(text, value):
+    from sa_profiler.question import parse_headroom
+
+    assert parse_headroom(text) == value and type(parse_headroom(text)) is type(value)
+
+
+@pytest.mark.parametrize("text,error", [
+    ("100%", "--headroom 100% is out of range: expected a percentage from 0% up to (not including) 100%"),
+    ("-1%", "--headroom -1% is out of range"), ("nan%", "--headroom nan% is out of range"),
+    ("abc%", "cannot read --headroom 'abc%': expected a percentage from 0% up to (not including) 100%, such as "
+             "10%, or a size such as 512M"),
+    ("lots", "cannot read --headroom 'lots': expected"),
+])
+def test_headroom_refused(text, error):
+    from sa_profiler.question import parse_headroom
+
+    with pytest.raises(ValueError) as err:
+        parse_headroom(text)
+    assert str(err.value).startswith(error)
+
+
+def test_headroom_in_bytes_or_a_fraction():
+    from sa_profiler.question import headroom_bytes
+
+    assert headroom_bytes(T4, 0.25) == int(T4.total_memory * 0.25)
+    assert headroom_bytes(T4, 1.0) == 1 and headroom_bytes(T4, 1) == 1  # 1 is a byte, not the whole card
+    assert headroom_bytes(T4, 0.999) == int(T4.total_memory * 0.999) and headroom_bytes(T4, 2.0) == 2
+
+
+def test_options_as_the_command_line_gives_them():
+    from sa_profiler.question import from_options
+
+    q = from_options(None, "12G", "1G", "2.6")
+    assert (q.card, q.headroom, q.torch_version) == (gpus.custom(12 * 2**30), 2**30, "2.6")
+    assert from_options("t4", None).card == T4 and from_options("t4", None).headroom == int(T4.total_memory * 0.1)
+    assert from_options("t4", "8G").card.total_memory == 8 * 2**30  # a size wins: the CLI refuses both earlier
+    with pytest.raises(ValueError, match="^no card: give --gpu NAME or --gpu-mem SIZE$"):
+        from_options(None, None)
+    with pytest.raises(ValueError, match="12Q"):
+        from_options(None, "12Q")
+    with pytest.raises(gpus.UnknownGPU):
+        from_options("t5", None)
+
+
+def test_the_selection_facts_follow_the_question():
+    from sa_profiler.attention import backends
+
+    assert make_question("cpu").caps() is backends.CPU
+    caps = make_question("h100", torch_version="2.9").caps()
+    assert caps == gpus.lookup("h100").caps("2.9") and caps.torch_version == "2.9" and caps.cudnn_preferred
+
+
+def test_a_bad_value_says_its_name_and_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"^unknown engine 'guess'; expected one of simulate, measure$"):
+        Question(T4, "2.8", engine="guess")
+    with pytest.raises(ValueError, match=r"^unknown amp 'fp8'; expected one of fp16, bf16$"):
+        Question(T4, "2.8", amp="fp8")
+    with pytest.raises(ValueError, match=r"^world size must be a positive integer, got 0$"):
+        Parallel(0, "ddp")
+    with pytest.raises(ValueError, match=r"^unknown parallel strategy 'zero'; expected one of single, ddp, fsdp$"):
+        Parallel(2, "zero")
+    with pytest.raises(ValueError, match=r"^world size 2 needs a strategy: ddp or fsdp$"):
+        Parallel(2)
+
+
+def test_without_torch_metadata_the_version_is_named_unknown(monkeypatch):
+    from sa_profiler.torch_compat import versions
+
+    monkeypatch.setattr(versions, "installed_version", lambda: None)
+    import sa_profiler.torch_compat as tc
+
+    monkeypatch.setattr(tc, "installed_version", lambda: None)
+    assert make_question("t4").torch_version == "unknown"
+    assert make_question("t4").parallel == Parallel() and make_question("t4").engine == "simulate"
