@@ -12,7 +12,7 @@ import sys
 
 
 def _commands():
-    from sa_profiler.cli import catalogue, common, fit, report, sweep  # noqa: F401 (each registers its command)
+    from sa_profiler.cli import catalogue, common, fit, plan, report, sweep  # noqa: F401 (each registers its command)
     from sa_profiler.cli.headline import cli
 
     return cli

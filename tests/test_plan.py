@@ -1,0 +1,106 @@
+"""`plan`: the configurations that train a global batch, fastest first. Each plan's peak is what
+`fit` answers for it applied by hand; the ranking, the words and the code come from one Plan."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sa_profiler.cli import cli
+from sa_profiler.models.fit import fit, load, parse_inputs
+from sa_profiler.models.plan import Config, Planned, _divisors, _ranked, _training, plan
+from sa_profiler.models.step import StepResult
+from sa_profiler.question import make_question
+from sa_profiler.targets import gpus
+
+GEN = ("examples/sagan.py:Generator", ["128"])
+
+
+@pytest.fixture(scope="module")
+def generator_plan():
+    return plan(load(GEN[0]), parse_inputs(GEN[1]), 16, make_question(gpus.custom(3 * 2**30)), name="Generator")
+
+
+def _fit_of(p, c):
+    """`fit` with the plan's configuration applied by hand: the step it answers for it."""
+    conversions = ((c.attention[1], dict(c.attention[2])),) if c.attention and c.attention[0] == "convert" else ()
+    r = fit(load(GEN[0]), GEN[1], c.micro_batch, p.question, amp=c.amp, optimizer=c.optimizer,
+            accumulation=c.accumulation, checkpointing=c.checkpointing, conversions=conversions, timeline=False)
+    return (next(iter(r.conversions.values())) if conversions else r.step), r
+
+
+def test_every_plan_is_what_fit_says_for_it(generator_plan):
+    p = generator_plan
+    assert p.plans, "a 3 GiB card trains the generator at 16 with some change"
+    for row in p.plans:
+        step, result = _fit_of(p, row.config)
+        assert step.peak_total == row.peak and result.step_fits(step), row.config
+        assert row.peak <= p.question.usable
+
+
+def test_plans_keep_the_global_batch_and_rank_by_speed(generator_plan):
+    p = generator_plan
+    assert all(r.config.micro_batch * r.config.accumulation == 16 for r in p.plans)
+    times = [r.time_s for r in p.plans]
+    assert all(t is not None for t in times)
+    assert min(times) * 1.2301 >= times[0]  # the first is within the time model's error of the fastest
+    assert p.simulated == len({k for k in p.__dict__}) or p.simulated > 0
+
+
+def test_the_users_configuration_first_when_it_fits():
+    p = plan(load(GEN[0]), parse_inputs(GEN[1]), 2, make_question("h100"), name="Generator", tries=("accumulation",))
+    assert p.plans[0].config == Config(2, 1, None, (), None, "adam") and p.plans[0].same_training
+    assert p.plans[0].config.changes(p.base) == ["nothing: it fits as it is"]
+
+
+def test_nothing_fits_says_what_comes_closest():
+    p = plan(load(GEN[0]), parse_inputs(GEN[1]), 8, make_question(gpus.custom(600 * 2**20), 0),
+             name="Generator", tries=("accumulation",))
+    assert p.plans == [] and p.closest is not None and p.closest.peak > p.question.usable
+    assert p.closest.config.micro_batch == 1 and p.closest.config.accumulation == 8
+
+
+def test_divisors_and_words():
+    assert _divisors(12) == [12, 6, 4, 3, 2, 1] and _divisors(1) == [1]
+    base = Config(64, 1, None, (), None, "adam")
+    c = Config(16, 4, "fp16", ("convert", "sdpa", ()), "all", "sgd-momentum")
+    assert c.changes(base) == ["micro-batch 16 x 4 accumulation steps", "AMP fp16", 'convert(model, "sdpa")',
+                               "checkpointing: all", "optimizer sgd-momentum"]
+    assert _training(c, base, batch_norm=True) == (False, ["batch-norm statistics of 16, not 64", "fp16 numerics",
+                                                           "sgd-momentum, not adam"])
+    assert _training(Config(16, 4, None, ("convert", "chunked", ()), "all", "adam"), base, batch_norm=False) == \
+        (True, ["the same math"])
+
+
+def _planned(time_s, same, peak=1):
+    return Planned(Config(1, 1), StepResult(peak, 0), time_s, same, [])
+
+
+def test_ranking_ties_within_the_time_models_error_go_to_the_same_training():
+    from sa_profiler.engine import timing
+
+    f = timing.typical_factor()
+    fast_changes, tied_same, slow_same = _planned(1.0, False), _planned(f, True), _planned(f * 1.001, True)
+    assert _ranked([fast_changes, tied_same, slow_same], 8) == [tied_same, fast_changes, slow_same]
+    assert _ranked([_planned(None, True, 2), _planned(None, True, 1)], 8)[0].peak == 1
+
+
+@pytest.mark.parametrize("args,error", [
+    (["--batch", "0"], "--batch must be a positive integer"),
+    (["--batch", "4", "--try", "speed"], "--try 'speed': unknown kind speed; expected a comma list of accumulation"),
+    (["--batch", "4", "--optimizer", "lion"], "unknown optimizer 'lion'"),
+    (["--batch", "4", "--gpu", "t5"], "unknown GPU 't5'"),
+])
+def test_bad_input_is_one_line(args, error):
+    r = CliRunner().invoke(cli, ["plan", GEN[0], "--input", "128", *args])
+    assert r.exit_code == 2 and error in r.output and "Traceback" not in r.output
+
+
+def test_the_json_and_the_console_say_the_same():
+    args = ["plan", GEN[0], "--input", "128", "--batch", "16", "--gpu-mem", "3G", "--try", "accumulation,precision"]
+    doc = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
+    text = CliRunner().invoke(cli, args, env={"COLUMNS": "200"}).stdout
+    assert doc["plans"] and doc["code"] in text
+    top = doc["plans"][0]
+    assert "; ".join(top["changes"]) in text and top["peak_bytes"] + top["left_bytes"] == doc["usable_bytes"]
+    assert doc["question"]["card"]["total_memory"] == 3 * 2**30
