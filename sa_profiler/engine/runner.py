@@ -118,7 +118,9 @@ def run(make: Callable[[], Step], tracker: MemoryTracker, caps: backends.DeviceC
         if attribute:
             outcome.attribution = Attribution(step.model, tracker, routing)
             stack.callback(outcome.attribution.close)
-        autocast = AutocastEmulation(step.amp) if step.amp is not None else None
+        # the CPU target's policy is CPU autocast's; on real tensors torch's own autocast casts
+        autocast = (AutocastEmulation(step.amp, "cpu" if caps.kind == "cpu" else "cuda", emulate=device == "meta")
+                    if step.amp is not None else None)
         routing.autocast = autocast
         stack.enter_context(tracker)
         values = None

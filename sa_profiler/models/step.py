@@ -175,8 +175,9 @@ def _setting(on, optimizer: str | None, amp: str | None, device: str):
     if amp is not None and amp not in AMP_DTYPES:
         raise FitError(f"unknown --amp {amp!r}; expected fp16 or bf16")
     amp_dtype = AMP_DTYPES.get(amp)
-    if amp_dtype is not None and gpu is None:
-        raise FitError("--amp emulates CUDA autocast; give a CUDA target (--gpu NAME or --gpu-mem SIZE), not the CPU")
+    if amp_dtype is not None and gpu is None and amp_dtype != AMP_DTYPES["bf16"]:
+        raise FitError("--amp emulates CUDA autocast in fp16; give a CUDA target (--gpu NAME or --gpu-mem SIZE), "
+                       "or --amp bf16 for the CPU's autocast")
     if gpu is not None and amp_dtype is not None and (why := gpu.supports(amp_dtype)):
         raise FitError(why)
     if gpu is not None and device != "meta":
