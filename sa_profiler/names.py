@@ -13,8 +13,44 @@ DTYPE_NAMES = {
 DTYPE_FORM = "fp32, fp16, bf16 or fp64 (also float32, float16, bfloat16, float64)"
 IMPLEMENTATIONS = ("reference", "sdpa", "chunked", "pooled")
 BACKENDS = ("math", "efficient", "flash", "cudnn")
-OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
+OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adam-fused", "adamw-fused", "adafactor", "adamw8bit")
 AMP = ("fp16", "bf16")
+# the first torch release with each fused optimizer's kernels: on CUDA, torch._fused_adam_ (1.13)
+# and torch._fused_adamw_ (2.0); on the CPU both from 2.4 (aten/src/ATen/native/FusedAdam.cpp)
+FUSED_TORCH = {"adam-fused": {"cuda": "1.13", "cpu": "2.4"}, "adamw-fused": {"cuda": "2.0", "cpu": "2.4"}}
+# an optimizer from another package: (the module it comes from, the package to install, its words)
+OPTIMIZER_PACKAGES = {"adafactor": ("transformers", "transformers", "Adafactor"),
+                      "adamw8bit": ("bitsandbytes", "bitsandbytes", "8-bit AdamW")}
+
+
+def optimizer_available(name: str) -> str | None:
+    """None where optimizer `name` can run here, else the one-line reason (an unknown name, or
+    the package it comes from not installed); found without importing torch or the package."""
+    import importlib.util
+
+    if name not in OPTIMIZERS:
+        return f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}"
+    if name not in OPTIMIZER_PACKAGES:
+        return None
+    module, package, words = OPTIMIZER_PACKAGES[name]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"{words} needs {package}, which is not installed (pip install {package})"
+
+
+def fused_unsupported(name: str, target: str, torch_version: str) -> str | None:
+    """Why a fused optimizer cannot run on `target` ("cuda" or "cpu") under torch
+    `torch_version` (the first release with its kernels: `FUSED_TORCH`), or None."""
+    first = FUSED_TORCH.get(name, {}).get(target)
+    if first is None:
+        return None
+    have = tuple(int(x) for x in torch_version.split("+")[0].split(".")[:2])
+    if have >= tuple(int(x) for x in first.split(".")):
+        return None
+    where = "CUDA" if target == "cuda" else "the CPU"
+    return f"{name} needs torch {first} or later on {where} (its fused kernels); torch {torch_version} has none"
 
 
 def dtype_name(text: str) -> str:

@@ -292,3 +292,17 @@ def test_a_torch_version_outside_the_range_is_refused(command, tmp_path, monkeyp
     out = _cli([*command, "--torch-version", "2.3"])
     assert out.exit_code == 2 and "from 2.4 to 2.14" in out.output and out.output.count("\n") == 1
     assert not (tmp_path / "unused").exists()
+
+
+def test_fused_adamw_runs_on_meta_only_inside_fused_on_meta():
+    p = torch.nn.Parameter(torch.zeros(8, device="meta"))
+    p.grad = torch.zeros(8, device="meta")
+    opt = torch.optim.AdamW([p], fused=True)
+    with pytest.raises(RuntimeError, match="fused=True"):  # torch's own check: meta is no fused device
+        opt.step()
+    with torch_compat.fused_on_meta():
+        opt.step()
+    assert opt.state[p]["exp_avg"].device.type == "meta" and opt.state[p]["step"].device.type == "meta"
+    from torch.utils import _foreach_utils
+
+    assert "meta" not in _foreach_utils._get_fused_kernels_supported_devices()  # put back

@@ -86,8 +86,9 @@ def torch_version(value: str | None, engine: str = "simulate") -> None:
 
 
 def optimizer(name: str) -> None:
-    if name not in names.OPTIMIZERS:
-        _fail(f"unknown optimizer {name!r}; expected one of {', '.join(names.OPTIMIZERS)}")
+    """An unknown name, or one whose package is not installed (`names.optimizer_available`)."""
+    if why := names.optimizer_available(name):
+        _fail(why)
 
 
 def accumulation(value: int) -> None:

@@ -26,7 +26,9 @@ from sa_profiler.cli.headline import cli
               help="Samples per training step (the first dimension of every input).")
 @click.option("--gpu", "gpu_name", metavar="NAME", help="A GPU from the catalogue (`sa-profile gpus`), or cpu for this machine.")
 @click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
-@click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="sgd, sgd-momentum, adam or adamw.")
+@click.option("--optimizer", default="adam", show_default=True, metavar="NAME",
+              help="sgd, sgd-momentum, adam, adamw, adam-fused, adamw-fused (fused=True), adafactor "
+                   "(transformers') or adamw8bit (bitsandbytes).")
 @click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Mixed precision (autocast with a grad scaler).")
 @click.option("--accumulation", type=int, default=1, show_default=True, metavar="K",
               help="Gradient accumulation: K micro-steps of --batch (forward, loss / K, backward) per optimizer step.")

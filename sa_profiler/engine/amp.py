@@ -14,6 +14,17 @@ re-enters `torch.amp.autocast("cpu", ...)` around the recompute), custom autogra
 So a checkpointed block recomputes in the backward in the low precision, as on the card. The
 real CPU autocast changes nothing on meta tensors. The policy is applied by the simulation's
 torch-function mode (`attention/routing.py`), which checkpoint re-enters for the recompute.
+
+CPU autocast (`torch.autocast("cpu", dtype=torch.bfloat16)`, the CPU target's `--amp bf16`) has
+lists of its own (autocast_mode.cpp, `TORCH_LIBRARY_IMPL(aten, AutocastCPU, m)`; which aten ops
+have an AutocastCPU kernel, `torch._C._dispatch_has_kernel_for_dispatch_key(op, "AutocastCPU")`,
+is the set below): its lower-precision list is the products and convolutions with
+`scaled_dot_product_attention`, `prelu` and `linalg_vecdot`, and no `einsum`, `mv`, `addmv` or
+`bilinear`; its float32 list holds losses, 3-d pooling, reflection / replication padding, FFTs,
+linear algebra, `prod`, `cdist`, `grid_sampler` and a few more, and no softmax, normalisation or
+pointwise transcendental op: those run in the dtype they are given. Its promote list is `cat`,
+`stack` and `index_copy`. A measured CPU step runs torch's real CPU autocast and the emulation
+casts nothing there (`emulate=False`); a simulated one applies the CPU policy (`CPU`).
 """
 
 from __future__ import annotations
@@ -54,11 +65,56 @@ PROMOTE = {
 }
 
 
-class AutocastEmulation:
-    """CUDA autocast's casting policy, on while torch's CPU autocast state says so."""
+def _defined(*names):
+    """The functions of `names` ("F.name", "torch.name", "torch.Tensor.name", "torch.linalg.name",
+    "torch.fft.name") this torch has."""
+    roots = {"F": F, "torch": torch, "torch.Tensor": torch.Tensor, "torch.linalg": torch.linalg, "torch.fft": torch.fft}
+    found = set()
+    for name in names:
+        root, _, attr = name.rpartition(".")
+        func = getattr(roots[root], attr, None)
+        if func is not None:
+            found.add(func)
+    return found
 
-    def __init__(self, dtype: torch.dtype):
+
+# CPU autocast (autocast_mode.cpp, the AutocastCPU block): the Python functions whose aten op is
+# on its lower_precision_fp, fp32 and promote lists
+CPU_LOWER_PRECISION = {
+    torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+    F.conv_transpose3d, F.linear, torch.matmul, torch.mm, torch.bmm, torch.addmm, torch.baddbmm, torch.addbmm,
+    torch.Tensor.matmul, torch.Tensor.mm, torch.Tensor.bmm, torch.Tensor.__matmul__, torch.Tensor.addmm,
+    torch.Tensor.baddbmm, torch.Tensor.addbmm, F.scaled_dot_product_attention, F.prelu, torch.conv_tbc,
+} | _defined("torch.linalg.vecdot")
+CPU_FP32 = {
+    F.avg_pool3d, F.max_pool3d, F.adaptive_avg_pool3d, F.adaptive_max_pool3d, F.max_unpool2d, F.max_unpool3d,
+    F.fractional_max_pool2d, F.fractional_max_pool3d, F.grid_sample, F.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits, F.cross_entropy, F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss,
+    F.huber_loss, F.kl_div, F.poisson_nll_loss, F.cosine_embedding_loss, F.hinge_embedding_loss,
+    F.margin_ranking_loss, F.soft_margin_loss, F.triplet_margin_loss, F.multi_margin_loss, F.multilabel_margin_loss,
+    F.ctc_loss, torch.cdist, torch.prod, torch.Tensor.prod, torch.trace, torch.Tensor.trace, torch.quantile,
+    torch.nanquantile, torch.Tensor.quantile, torch.Tensor.nanquantile, torch.stft, torch.Tensor.stft, torch.polar,
+    torch.view_as_complex, torch.inverse, torch.Tensor.inverse, torch.pinverse, torch.svd, torch.geqrf,
+    torch.cholesky_inverse, torch.cholesky_solve, torch.triangular_solve, torch.orgqr, torch.ormqr, torch.lu_solve,
+} | _defined(*(f"torch.fft.{n}" for n in ("fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2",
+                                          "irfft2", "rfftn", "irfftn", "hfft", "ihfft")),
+             *(f"torch.linalg.{n}" for n in ("cholesky", "cholesky_ex", "cond", "eig", "eigh", "eigvals", "eigvalsh",
+                                             "householder_product", "inv", "inv_ex", "lstsq", "matrix_rank",
+                                             "solve", "svd", "svdvals", "tensorinv", "tensorsolve")))
+CPU_PROMOTE = {torch.cat, torch.stack, torch.index_copy, torch.Tensor.index_copy}
+# F.pad goes through reflection_pad / replication_pad (both on the fp32 list) in these modes only
+_CPU_FP32_PADS = {"reflect", "replicate"}
+
+
+class AutocastEmulation:
+    """An autocast policy (`policy`: "cuda", or "cpu" for CPU autocast), on while torch's CPU
+    autocast state says so. `emulate=False`: the step runs on real CPU tensors under torch's own
+    CPU autocast, which casts; the emulation only opens and closes the region."""
+
+    def __init__(self, dtype: torch.dtype, policy: str = "cuda", emulate: bool = True):
         self.dtype = dtype
+        self.policy = policy
+        self.emulate = emulate
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (original, cast)
         self._caching = False
 
@@ -101,7 +157,8 @@ class AutocastEmulation:
         (`_softmax_backward_data(..., input_dtype=Half)`). Measured on an H100: a SAGAN layer's
         16 x 256 x 256 map has no cast before `_softmax` in fp16, one in bf16. A meta tensor is
         not CUDA, so its softmax would take the cast: the emulation calls `_softmax` itself."""
-        if func not in HALF_TO_FLOAT or not self.active() or self.dtype != torch.float16:
+        if (func not in HALF_TO_FLOAT or not self.emulate or self.policy != "cuda" or not self.active()
+                or self.dtype != torch.float16):
             return None
         x = args[0] if args else kwargs.get("input")
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -112,14 +169,39 @@ class AutocastEmulation:
 
     def cast(self, func, args, kwargs):
         """The arguments `func` gets under autocast now."""
+        if not self.emulate:
+            return args, kwargs
         if self.active():
-            target = self.dtype if func in LOWER_PRECISION else torch.float32 if func in FP32 else None
-            if target is None and func in PROMOTE:
-                target = _widest(args, kwargs)
-            if target is not None:
+            if self.policy == "cpu":
+                target = self._cpu_target(func, args, kwargs)
+            else:
+                target = self.dtype if func in LOWER_PRECISION else torch.float32 if func in FP32 else None
+                if target is None and func in PROMOTE:
+                    target = _widest(args, kwargs)
+            if target is not None and self.policy == "cpu":
+                # autocast_mode.h's wrappers cast in the call's argument list
+                # (`(*F)(cached_cast(..., args, ...)...)`), which GCC evaluates right to left:
+                # the last argument's copy is made first (measured on the CPU: a linear's bias,
+                # then its weight, then its input)
+                kwargs = dict(reversed([(k, self._cast(v, target)) for k, v in reversed(kwargs.items())]))
+                args = tuple(reversed([self._cast(a, target) for a in reversed(args)]))
+            elif target is not None:
                 args = tuple(self._cast(a, target) for a in args)
                 kwargs = {k: self._cast(v, target) for k, v in kwargs.items()}
         return args, kwargs
+
+
+    def _cpu_target(self, func, args, kwargs) -> torch.dtype | None:
+        """The dtype CPU autocast casts `func`'s floating arguments to, or None."""
+        if func in CPU_LOWER_PRECISION:
+            return self.dtype
+        if func in CPU_FP32:
+            return torch.float32
+        if func is F.pad and (kwargs.get("mode", args[2] if len(args) > 2 else "constant")) in _CPU_FP32_PADS:
+            return torch.float32
+        if func in CPU_PROMOTE:
+            return _widest(args, kwargs)
+        return None
 
 
 def _widest(args, kwargs) -> torch.dtype | None:

@@ -64,6 +64,7 @@ class Step:
     values: list | None = None  # (meta tensor, its values on the CPU); None: no values kept at all
     phases: bool = True
     accumulation: int = 1  # micro-steps (forward, loss / accumulation, backward) per optimizer step
+    optimizer_scope: Callable | None = None  # a context the optimizer's step runs inside (models/step.py)
 
 
 @dataclass
@@ -117,7 +118,9 @@ def run(make: Callable[[], Step], tracker: MemoryTracker, caps: backends.DeviceC
         if attribute:
             outcome.attribution = Attribution(step.model, tracker, routing)
             stack.callback(outcome.attribution.close)
-        autocast = AutocastEmulation(step.amp) if step.amp is not None else None
+        # the CPU target's policy is CPU autocast's; on real tensors torch's own autocast casts
+        autocast = (AutocastEmulation(step.amp, "cpu" if caps.kind == "cpu" else "cuda", emulate=device == "meta")
+                    if step.amp is not None else None)
         routing.autocast = autocast
         stack.enter_context(tracker)
         values = None
@@ -152,7 +155,8 @@ def _one(step: Step, tracker, routing, autocast, values, params, outcome: Outcom
         for p in params:
             if p.grad is not None:
                 p.grad.mul_(1 / GRAD_SCALE)  # GradScaler.unscale_ (in place)
-    step.optimizer.step()
+    with step.optimizer_scope() if step.optimizer_scope is not None else contextlib.nullcontext():
+        step.optimizer.step()
     outcome.states |= {tracker.key_of.get(t.untyped_storage()) for st in step.optimizer.state.values()
                        for t in st.values() if isinstance(t, torch.Tensor) and t.device.type in tracker.device_types}
 

@@ -12,7 +12,8 @@ result says which backend each attention module got. Each efficient implementati
 swapped in for the SAGAN layers (`convert`) and simulated again; each conversion is its own
 row, and one that fails says why without taking the rest of the answer with it.
 
-AMP (`amp="fp16"|"bf16"`) is emulated with CUDA autocast's casting policy (`amp.py`), on
+AMP (`amp="fp16"|"bf16"`) is emulated with CUDA autocast's casting policy (`amp.py`; on the
+CPU target `amp="bf16"` with CPU autocast's), on
 wherever torch's own autocast state is on, checkpoint recomputation included. A GradScaler
 scales the loss.
 """

@@ -29,7 +29,30 @@ from sa_profiler.models.loading import FitError, _one_line, parse_inputs
 OPTIMIZERS = names.OPTIMIZERS
 
 
+def optimizer_available(name: str) -> str | None:
+    """None where optimizer `name` can run here, else the one-line reason (`names.optimizer_available`):
+    what a plan lists as unavailable, by name."""
+    return names.optimizer_available(name)
+
+
+def _adafactor(params):
+    """transformers' Adafactor as people fine-tune with it: a fixed learning rate of 1e-3, no
+    relative step, no parameter scaling, no warm-up init (`scale_parameter=False,
+    relative_step=False, warmup_init=False, lr=1e-3`). Its state per parameter: the factored
+    second moment (a row and a column vector) for a matrix or larger, a full one for a vector;
+    no first moment (beta1 None); the step count (an int) and the parameter's RMS (a 0-dim
+    tensor, kept in the state). Its `step` is torch ops throughout: with `scale_parameter=False`
+    the RMS is stored but never read as a Python number, so nothing calls `.item()` and it runs
+    on meta tensors unchanged."""
+    from transformers.optimization import Adafactor
+
+    return Adafactor(params, lr=1e-3, scale_parameter=False, relative_step=False, warmup_init=False)
+
+
 def _optimizer(name: str, params, foreach):
+    """The torch optimizer for `name`: `foreach` (True on a CUDA target, whose meta parameters
+    torch would not take for CUDA ones; None: torch's default) for the plain ones; the fused
+    variants take `fused=True` and no foreach; adafactor is transformers'."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.01, foreach=foreach)
     if name == "sgd-momentum":
@@ -38,7 +61,34 @@ def _optimizer(name: str, params, foreach):
         return torch.optim.Adam(params, lr=1e-4, foreach=foreach)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=1e-4, foreach=foreach)
+    if name == "adam-fused":
+        return torch.optim.Adam(params, lr=1e-4, fused=True)
+    if name == "adamw-fused":
+        return torch.optim.AdamW(params, lr=1e-4, fused=True)
+    if name in names.OPTIMIZER_PACKAGES and (why := names.optimizer_available(name)):
+        raise FitError(why)
+    if name == "adafactor":
+        return _adafactor(params)
     raise FitError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def _optimizer_scope(name: str, gpu, device: str):
+    """What the optimizer's step runs inside on `device` for the target (`gpu`, None: the CPU):
+    - a fused variant on meta: torch's check that refuses meta parameters widened
+      (`torch_compat.fused_on_meta`; the kernels have meta kernels);
+    - adafactor simulated for the CPU: meta as the default device. Its state vectors are made
+      as `torch.zeros(shape).to(grad)`: on the CPU one tensor (the `.to` returns it), on a CUDA
+      card a host tensor and the card's copy. On meta for the CPU target the host tensor would
+      be counted beside a meta copy; with meta the default device there is one, as on the CPU.
+      For a CUDA target it stays as torch runs it: the host tensor is not the card's memory.
+    None: nothing around it."""
+    if device == "meta" and name in names.FUSED_TORCH:
+        from sa_profiler import torch_compat
+
+        return torch_compat.fused_on_meta
+    if device == "meta" and name == "adafactor" and gpu is None:
+        return lambda: torch.device("meta")
+    return None
 
 
 def _first_tensor(out):
@@ -117,13 +167,17 @@ def _setting(on, optimizer: str | None, amp: str | None, device: str):
         optimizer, amp = optimizer or on.optimizer, amp or on.amp
     else:
         gpu, torch_version, optimizer = on, None, optimizer or "adam"
-    if optimizer not in OPTIMIZERS:
-        raise FitError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if why := names.optimizer_available(optimizer):
+        raise FitError(why)
+    if why := names.fused_unsupported(optimizer, "cpu" if gpu is None else "cuda",
+                                      torch.__version__ if gpu is None else (torch_version or torch.__version__)):
+        raise FitError(why)
     if amp is not None and amp not in AMP_DTYPES:
         raise FitError(f"unknown --amp {amp!r}; expected fp16 or bf16")
     amp_dtype = AMP_DTYPES.get(amp)
-    if amp_dtype is not None and gpu is None:
-        raise FitError("--amp emulates CUDA autocast; give a CUDA target (--gpu NAME or --gpu-mem SIZE), not the CPU")
+    if amp_dtype is not None and gpu is None and amp_dtype != AMP_DTYPES["bf16"]:
+        raise FitError("--amp emulates CUDA autocast in fp16; give a CUDA target (--gpu NAME or --gpu-mem SIZE), "
+                       "or --amp bf16 for the CPU's autocast")
     if gpu is not None and amp_dtype is not None and (why := gpu.supports(amp_dtype)):
         raise FitError(why)
     if gpu is not None and device != "meta":
@@ -186,7 +240,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
     except model_inputs.InputError as err:
         raise FitError(str(err)) from None
     cuda = gpu is not None
-    opt = _optimizer(optimizer, params, True if cuda and params else None) if params else None
+    plain = optimizer not in names.FUSED_TORCH and optimizer not in names.OPTIMIZER_PACKAGES
+    opt = _optimizer(optimizer, params, True if cuda and plain else None) if params else None
     timer = timing.StepTimer(gpu) if cuda else None  # a CUDA target is simulated (`_setting`)
     tracker = runner.tracker_for(gpu, device, cap=cap, timer=timer, host=True, first_use_workspaces=True)
     tracker.keep_peak_live = True
@@ -195,7 +250,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
     step = runner.Step(model, args, kwargs, baseline=[([*model.parameters(), *model.buffers()], "parameters"),
                                                       ([*args, *kwargs.values()], "input")],
                        loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
-                       values=input_values if device == "meta" else None, accumulation=accumulation)
+                       values=input_values if device == "meta" else None, accumulation=accumulation,
+                       optimizer_scope=_optimizer_scope(optimizer, gpu, device))
     result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
     try:  # two steps: the second is the steady state, with the optimizer state there
         outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,

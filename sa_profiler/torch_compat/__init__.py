@@ -33,6 +33,8 @@ By subject:
   strided operands as ops of its own up to 2.13, inside its kernels from 2.14, #186414);
   `half_to_float_softmax` (the private `_softmax` / `_log_softmax` autocast runs).
 - `imports`: `import_flop_counter_without_triton`.
+- `optim`: `fused_on_meta` (torch's fused Adam / AdamW refuse a device outside their private list
+  of fused devices, meta included, although their kernels have meta kernels).
 - `dispatch`: `TorchDispatchMode`, `disable_current_modes`, `tree_flatten`, `tree_map`.
 - `lazy` and `plain_shapes`: speed shortcuts on torch's internals, each with its fallback
   (torch's own path): `lazy.outside_compile` keeps `torch._dynamo` out of a step that nothing
@@ -55,6 +57,7 @@ _BY_SUBJECT = {
     "formulas": ("GROUP_NORM_KERNEL_COPIES", "group_norm_backward_copies_grad", "group_norm_copies_in",
                  "half_to_float_softmax"),
     "imports": ("import_flop_counter_without_triton",),
+    "optim": ("fused_on_meta",),
     "sdpa_ops": ("cudnn_attention", "cudnn_computes_lse", "cudnn_takes_bias", "missing_fakes", "op_schema",
                  "register_fakes", "sdp_defaults", "sdpa_functions", "sdpa_takes_gqa"),
 }
