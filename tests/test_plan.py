@@ -104,3 +104,24 @@ def test_the_json_and_the_console_say_the_same():
     top = doc["plans"][0]
     assert "; ".join(top["changes"]) in text and top["peak_bytes"] + top["left_bytes"] == doc["usable_bytes"]
     assert doc["question"]["card"]["total_memory"] == 3 * 2**30
+
+
+def test_the_page_holds_the_same_rows_and_code(tmp_path):
+    out = tmp_path / "plan.html"
+    args = ["plan", GEN[0], "--input", "128", "--batch", "16", "--gpu-mem", "3G", "--try", "accumulation,precision"]
+    r = CliRunner().invoke(cli, [*args, "--json", "--html", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    from html import escape
+
+    page = out.read_text()
+    assert escape(doc["code"], quote=False) in page.replace("&#x27;", "'").replace("&quot;", '"')
+    assert page.count("<tr><td>") == len(doc["plans"])
+
+
+def test_a_hostile_model_name_is_escaped_in_every_view(tmp_path):
+    from sa_profiler.report.plan_views import plan_html
+
+    p = plan(load(GEN[0]), parse_inputs(GEN[1]), 2, make_question("h100"), name="<script>x</script>",
+             tries=("accumulation",))
+    assert "<script>x</script>" not in plan_html(p, tmp_path / "p.html").read_text()

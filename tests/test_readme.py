@@ -93,6 +93,10 @@ RUN: dict[str, Run] = {
     r"sa-profile fit examples/classifier.py:resnet_attn --input 3x224x224 --batch 32 --gpu-mem 12G --amp fp16 "
     r"--find-max-batch$": Run(subs=((r"--batch 32", "--batch 2"),)),  # the search's cost is its steps, not the batch
     r"sa-profile fit examples/classifier.py:forum_cnn --input 128x256x256 --gpu t4$": Run(),
+    r"sa-profile plan examples/sagan.py:Generator --input 128 --batch 64 --gpu t4$": Run(
+        timeout=300, expect=r'(?s)Plans that fit, fastest first.*The top plan, as code:.*convert\(model, "sdpa"\)'),
+    r"sa-profile plan examples/classifier.py:forum_cnn --input 128x256x256 --batch 16 --gpu t4$": Run(
+        timeout=300, expect=r'(?s)Plans that fit, fastest first.*The top plan, as code:'),
     r"sa-profile fit examples/zoo/unet.py:unet --input 3x64x64 --input timestep=scalar:int64 --batch 8 --gpu t4 "
     r"--amp fp16$": Run(subs=((r"--input 3x64x64", "--input 3x32x32"), (r"--batch 8", "--batch 2"))),
     r"sa-profile fit examples/zoo/bert.py:bert_mini --input input_ids=128:int64 --input attention_mask=128:int64 "

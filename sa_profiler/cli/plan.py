@@ -6,7 +6,8 @@ import json
 
 import click
 
-from sa_profiler.cli.common import _cpu_target, _fail, _question, _target, _torch_version_option
+from sa_profiler.cli.common import (_check_page_path, _cpu_target, _fail, _question, _target, _torch_version_option,
+                                    _write_page)
 from sa_profiler.cli.fit import _literal
 from sa_profiler.cli.headline import cli
 
@@ -26,8 +27,10 @@ KINDS = ("accumulation", "precision", "attention", "checkpointing", "optimizer")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable).")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write the plans as a self-contained HTML page.")
 @_torch_version_option
-def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries, args, headroom, as_json,
+def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries, args, headroom, as_json, html_out,
              torch_version):
     """The configurations that train a global batch of B on the card, fastest first.
 
@@ -45,6 +48,7 @@ def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries
     checks.card(gpu_name, gpu_mem, cpu_allowed=True)
     checks.optimizer(optimizer)
     checks.torch_version(torch_version)
+    _check_page_path(html_out)
     kinds = tuple(k.strip() for k in (tries or ",".join(KINDS)).split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -74,8 +78,10 @@ def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries
         result = plan(factory, parse_inputs(list(input_specs)), batch, question, name=model, tries=kinds)
     except (FitError, LibraryError) as err:
         _fail(str(err))
-    from sa_profiler.report.plan_views import plan_json, render_plan
+    from sa_profiler.report.plan_views import plan_html, plan_json, render_plan
 
+    if html_out:
+        _write_page(html_out, lambda command: plan_html(result, html_out, command))
     if as_json:
         click.echo(json.dumps(plan_json(result), indent=2))
         return

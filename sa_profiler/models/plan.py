@@ -27,13 +27,16 @@ from dataclasses import dataclass, field, replace
 from sa_profiler.engine import timing
 from sa_profiler.models import blocks
 from sa_profiler.models.loading import FitError
-from sa_profiler.models.step import OPTIMIZERS, StepResult, run_step
+from sa_profiler.models.step import StepResult, optimizer_available, run_step
 from sa_profiler.question import Question
 
 KINDS = ("accumulation", "precision", "attention", "checkpointing", "optimizer")
 CONVERSIONS = (("sdpa", ()), ("chunked", (("checkpoint", True), ("chunk", 1024))))
 CHECKPOINTING = ("all", "every-2", "selective")
-LEANER = ("sgd-momentum",)  # optimizers that hold less state than Adam, modelled today
+# optimizers that hold less state than Adam's two moments; and the fused update of the user's own
+# (the same algorithm, without the foreach update's temporaries)
+LEANER = ("adafactor", "sgd-momentum", "adamw8bit")
+FUSED = {"adam": "adam-fused", "adamw": "adamw-fused"}
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def _training(c: Config, base: Config, batch_norm: bool) -> tuple[bool, list[str
         why.append(f"batch-norm statistics of {c.micro_batch}, not {c.micro_batch * c.accumulation}")
     if c.amp != base.amp:
         why.append(f"{c.amp} numerics" if c.amp else "float32 numerics")
-    if c.optimizer != base.optimizer:
+    if c.optimizer not in (base.optimizer, FUSED.get(base.optimizer)):
         why.append(f"{c.optimizer}, not {base.optimizer}")
     return not why, why or ["the same math"]
 
@@ -182,8 +185,9 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
     has_blocks = bool(block_names)
     micro = _divisors(batch) if "accumulation" in tries else [batch]
     amps = [question.amp]
-    if "precision" in tries and question.gpu is not None:
-        amps += [a for a in ("fp16", "bf16") if a != question.amp and (a != "bf16" or question.card.bf16)]
+    if "precision" in tries:  # the CPU target: its autocast in bfloat16 only
+        amps += [a for a in (("fp16", "bf16") if question.gpu is not None else ("bf16",))
+                 if a != question.amp and (a != "bf16" or question.gpu is None or question.card.bf16)]
     attentions = [()]
     if "attention" in tries:
         if first.sagan_layers:
@@ -194,8 +198,13 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
     unavailable = []
     optimizers = [question.optimizer]
     if "optimizer" in tries:
-        optimizers += [o for o in LEANER if o != question.optimizer and o in OPTIMIZERS]
-        unavailable += ["Adafactor and 8-bit AdamW: not modelled by this version's step runner"]
+        fused = [FUSED[question.optimizer]] if question.optimizer in FUSED and question.gpu is not None else []
+        for o in fused + list(LEANER):
+            why = optimizer_available(o)
+            if why:
+                unavailable.append(why)
+            elif o != question.optimizer:
+                optimizers.append(o)
     found: list[Config] = []
     variants = [(o, ck) for o in optimizers for ck in ckpts][1:]  # the user's optimizer, no checkpointing: first
     for amp, attention in itertools.product(amps, attentions):

@@ -91,7 +91,8 @@ def code(plan) -> str:
         lines.append(f"    for micro in batch.split({c.micro_batch}):")
     source = "micro" if k > 1 else "batch"
     if dtype:
-        lines.append(f'{body}with torch.autocast("cuda", dtype={dtype}):')
+        device = "cuda" if plan.question.gpu is not None else "cpu"
+        lines.append(f'{body}with torch.autocast("{device}", dtype={dtype}):')
         lines.append(f"{body}    loss = loss_fn(model({source}))" + (f" / {k}" if k > 1 else ""))
     else:
         lines.append(f"{body}loss = loss_fn(model({source}))" + (f" / {k}" if k > 1 else ""))
@@ -122,5 +123,45 @@ def _optimizer_line(name: str) -> str:
     return {"sgd": "optimizer = torch.optim.SGD(model.parameters(), lr=0.01)",
             "sgd-momentum": "optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)",
             "adam": "optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)",
-            "adamw": "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)"}.get(
+            "adamw": "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)",
+            "adam-fused": "optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)",
+            "adamw-fused": "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)",
+            "adafactor": "from transformers.optimization import Adafactor\noptimizer = Adafactor(model.parameters(), "
+                         "lr=1e-3, scale_parameter=False, relative_step=False, warmup_init=False)",
+            "adamw8bit": "import bitsandbytes as bnb\noptimizer = bnb.optim.AdamW8bit(model.parameters(), lr=1e-4)"}.get(
         name, f"optimizer = ...  # {name}")
+
+
+def _per_second(value: float | None) -> str:
+    return f"{value:,.1f}" if value else "-"
+
+
+def plan_html(plan, out, command: str = ""):
+    """The plan as a self-contained page: the same rows, words and code as the console and JSON."""
+    from sa_profiler.report import page
+    from sa_profiler.report.page import esc
+
+    doc, q = plan_json(plan), plan.question
+    rows = "".join(
+        f"<tr><td>{i}</td><td class='s'>{esc('; '.join(r['changes']))}</td><td>{esc(format_bytes(r['peak_bytes']))}</td>"
+        f"<td>{esc(format_bytes(r['left_bytes']))}</td>"
+        f"<td>{esc(format_seconds(r['time_s']) if r['time_s'] else '-')}</td>"
+        f"<td>{esc(_per_second(r['samples_per_second']))}</td>"
+        f"<td class='s'>{'the same' if r['trains_the_same'] else esc('changes: ' + '; '.join(r['training']))}</td></tr>"
+        for i, r in enumerate(doc["plans"], 1))
+    closest = doc["closest"]
+    body = (f"<h1>{esc(plan.model)}: a global batch of {plan.batch} on {esc(q.card.name)}</h1>"
+            f"<p class='sub'>{esc(format_bytes(q.usable))} usable; {esc(q.optimizer)}"
+            f"{esc(', AMP ' + q.amp) if q.amp else ''}; {plan.simulated} steps simulated; times are estimates "
+            f"(typical error x{timing.typical_factor():.2f}). Memory sizes are binary (1 GiB = 2^30 bytes)."
+            + (f" Command: <code>{esc(command)}</code>" if command else "") + "</p>")
+    if doc["plans"]:
+        body += ("<table><thead><tr><th>#</th><th>what changes</th><th>peak</th><th>left</th><th>time / step</th>"
+                 f"<th>samples/s</th><th>training</th></tr></thead><tbody>{rows}</tbody></table>"
+                 f"<h2>The top plan, as code</h2><pre class='code'>{esc(doc['code'])}</pre>")
+    else:
+        body += ("<p><b>Nothing tried fits.</b>" + (
+            f" Closest: {esc('; '.join(closest['changes']))}, peak {esc(format_bytes(closest['peak_bytes']))}, "
+            f"{esc(format_bytes(closest['over_bytes']))} over the usable memory." if closest else "") + "</p>")
+    body += "".join(f"<p class='muted'>not tried: {esc(line)}</p>" for line in plan.unavailable)
+    return page.write(out, page.document(f"plan: {plan.model}", body, []))
