@@ -21,21 +21,39 @@ def generator_plan():
     return plan(load(GEN[0]), parse_inputs(GEN[1]), 16, make_question(gpus.custom(3 * 2**30)), name="Generator")
 
 
-def _fit_of(p, c):
+def _fit_of(model, inputs, p, c):
     """`fit` with the plan's configuration applied by hand: the step it answers for it."""
     conversions = ((c.attention[1], dict(c.attention[2])),) if c.attention and c.attention[0] == "convert" else ()
-    r = fit(load(GEN[0]), GEN[1], c.micro_batch, p.question, amp=c.amp, optimizer=c.optimizer,
+    r = fit(model, inputs, c.micro_batch, p.question, amp=c.amp, optimizer=c.optimizer,
             accumulation=c.accumulation, checkpointing=c.checkpointing, conversions=conversions, timeline=False)
+    if c.attention and c.attention[0] == "fuse":
+        return r.fused, r
     return (next(iter(r.conversions.values())) if conversions else r.step), r
 
 
-def test_every_plan_is_what_fit_says_for_it(generator_plan):
-    p = generator_plan
-    assert p.plans, "a 3 GiB card trains the generator at 16 with some change"
+def _every_row_is_fits(model, inputs, p):
+    assert p.plans
     for row in p.plans:
-        step, result = _fit_of(p, row.config)
+        step, result = _fit_of(model, inputs, p, row.config)
         assert step.peak_total == row.peak and result.step_fits(step), row.config
-        assert row.peak <= p.question.usable
+        assert row.peak <= p.question.usable and row.config.micro_batch * row.config.accumulation == p.batch
+
+
+def test_every_plan_is_what_fit_says_for_it(generator_plan):
+    _every_row_is_fits(load(GEN[0]), GEN[1], generator_plan)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec,args,inputs,batch,memory", [
+    ("examples/zoo/vit.py:vit_small", {}, ["3x224x224"], 64, 6 * 2**30),
+    ("examples/zoo/sagan_repo/sagan_models.py:Generator", {"batch_size": 64, "image_size": 64}, ["128"], 64,
+     3 * 2**30),
+], ids=["timm-style ViT", "the original SAGAN generator"])
+def test_every_plan_is_what_fit_says_for_it_on_more_models(spec, args, inputs, batch, memory):
+    model = load(spec, args)
+    p = plan(model, parse_inputs(inputs), batch, make_question(gpus.custom(memory)), name=spec)
+    assert len(p.plans) > 1
+    _every_row_is_fits(model, inputs, p)
 
 
 def test_plans_keep_the_global_batch_and_rank_by_speed(generator_plan):
