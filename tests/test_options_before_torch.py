@@ -14,6 +14,7 @@ PROBE = ("import sys; sys.argv = ['sa-profile'] + sys.argv[1:]\n"
 FIT = ["fit", "examples/sagan.py:Generator", "--input", "128"]
 HEAD = ["--gpu", "t4", "--shape", "64x32x32"]
 SWEEP = ["sweep", "--gpu", "t4", "--out", "{tmp}"]
+PLAN = ["plan", "examples/sagan.py:Generator", "--input", "128"]
 
 
 def _ask(args):
@@ -52,6 +53,12 @@ def _ask(args):
     (["sweep", "--gpu", "nosuchgpu", "--out", "{tmp}"], "unknown GPU 'nosuchgpu'"),
     (SWEEP + ["--gpu-mem", "12G"], "not both"),
     (SWEEP + ["--torch-version", "1.0"], "--torch-version '1.0'"),
+    (PLAN + ["--batch", "0"], "--batch must be a positive integer, got 0"),
+    (PLAN + ["--batch", "8", "--try", "speed"], "--try 'speed': unknown kind speed"),
+    (PLAN + ["--batch", "8", "--try", ","], "--try ',': unknown kind (none given)"),
+    (PLAN + ["--batch", "8", "--optimizer", "lion"], "unknown optimizer 'lion'"),
+    (PLAN + ["--batch", "8", "--gpu", "nosuchgpu"], "unknown GPU 'nosuchgpu'"),
+    (PLAN + ["--batch", "8", "--torch-version", "9.9"], "--torch-version '9.9'"),
 ])
 def test_refused_before_torch_loads(args, words, tmp_path):
     done = _ask([a.replace("{tmp}", str(tmp_path / "out")) for a in args])

@@ -15,7 +15,8 @@ largest micro-batch that divides B and fits, bisected over the divisors (memory 
 micro-batch); checkpointing and other optimizers are tried only where the plain combination
 needs accumulation (they buy memory with time or another algorithm), and then only at micro-batches
 larger than the best found for that precision and attention (at the same micro-batch they are
-slower or train something else), and each step simulated is kept and never run twice. Ranking: samples per second among the plans that fit; within the
+slower or train something else); a combination whose smallest micro-batch does not fit even
+without accumulation is not bisected; each step simulated is kept and never run twice. Ranking: samples per second among the plans that fit; within the
 time model's typical error of the fastest, the plans that train the same thing come first.
 """
 
@@ -132,16 +133,24 @@ class _Search:
         return s.ok and s.peak_total <= self.question.usable
 
     def largest(self, c: Config, micro_batches: list[int]) -> Config | None:
-        """The configuration at the largest micro-batch of `micro_batches` (descending) that fits."""
-        lo, hi, best = 0, len(micro_batches) - 1, None
+        """The configuration at the largest micro-batch of `micro_batches` (descending) that fits.
+        After a first miss, one step of the smallest micro-batch without accumulation decides
+        whether to go on: accumulating only adds the gradients held between micro-steps, so
+        where that does not fit, no micro-batch does."""
+        lo, hi, best, checked = 0, len(micro_batches) - 1, None, False
         while lo <= hi:  # fits(m) holds for every m below a fitting one
             mid = (lo + hi) // 2
             m = micro_batches[mid]
             trial = replace(c, micro_batch=m, accumulation=self.batch // m)
             if self.fits(trial):
                 best, hi = trial, mid - 1
-            else:
-                lo = mid + 1
+                continue
+            lo = mid + 1
+            if not checked and best is None and lo <= hi:
+                checked = True
+                smallest = micro_batches[-1]
+                if not self.fits(replace(c, micro_batch=smallest, accumulation=1)):
+                    return None
         return best
 
 
