@@ -10,6 +10,7 @@ inputs as `--input` writes them, a batch, and what its attention is: how many at
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,10 +119,15 @@ def frozen_to_buffers(model: nn.Module) -> int:
     return moved
 
 
-def memtracker_peak(factory, inputs, batch: int) -> tuple[int, int]:
-    """PyTorch's MemTracker around two real CPU training steps (Adam, as `run_step`'s default):
-    the peak total bytes over both, and the frozen-parameter bytes it tracked as buffers."""
+def memtracker_peak(factory, inputs, batch: int, *, optimizer: str = "adam", accumulation: int = 1,
+                    amp: str | None = None) -> tuple[int, int]:
+    """PyTorch's MemTracker around two real CPU training steps (Adam by default, as `run_step`'s;
+    any optimizer `run_step` builds; `accumulation` micro-steps of loss / k per optimizer step;
+    `amp="bf16"`: CPU autocast): the peak total bytes over both, and the frozen-parameter bytes
+    it tracked as buffers."""
     from torch.distributed._tools.mem_tracker import MemTracker
+
+    from sa_profiler.models.step import _optimizer
 
     torch.manual_seed(0)
     with torch.device("cpu"):
@@ -129,13 +135,20 @@ def memtracker_peak(factory, inputs, batch: int) -> tuple[int, int]:
     model.train()
     frozen = frozen_to_buffers(model)
     args, kwargs = model_inputs.make(model_inputs.parse_all(list(inputs)), batch, "cpu")
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = _optimizer(optimizer, [p for p in model.parameters() if p.requires_grad], None)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = first_float(model(*args, **kwargs)).float().mean()
-        loss.backward()
-        del loss
+        for i in range(accumulation):
+            if i:  # MemTracker takes one forward per root module until its module stats are cleared
+                tracker.reset_mod_stats()
+            with autocast():
+                loss = first_float(model(*args, **kwargs)).float().mean()
+            if accumulation > 1:
+                loss = loss / accumulation
+            loss.backward()
+            del loss
         opt.step()
 
     tracker = MemTracker()
