@@ -129,6 +129,8 @@ RUN: dict[str, Run] = {
         "s.simulations_per_second = lambda w, seconds=0.5: f(w, seconds=0.02)"), expect=r"^chunked.*train .* \d+\.\d$"),
     r"python benchmarks/cli_latency\.py$": Run(subs=((r"$", " --runs 1 --only default"),), expect=r"^default +repeated"),
     r"python benchmarks/sweep_speed\.py$": Run(expect=r"ratio \d"),
+    r"python benchmarks/plan_speed\.py$": Run(subs=((r"$", " --only cnn_mha --only bert_mini"),),
+                                              expect=r"worst ratio to the goal: \d"),
     r"python benchmarks/torch_matrix\.py$": Run(timeout=300, expect=r"^\| 2\.\d+"),
     # `--grid tiny` dry-runs on the CPU (as the README says), in a 1-second time box
     r"python benchmarks/validate_cuda\.py$": Run(subs=((r"$", " --grid tiny --budget 1 --out {tmp}/validation"),),

@@ -132,12 +132,16 @@ class _Search:
         s = self.step(c)
         return s.ok and s.peak_total <= self.question.usable
 
-    def largest(self, c: Config, micro_batches: list[int]) -> Config | None:
+    def largest(self, c: Config, micro_batches: list[int], precheck: bool = False) -> Config | None:
         """The configuration at the largest micro-batch of `micro_batches` (descending) that fits.
-        After a first miss, one step of the smallest micro-batch without accumulation decides
-        whether to go on: accumulating only adds the gradients held between micro-steps, so
-        where that does not fit, no micro-batch does."""
+        One step of the smallest micro-batch without accumulation decides whether to search at
+        all (`precheck`: first; else after a first miss): accumulating only adds the gradients
+        held between micro-steps, so where that does not fit, no micro-batch does."""
         lo, hi, best, checked = 0, len(micro_batches) - 1, None, False
+        if precheck and micro_batches[-1] < self.batch:
+            checked = True
+            if not self.fits(replace(c, micro_batch=micro_batches[-1], accumulation=1)):
+                return None
         while lo <= hi:  # fits(m) holds for every m below a fitting one
             mid = (lo + hi) // 2
             m = micro_batches[mid]
@@ -221,7 +225,8 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
         found += [best] if best else []
         for optimizer, ckpt in variants:  # each buys memory with time or another algorithm: worth a row only
             larger = [m for m in micro if best is None or m > best.micro_batch]  # at a larger micro-batch
-            c = search.largest(Config(batch, 1, amp, attention, ckpt, optimizer), larger) if larger else None
+            c = search.largest(Config(batch, 1, amp, attention, ckpt, optimizer), larger, precheck=True) \
+                if larger else None
             if c is not None:
                 found.append(c)
                 best = c
