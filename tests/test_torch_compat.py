@@ -297,10 +297,10 @@ def test_a_torch_version_outside_the_range_is_refused(command, tmp_path, monkeyp
 def test_fused_adamw_runs_on_meta_only_inside_fused_on_meta():
     p = torch.nn.Parameter(torch.zeros(8, device="meta"))
     p.grad = torch.zeros(8, device="meta")
-    opt = torch.optim.AdamW([p], fused=True)
     with pytest.raises(RuntimeError, match="fused=True"):  # torch's own check: meta is no fused device
-        opt.step()
+        torch.optim.AdamW([p], fused=True).step()  # in the constructor up to 2.4, in the step after
     with torch_compat.fused_on_meta():
+        opt = torch.optim.AdamW([p], fused=True)
         opt.step()
     assert opt.state[p]["exp_avg"].device.type == "meta" and opt.state[p]["step"].device.type == "meta"
     from torch.utils import _foreach_utils

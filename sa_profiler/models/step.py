@@ -6,6 +6,7 @@ with the optimizer's state there), each of `accumulation` micro-steps, and what 
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -241,7 +242,9 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
         raise FitError(str(err)) from None
     cuda = gpu is not None
     plain = optimizer not in names.FUSED_TORCH and optimizer not in names.OPTIMIZER_PACKAGES
-    opt = _optimizer(optimizer, params, True if cuda and plain else None) if params else None
+    scope = _optimizer_scope(optimizer, gpu, device)
+    with scope() if scope is not None else contextlib.nullcontext():  # torch 2.4 checks fused devices here
+        opt = _optimizer(optimizer, params, True if cuda and plain else None) if params else None
     timer = timing.StepTimer(gpu) if cuda else None  # a CUDA target is simulated (`_setting`)
     tracker = runner.tracker_for(gpu, device, cap=cap, timer=timer, host=True, first_use_workspaces=True)
     tracker.keep_peak_live = True
@@ -251,7 +254,7 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
                                                       ([*args, *kwargs.values()], "input")],
                        loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
                        values=input_values if device == "meta" else None, accumulation=accumulation,
-                       optimizer_scope=_optimizer_scope(optimizer, gpu, device))
+                       optimizer_scope=scope)
     result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
     try:  # two steps: the second is the steady state, with the optimizer state there
         outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,
