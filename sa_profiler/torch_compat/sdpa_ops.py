@@ -24,13 +24,12 @@ def _has_meta(op) -> bool:
 
 
 def missing_fakes() -> list[str]:
-    """The SDPA ops this torch has no meta kernel for (and that `register_fakes` supplies)."""
+    """The SDPA ops (and the fused AdamW update) this torch has no meta kernel for, and that
+    `register_fakes` supplies."""
     import torch
 
     aten = torch.ops.aten
-    names = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
-             "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward")
-    return [n for n in names if hasattr(aten, n) and not _has_meta(getattr(aten, n).default)]
+    return [n for n in _FAKES if hasattr(aten, n) and not _has_meta(getattr(aten, n).default)]
 
 
 def register_fakes() -> list[str]:
@@ -110,11 +109,18 @@ def _fake_cudnn_backward(grad_out, query, key, value, *rest, **kwargs):
     return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
 
 
+def _fake_fused_adamw(*args, **kwargs):
+    """`_fused_adamw_` updates its tensor lists in place and returns nothing (torch 2.4 has a
+    meta kernel for `_fused_adam_` and none for it; 2.8 has both): on meta, nothing to do."""
+    return None
+
+
 _FAKES = {
     "_scaled_dot_product_efficient_attention": _fake_efficient,
     "_scaled_dot_product_flash_attention": _fake_flash,
     "_scaled_dot_product_cudnn_attention": _fake_cudnn,
     "_scaled_dot_product_cudnn_attention_backward": _fake_cudnn_backward,
+    "_fused_adamw_": _fake_fused_adamw,
 }
 
 
