@@ -24,7 +24,8 @@ def generator_plan():
 def _fit_of(model, inputs, p, c):
     """`fit` with the plan's configuration applied by hand: the step it answers for it."""
     conversions = ((c.attention[1], dict(c.attention[2])),) if c.attention and c.attention[0] == "convert" else ()
-    r = fit(model, inputs, c.micro_batch, p.question, amp=c.amp, optimizer=c.optimizer,
+    forced = c.attention[1] if c.attention and c.attention[0] == "backend" else None
+    r = fit(model, inputs, c.micro_batch, p.question, amp=c.amp, optimizer=c.optimizer, sdpa_backend=forced,
             accumulation=c.accumulation, checkpointing=c.checkpointing, conversions=conversions, timeline=False)
     if c.attention and c.attention[0] == "fuse":
         return r.fused, r
@@ -186,3 +187,23 @@ def test_each_kind_of_change_is_the_real_cpu_step(case_id, kind, change):
                               accumulation=change.get("accumulation", 1), amp=change.get("amp"))
     within = 0.02 if (kind, case_id) == ("checkpointing selective", "vit") else 0.01
     assert abs(sim.peak_total - peak) <= within * peak, (kind, sim.peak_total, peak)
+
+
+def test_a_forced_sdpa_backend_is_a_plan_where_it_helps():
+    """The zoo ViT on an H100 under torch 2.11 (cuDNN first): flash and the memory-efficient
+    kernel forced are searched, each simulated with `sdpa_kernel` as a user forces it."""
+    from dataclasses import replace as change
+
+    from zoo_cases import BY_ID
+
+    case = BY_ID["vit"]
+    q = change(make_question("h100", torch_version="2.11", amp="bf16"))
+    p = plan(load(case.model, case.args), parse_inputs(list(case.inputs)), 16, q, name="vit", tries=("attention",))
+    forced = {r.config.attention[1]: r for r in p.plans if r.config.attention}
+    assert set(forced) == {"flash", "efficient"} and all(r.same_training for r in forced.values())
+    step = run_step(load(case.model, case.args), list(case.inputs), 16, q, sdpa_backend="efficient")
+    assert step.backends == {"efficient": case.sdpa_calls} and forced["efficient"].peak == step.peak_total
+    from sa_profiler.models.fit import FitError
+
+    with pytest.raises(FitError, match="unknown SDPA backend 'fast'"):
+        run_step(load(case.model, case.args), list(case.inputs), 16, q, sdpa_backend="fast")

@@ -36,6 +36,8 @@ from sa_profiler.cli.headline import cli
               help="Activation checkpointing of the model's repeated blocks (the children of its outermost "
                    "ModuleList/Sequential of blocks of one class): all, every K-th from the first, or selective "
                    "(torch's selective checkpointing: matrix products' and SDPA's outputs kept, the rest recomputed).")
+@click.option("--sdpa-backend", type=click.Choice(["flash", "efficient", "cudnn", "math"]),
+              help="Force one scaled_dot_product_attention backend, as torch.nn.attention.sdpa_kernel does.")
 @click.option("--model-checkpointing", is_flag=True,
               help="Pass checkpointing=True to the model's factory (models whose own code checkpoints).")
 @click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits (a search on the engine).")
@@ -48,7 +50,7 @@ from sa_profiler.cli.headline import cli
               help="Also write a self-contained HTML page: the step's memory timeline, the tensors at the peak, the "
                    "breakdowns and each conversion side by side (with --amp, the float32 step overlaid).")
 @_torch_version_option
-def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumulation, checkpointing,
+def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumulation, checkpointing, sdpa_backend,
             model_checkpointing, find_max_batch, args, headroom, engine, as_json, html_out, torch_version):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
 
@@ -101,7 +103,8 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumu
             _fail(f"{model} needs its inputs: give --input [NAME=]SHAPE[:DTYPE] for each (e.g. --input 3x224x224)")
         specs = parse_inputs(list(input_specs))
         result = fit(factory, specs, batch, question, find_max_batch=find_max_batch, name=model,
-                     compare_fp32=bool(html_out and amp), accumulation=accumulation, checkpointing=checkpointing)
+                     compare_fp32=bool(html_out and amp), accumulation=accumulation, checkpointing=checkpointing,
+                     sdpa_backend=sdpa_backend)
     except (FitError, LibraryError) as err:  # LibraryError: a default input its library cannot size
         _fail(str(err))
     if html_out:

@@ -60,6 +60,7 @@ class FitResult:
     fused_note: str = ""  # why there is no fused step, where explicit attention was found
     accumulation: int = 1  # micro-steps of `batch` per optimizer step (gradient accumulation)
     checkpointing: str | None = None  # the repeated blocks checkpointed: None, all, every-K or selective
+    sdpa_backend: str | None = None  # one SDPA backend forced (`sdpa_kernel`), or torch's choice
 
     @property
     def fits(self) -> bool:
@@ -115,6 +116,7 @@ class FitResult:
                "amp": self.amp, "fits": self.fits, "max_batch": self.max_batch,
                "torch_version": self.torch_version, "question": self.question.to_json() if self.question else None,
                "accumulation": self.accumulation, "checkpointing": self.checkpointing,
+               "sdpa_backend": self.sdpa_backend,
                "attention_layers": self.step.attention_layers, "sagan_layers": self.step.sagan_layers,
                **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()},
                # the times are estimates (engine/timing.py), for the steady-state step: its typical error and model
@@ -140,7 +142,8 @@ class FitResult:
 def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = None, amp: str | None = None,
         headroom: float | int | None = None, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "",
         engine: str | None = None, timeline: bool = True, compare_fp32: bool = False,
-        torch_version: str | None = None, accumulation: int = 1, checkpointing: str | None = None) -> FitResult:
+        torch_version: str | None = None, accumulation: int = 1, checkpointing: str | None = None,
+        sdpa_backend: str | None = None) -> FitResult:
     """A training step of `model` at `batch` under `target`: a Question (the whole question), or a
     card (a catalogue name, "cpu" or a GPU) that `make_question` turns into one with `headroom`
     (default 10 %), `torch_version`, `optimizer` (default adam), `amp` and `engine`; given with a
@@ -156,11 +159,14 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
     `accumulation`: each optimizer step runs that many micro-steps of `batch` (forward, loss / k,
     backward; gradient accumulation); `checkpointing`: the repeated blocks run under activation
     checkpointing: None, "all", "every-K" or "selective" (`sa_profiler.models.blocks`). Every
-    step run for the answer, the largest-batch search's included, runs with both."""
+    step run for the answer, the largest-batch search's included, runs with both. `sdpa_backend`
+    (flash, efficient, cudnn or math): every step runs with that backend forced, as
+    `torch.nn.attention.sdpa_kernel` forces it."""
     question = _question(target, optimizer=optimizer, amp=amp, headroom=headroom, engine=engine,
                          torch_version=torch_version)
     try:
-        training = {"accumulation": names.accumulation(accumulation), "checkpointing": checkpointing}
+        training = {"accumulation": names.accumulation(accumulation), "checkpointing": checkpointing,
+                    "sdpa_backend": sdpa_backend}
         names.checkpointing(checkpointing)
     except ValueError as err:
         raise FitError(str(err)) from None
@@ -265,7 +271,7 @@ def _fit(model, input_shape, batch, question: Question, *, find_max_batch, conve
 
 
 def max_batch(factory, specs, question: Question, *, device="meta", accumulation: int = 1,
-              checkpointing: str | None = None) -> int:
+              checkpointing: str | None = None, sdpa_backend: str | None = None) -> int:
     """The largest batch whose step fits the question's usable memory (`recommend.largest_batch`
     on the engine, each step run under the usable memory as the allocator's cap); with
     `accumulation` and `checkpointing` as `run_step` takes them (the batch is the micro-batch)."""
@@ -273,7 +279,7 @@ def max_batch(factory, specs, question: Question, *, device="meta", accumulation
 
     def run(b: int) -> StepResult:
         return run_step(factory, specs, b, question, device=device, cap=question.usable if question.gpu else None,
-                        accumulation=accumulation, checkpointing=checkpointing)
+                        accumulation=accumulation, checkpointing=checkpointing, sdpa_backend=sdpa_backend)
 
     best, _ = largest_batch(run, question.usable)
     return best

@@ -2,7 +2,7 @@
 
 The user asks for a global batch B. A configuration keeps B (micro-batch x gradient
 accumulation) and chooses the precision, the attention (the SAGAN conversions, the library's
-fused switch), activation checkpointing of the repeated blocks and the optimizer. Each is run on
+fused switch, another SDPA backend forced where the model calls SDPA), activation checkpointing of the repeated blocks and the optimizer. Each is run on
 the one step runner (`step.run_step`) with the usable memory as the allocator's cap, as `fit`
 runs its step, so a configuration's verdict and peak are `fit`'s for it applied by hand.
 
@@ -45,7 +45,7 @@ class Config:
     micro_batch: int
     accumulation: int
     amp: str | None = None
-    attention: tuple = ()  # (), ("convert", impl, options as sorted pairs) or ("fuse",)
+    attention: tuple = ()  # (), ("convert", impl, options as sorted pairs), ("fuse",) or ("backend", name)
     checkpointing: str | None = None
     optimizer: str = "adam"
 
@@ -68,6 +68,8 @@ class Config:
         if self.attention and self.attention[0] == "convert":
             opts = "".join(f", {k}={v!r}" for k, v in self.attention[2])
             return f'convert(model, "{self.attention[1]}"{opts})'
+        if self.attention and self.attention[0] == "backend":
+            return f"SDPA backend forced: {self.attention[1]}"
         return "the library's fused attention" if self.attention else ""
 
 
@@ -123,7 +125,8 @@ class _Search:
                     self.factory, self.specs, c.micro_batch, q, cap=self.question.usable if cap and q.gpu else None,
                     accumulation=c.accumulation, checkpointing=c.checkpointing,
                     convert_to=(attention[1], dict(attention[2])) if attention and attention[0] == "convert" else None,
-                    fuse=bool(attention) and attention[0] == "fuse")
+                    fuse=bool(attention) and attention[0] == "fuse",
+                    sdpa_backend=attention[1] if attention and attention[0] == "backend" else None)
             except (FitError, blocks.BlocksError) as err:
                 self.cache[key] = StepResult(None, 0, status="error", message=str(err))
         return self.cache[key]
@@ -207,6 +210,8 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
             attentions += [("convert", impl, opts) for impl, opts in CONVERSIONS]
         if set(first.explicit_attention) - set(first.sagan_modules) and question.gpu is not None:
             attentions.append(("fuse",))
+        if first.backends and question.gpu is not None:  # SDPA calls: each other fused backend, forced
+            attentions += [("backend", b) for b in ("flash", "efficient", "cudnn") if b not in first.backends]
     ckpts = [None] + (list(CHECKPOINTING) if "checkpointing" in tries and has_blocks else [])
     unavailable = []
     optimizers = [question.optimizer]

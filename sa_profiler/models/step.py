@@ -208,10 +208,27 @@ def _model(factory, device: str, convert_to, fuse: bool):
     return model, sagan, fused_lines
 
 
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                 "math": "MATH"}
+
+
+def _forced(backend: str | None):
+    """`torch.nn.attention.sdpa_kernel` with one backend, as a user forces it (the routing keeps
+    flags someone set); nothing for None."""
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if backend not in SDPA_BACKENDS or not hasattr(SDPBackend, SDPA_BACKENDS[backend]):
+        raise FitError(f"unknown SDPA backend {backend!r} for this torch; expected one of "
+                       f"{', '.join(b for b, n in SDPA_BACKENDS.items() if hasattr(SDPBackend, n))}")
+    return sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[backend]))
+
+
 def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Question | gpus.GPU | None, *,
              optimizer: str | None = None, amp: str | None = None, convert_to: tuple[str, dict] | None = None,
              device: str = "meta", cap: int | None = None, timeline: bool = False, fuse: bool = False,
-             accumulation: int = 1, checkpointing: str | None = None) -> StepResult:
+             accumulation: int = 1, checkpointing: str | None = None, sdpa_backend: str | None = None) -> StepResult:
     """Two training steps of the model on `device` (meta: simulated; cpu: measured under the
     tracker) costed for `on`: a Question (its card, torch, optimizer and AMP), or a card alone
     (None: the CPU) under the running torch with `optimizer` (default adam) and `amp`.
@@ -257,8 +274,9 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
                        optimizer_scope=scope)
     result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
     try:  # two steps: the second is the steady state, with the optimizer state there
-        outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,
-                             attribute=True)
+        with _forced(sdpa_backend):
+            outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,
+                                 attribute=True)
     except SimulatedOOM as err:
         result.status, result.message = "oom", f"out of memory (simulated): {err}"
         result.baseline = tracker.baseline

@@ -74,6 +74,12 @@ def code(plan) -> str:
     lines = ["import functools", "import torch"]
     if c.attention and c.attention[0] == "convert":
         lines += ["from sa_profiler import convert", c.code_attention()]
+    elif c.attention and c.attention[0] == "backend":
+        from sa_profiler.models.step import SDPA_BACKENDS
+
+        lines += ["from torch.nn.attention import SDPBackend, sdpa_kernel",
+                  f"forced = sdpa_kernel(SDPBackend.{SDPA_BACKENDS[c.attention[1]]})  # enter it around each "
+                  "forward and backward: `with forced:`"]
     elif c.attention:
         lines += ["# route the model's explicit attention through F.scaled_dot_product_attention "
                   "(its library's switch, as `sa-profile fit` names it)"]
