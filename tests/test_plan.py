@@ -207,3 +207,11 @@ def test_a_forced_sdpa_backend_is_a_plan_where_it_helps():
 
     with pytest.raises(FitError, match="unknown SDPA backend 'fast'"):
         run_step(load(case.model, case.args), list(case.inputs), 16, q, sdpa_backend="fast")
+
+
+def test_fit_counts_every_micro_batch_in_its_samples_per_second():
+    one = fit(load(GEN[0]), GEN[1], 8, "t4", conversions=(), timeline=False)
+    two = fit(load(GEN[0]), GEN[1], 8, "t4", conversions=(), timeline=False, accumulation=2)
+    assert two.samples_per_second(two.step) == pytest.approx(16 / two.step.time_s)
+    assert one.samples_per_second(one.step) == pytest.approx(8 / one.step.time_s)
+    assert two.step.time_s > one.step.time_s  # two forwards and backwards per update

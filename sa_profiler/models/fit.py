@@ -93,8 +93,9 @@ class FitResult:
         return s.ok and s.peak_total <= self.usable and s.fits_cap is not False
 
     def samples_per_second(self, s: StepResult) -> float | None:
-        """The batch over the step's estimated time (`StepResult.time_s`); None without one."""
-        return self.batch / s.time_s if s.time_s else None
+        """The samples of one optimizer step (the batch times its accumulation micro-steps) over
+        the step's estimated time (`StepResult.time_s`, all its micro-steps); None without one."""
+        return self.batch * self.accumulation / s.time_s if s.time_s else None
 
     @property
     def time_model(self) -> str:

@@ -174,8 +174,10 @@ def render_fit(result, console: Console) -> None:
     amp = f", AMP {result.amp}" if result.amp else ""
     measured = " (measured on this CPU)" if getattr(result, "engine", "simulate") == "measure" else ""
     accumulation, checkpointing = getattr(result, "accumulation", 1), getattr(result, "checkpointing", None)
+    forced = getattr(result, "sdpa_backend", None)
     training = (f", {nb(f'accumulation {accumulation}')}" if accumulation > 1 else "") + (
-        f", {nb('checkpointing ' + escape(checkpointing))}" if checkpointing else "")
+        f", {nb('checkpointing ' + escape(checkpointing))}" if checkpointing else "") + (
+        f", {nb('SDPA ' + escape(forced) + ' forced')}" if forced else "")
     head = (f"[bold]{nb(escape(result.model))}[/], {nb('batch ' + str(result.batch))} x {inputs}, "
             f"{nb(escape(result.optimizer))}{amp}{training} on [bold]{nb(escape(result.card))}[/]{measured}")
     if s.peak_total is None:

@@ -246,6 +246,11 @@ def _answer(result) -> str:
     s = result.step
     shape = getattr(result, "inputs", "") or "x".join(map(str, result.input_shape))
     amp = f", AMP {result.amp}" if result.amp else ""
+    forced = getattr(result, "sdpa_backend", None)
+    amp += "".join(f", {w}" for w in (f"accumulation {result.accumulation}" if getattr(result, "accumulation", 1) > 1
+                                       else "", f"checkpointing {result.checkpointing}"
+                                       if getattr(result, "checkpointing", None) else "",
+                                       f"SDPA {forced} forced" if forced else "") if w)
     head = (f"{result.model}: batch {result.batch} of {shape}, {result.optimizer}{amp}, on {result.card}")
     if _ok(s):
         verdict = "fits" if result.fits else "does not fit"
