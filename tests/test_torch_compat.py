@@ -95,7 +95,7 @@ def test_fused_sdpa_ops_run_on_meta_after_prepare():
     assert out.shape == (2, 4, 100, 64) and lse.shape[:3] == (2, 4, 100)
 
 
-@pytest.mark.parametrize("name", sorted(torch_compat.sdpa_ops._FAKES))
+@pytest.mark.parametrize("name", sorted(n for n in torch_compat.sdpa_ops._FAKES if n.startswith("_scaled_dot_product")))
 def test_each_fake_equals_the_meta_kernel_of_a_torch_that_has_one(name):
     """Our fakes (torch 2.8's definitions) against the meta kernels of the torch running, where
     it has them: the same attention output (shape, strides, dtype), and every other output
@@ -292,6 +292,17 @@ def test_a_torch_version_outside_the_range_is_refused(command, tmp_path, monkeyp
     out = _cli([*command, "--torch-version", "2.3"])
     assert out.exit_code == 2 and "from 2.4 to 2.14" in out.output and out.output.count("\n") == 1
     assert not (tmp_path / "unused").exists()
+
+
+def test_the_fused_adamw_fake_is_an_in_place_update_that_allocates_nothing():
+    """As torch's own meta kernel where it has one (2.8 on): nothing returned, nothing made."""
+    params = [torch.zeros(8, device="meta")]
+    lists = [params, [torch.zeros(8, device="meta")], [torch.zeros(8, device="meta")],
+             [torch.zeros(8, device="meta")], [], [torch.zeros((), device="meta")]]
+    kwargs = dict(lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+    assert torch_compat.sdpa_ops._fake_fused_adamw(*lists, **kwargs) is None
+    if "_fused_adamw_" not in torch_compat.missing_fakes() and not (torch_compat.sdpa_ops._library and VERSION < (2, 5)):
+        assert aten._fused_adamw_.default(*lists, **kwargs) in (None, ())
 
 
 def test_fused_adamw_runs_on_meta_only_inside_fused_on_meta():
