@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from sa_profiler.targets import gpus  # noqa: E402
 from sa_profiler.engine import Workload, measure  # noqa: E402
-from sa_profiler.advice.recommend import make_question, profile_row, total_bytes  # noqa: E402
+from sa_profiler.advice.recommend import profile_row, total_bytes  # noqa: E402
+from sa_profiler.question import make_question  # noqa: E402
 
 CASES = [  # target, impl, options, dtype, mode, (C, H, W)
     ("12G", "sdpa", {}, "float16", "train", (128, 256, 256)),

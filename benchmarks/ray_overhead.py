@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from sa_profiler.targets import gpus  # noqa: E402
 from sa_profiler.sweeps.executors import RayExecutor  # noqa: E402
-from sa_profiler.advice.recommend import make_question  # noqa: E402
+from sa_profiler.question import make_question  # noqa: E402
 from sa_profiler.sweeps.sweep import Sweep, run  # noqa: E402
 
 

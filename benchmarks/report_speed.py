@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from sa_profiler.sweeps import largest as batch_search
 
 from sa_profiler.targets import gpus  # noqa: E402
-from sa_profiler.advice.recommend import make_question  # noqa: E402
+from sa_profiler.question import make_question  # noqa: E402
 from sa_profiler.report.html import write_report  # noqa: E402
 from sa_profiler.sweeps.sweep import Sweep, columns, read_rows, run  # noqa: E402
 

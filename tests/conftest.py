@@ -29,3 +29,14 @@ def trackers(monkeypatch):
 
     monkeypatch.setattr(tracking.MemoryTracker, "__init__", logged)
     return made
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Real CPU steps on one intra-op thread: on a small shared machine several threads per conv
+    contend and a step takes seconds. The bytes a step allocates do not depend on it. A module
+    asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

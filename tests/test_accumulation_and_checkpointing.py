@@ -15,7 +15,9 @@ from torch import nn
 from sa_profiler.cli import cli
 from sa_profiler.models import blocks
 from sa_profiler.models.fit import FitError, fit, load, run_step
-from zoo_cases import BY_ID, memtracker_peak
+from zoo_cases import BY_ID, memtracker_peak, zoo
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 SETTINGS = [{"accumulation": 2}, {"accumulation": 4}, {"checkpointing": "all"}, {"checkpointing": "every-2"},
             {"checkpointing": "selective"}]
@@ -24,17 +26,6 @@ VIT6 = ("examples/zoo/vit.py:VisionTransformer",
         dict(img_size=32, patch_size=8, num_classes=10, embed_dim=64, depth=6, num_heads=4))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _zoo(case_id: str):
-    case = BY_ID[case_id]
-    return load(case.model, case.args), list(case.inputs), case.batch
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,7 +48,7 @@ def _same(factory, inputs, batch, **setting):
 @pytest.mark.parametrize("setting", SETTINGS, ids=IDS)
 @pytest.mark.parametrize("case_id", ["vit", "bert"])
 def test_zoo_step_simulated_equals_real(case_id, setting):
-    _same(*_zoo(case_id), **setting)
+    _same(*zoo(case_id), **setting)
 
 
 LIBRARY = {
@@ -85,7 +76,7 @@ def test_library_step_simulated_equals_real(key, setting):
 
 # -- 2. what accumulation does ------------------------------------------------------------
 def test_accumulation_1_is_the_step_as_it_was():
-    factory, inputs, batch = _zoo("vit")
+    factory, inputs, batch = zoo("vit")
     plain = run_step(factory, inputs, batch, None, timeline=True)
     one = run_step(factory, inputs, batch, None, timeline=True, accumulation=1)
     assert one.peak_total == plain.peak_total and one.breakdown == plain.breakdown
@@ -93,7 +84,7 @@ def test_accumulation_1_is_the_step_as_it_was():
 
 
 def test_accumulation_runs_k_forwards_per_optimizer_step():
-    factory, inputs, batch = _zoo("vit")
+    factory, inputs, batch = zoo("vit")
     for k in (1, 3):
         r = run_step(factory, inputs, batch, None, timeline=True, accumulation=k)
         phases = [phase for _, _, phase, _ in r.timeline if phase != "baseline"]
@@ -144,7 +135,7 @@ def test_a_checkpointed_step_agrees_with_pytorchs_memtracker():
     ("bert", ["layer.0", "layer.1"]),
 ])
 def test_repeated_blocks_are_found_by_structure(case_id, names):
-    factory, _, _ = _zoo(case_id)
+    factory, _, _ = zoo(case_id)
     with torch.device("meta"):
         model = factory()
     assert [n for n, _ in blocks.repeated_blocks(model)] == names
@@ -170,7 +161,7 @@ def test_the_outermost_container_on_each_branch():
 
 
 def test_wrapping_keeps_the_state_dict_and_the_values():
-    factory, _, _ = _zoo("vit")
+    factory, _, _ = zoo("vit")
     torch.manual_seed(0)
     model = factory().eval()  # no dropout draws between the two calls
     keys = list(model.state_dict())
@@ -194,7 +185,7 @@ def test_wrapping_keeps_the_state_dict_and_the_values():
     ({"checkpointing": True}, "unknown --checkpointing True"),
 ])
 def test_bad_settings_are_one_line(setting, words):
-    factory, inputs, batch = _zoo("vit")
+    factory, inputs, batch = zoo("vit")
     for call in (lambda: run_step(factory, inputs, batch, None, **setting),
                  lambda: fit(factory, inputs, batch, "cpu", **setting)):
         with pytest.raises(FitError) as err:
@@ -203,7 +194,7 @@ def test_bad_settings_are_one_line(setting, words):
 
 
 def test_a_model_without_repeated_blocks_is_refused():
-    factory, inputs, batch = _zoo("mha")
+    factory, inputs, batch = zoo("mha")
     with pytest.raises(FitError, match=r"^--checkpointing all: CNNWithMHA has no repeated blocks [^\n]*$"):
         run_step(factory, inputs, batch, None, checkpointing="all")
     assert run_step(factory, inputs, batch, None, accumulation=2).ok  # accumulation needs no blocks
@@ -213,7 +204,7 @@ def test_selective_on_a_torch_without_it_names_the_release(monkeypatch):
     import torch.utils.checkpoint as ckpt
 
     monkeypatch.delattr(ckpt, "create_selective_checkpoint_contexts")
-    factory, inputs, batch = _zoo("vit")
+    factory, inputs, batch = zoo("vit")
     with pytest.raises(FitError, match=r"^--checkpointing selective needs torch 2\.4 or later [^\n]*$"):
         run_step(factory, inputs, batch, None, checkpointing="selective")
 

@@ -11,6 +11,7 @@ from sa_profiler.targets import evidence
 
 from sa_profiler.targets import gpus
 from sa_profiler.advice import recommend as R
+from sa_profiler.question import make_question
 from sa_profiler.attention import backends
 from sa_profiler.engine import Record, Workload, timing
 
@@ -135,15 +136,15 @@ def test_total_bytes():
 # -- targets ---------------------------------------------------------------------------------
 def test_targets():
     t4 = gpus.lookup("t4")
-    t = R.make_question(t4)
+    t = make_question(t4)
     assert R.DEFAULT_HEADROOM == 0.10
     assert t.headroom == int(t4.total_memory * 0.1) == 1582825472
     assert t.usable == 15828254720 - 536870912 - 1582825472
     assert t.key == "t4"
-    assert R.make_question(t4, 0.25).headroom == int(15828254720 * 0.25)
-    assert R.make_question(t4, GiB).headroom == GiB
-    assert R.make_question(t4, 0).usable == 15828254720 - 536870912
-    assert R.make_question(gpus.host()).key == "cpu"
+    assert make_question(t4, 0.25).headroom == int(15828254720 * 0.25)
+    assert make_question(t4, GiB).headroom == GiB
+    assert make_question(t4, 0).usable == 15828254720 - 536870912
+    assert make_question(gpus.host()).key == "cpu"
 
 
 # -- rows ------------------------------------------------------------------------------------
@@ -211,13 +212,13 @@ def test_chunk_for(tokens, chunk):
     ("a100", "float16", "forward", 9, ["sdpa"], 1, [("sdpa", {}), ("sdpa", {"backend": "flash"})]),
 ])
 def test_candidates(card, dtype, mode, channels, impls, tokens, expected):
-    assert R.candidates(R.make_question(card, torch_version="2.13.0"), dtype, mode, channels, impls, tokens) == expected
+    assert R.candidates(make_question(card, torch_version="2.13.0"), dtype, mode, channels, impls, tokens) == expected
 
 
 def test_candidates_auto_backend_is_not_listed_again():
     caps = gpus.lookup("a100").caps("2.13.0")
     assert backends.select(caps, backends.torch.float16, 8, 64, False) == "efficient"  # flash needs 8 == 64
-    got = R.candidates(R.make_question("a100", torch_version="2.13.0"), "float16", "forward", 64, ["sdpa"])
+    got = R.candidates(make_question("a100", torch_version="2.13.0"), "float16", "forward", 64, ["sdpa"])
     assert got == [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "cudnn"})]
 
 
@@ -234,7 +235,7 @@ def engine_of(per_image_bytes, base=1000, time_per=1e-3, status="ok", source="si
 
 
 def test_profile_row_with_an_engine():
-    target = R.make_question(gpus.lookup("t4"), 15828254720 - 536870912 - (1000 + 64 * MiB * 10))  # usable: 10 images
+    target = make_question(gpus.lookup("t4"), 15828254720 - 536870912 - (1000 + 64 * MiB * 10))  # usable: 10 images
     assert target.usable == 1000 + 10 * 64 * MiB
     eng = engine_of(64 * MiB)
     row = R.profile_row(target, "sdpa", {}, "float16", "forward", 64, 8, 8, None, eng)
@@ -254,7 +255,7 @@ def test_profile_row_with_an_engine():
 
 
 def test_profile_row_that_cannot_run():
-    target = R.make_question(gpus.lookup("t4"))
+    target = make_question(gpus.lookup("t4"))
     row = R.profile_row(target, "sdpa", {"backend": "flash"}, "float16", "forward", 64, 8, 8, None,
                         engine_of(MiB, status="unsupported"))
     assert (row.status, row.message, row.max_batch, row.batch, row.fits, row.at_batch) == \
@@ -262,7 +263,7 @@ def test_profile_row_that_cannot_run():
 
 
 def test_profile_row_evidence_of_cudnn_off_sm90():
-    target = R.make_question(gpus.lookup("a100"))
+    target = make_question(gpus.lookup("a100"))
     row = R.profile_row(target, "sdpa", {"backend": "cudnn"}, "float16", "train", 64, 8, 8, None,
                         engine_of(MiB, backend="cudnn"))
     assert row.evidence == evidence.ASSUMPTION and "sm80 backward" in row.caveat
@@ -272,7 +273,7 @@ def test_profile_row_evidence_of_cudnn_off_sm90():
 
 
 def test_profile_row_on_the_simulator_times_the_batch_it_answers():
-    target = R.make_question(gpus.custom(GiB))
+    target = make_question(gpus.custom(GiB))
     row = R.profile_row(target, "reference", {}, "float32", "forward", 64, 8, 8, None)
     usable = GiB - 536870912 - int(GiB * 0.1)
     assert target.usable == usable
@@ -388,7 +389,7 @@ def test_a_forced_backend_on_an_assumption_is_named_not_recommended():
 
 # -- alternatives ------------------------------------------------------------------------------
 def test_alternatives():
-    target = R.make_question(gpus.lookup("t4"))
+    target = make_question(gpus.lookup("t4"))
     eng = engine_of(MiB)
     alts = R.alternatives(target, 64, 16, 16, "float16", "train", eng)
     assert [a.what for a in alts] == [
@@ -420,7 +421,7 @@ def test_alternatives():
 
 def test_one_image_that_does_not_fit_is_a_row_that_ran():
     """Batch 1 runs without the memory cap: its peak is the answer even when it exceeds the card."""
-    target = R.make_question(gpus.custom(600 * MiB))
+    target = make_question(gpus.custom(600 * MiB))
     assert target.usable == 600 * MiB - 536870912 - int(600 * MiB * 0.1)
     row = R.profile_row(target, "reference", {}, "float32", "forward", 64, 128, 128, None)
     assert (row.status, row.max_batch, row.batch, row.fits) == ("ok", 0, 0, False)
@@ -464,12 +465,12 @@ def test_profile_row_keeps_an_engines_missing_time():
     stands as it came."""
     def engine(w):
         return Record(w, peak_bytes=MiB * w.batch, baseline_bytes=0, time_s=1e-3 if w.batch == 1 else None)
-    row = R.profile_row(R.make_question(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 4, engine)
+    row = R.profile_row(make_question(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 4, engine)
     assert row.at_batch.workload.batch == 4 and row.at_batch.time_s is None and row.per_image.time_s == 1e-3
 
 
 def test_a_batch_of_zero_does_not_fit():
-    row = R.profile_row(R.make_question(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 0,
+    row = R.profile_row(make_question(gpus.lookup("t4")), "sdpa", {}, "float16", "forward", 64, 8, 8, 0,
                         engine_of(MiB))
     assert (row.batch, row.fits, row.max_batch > 0) == (0, False, True)
 
@@ -489,7 +490,7 @@ def test_candidates_follow_the_mode():
     import dataclasses
 
     sm100 = dataclasses.replace(gpus.lookup("h100"), key="sm100-card", capability=(10, 0))
-    sm100 = R.make_question(sm100, torch_version="2.11.0")
+    sm100 = make_question(sm100, torch_version="2.11.0")
     assert R.candidates(sm100, "float16", "forward", 256, ["sdpa"]) == \
         [("sdpa", {}), ("sdpa", {"backend": "flash"}), ("sdpa", {"backend": "efficient"})]
     assert R.candidates(sm100, "float16", "train", 256, ["sdpa"]) == \
@@ -499,9 +500,9 @@ def test_candidates_follow_the_mode():
 def test_headroom_in_bytes_may_be_a_float():
     """A fraction below 1, else bytes (1.0 is one byte, not the whole card)."""
     t4 = gpus.lookup("t4")
-    assert R.make_question(t4, 1.0).headroom == 1
-    assert R.make_question(t4, float(GiB)).headroom == GiB
-    assert R.make_question(t4, 0.999).headroom == int(t4.total_memory * 0.999)
+    assert make_question(t4, 1.0).headroom == 1
+    assert make_question(t4, float(GiB)).headroom == GiB
+    assert make_question(t4, 0.999).headroom == int(t4.total_memory * 0.999)
 
 
 def test_concave_memory_doubles_once_guesses_keep_falling_short():
@@ -685,7 +686,7 @@ def test_a_rows_search_runs_three_steps_and_times_the_answer_once(monkeypatch):
         return simulate(w, question, **kw)
 
     monkeypatch.setattr(R, "simulate", counted)
-    target = R.make_question(gpus.lookup("t4"))
+    target = make_question(gpus.lookup("t4"))
     row = R.profile_row(target, "sdpa", {}, "float16", "train", 128, 64, 64, None, counted)
     b = row.max_batch
     assert b > 2 and runs[0] == (1, True, False) and sorted(r[0] for r in runs) == [1, b, b + 1]

@@ -10,7 +10,8 @@ from sa_profiler import __version__
 from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 from sa_profiler.engine import Workload, simulate
-from sa_profiler.advice.recommend import make_question, total_bytes
+from sa_profiler.advice.recommend import total_bytes
+from sa_profiler.question import make_question
 
 GiB = 2**30
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from sa_profiler.advice.advise import advise
-from sa_profiler.advice.recommend import make_question
+from sa_profiler.question import make_question
 from sa_profiler.models.fit import fit
 from sa_profiler.sweeps import sweep as sweeping
 from sa_profiler.targets import gpus

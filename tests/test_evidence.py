@@ -4,7 +4,7 @@ from sa_profiler.targets import evidence
 
 from sa_profiler.targets import gpus
 from sa_profiler.advice.advise import advise
-from sa_profiler.advice.recommend import make_question
+from sa_profiler.question import make_question
 from sa_profiler.report.console import advice_json
 
 

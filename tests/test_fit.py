@@ -106,7 +106,7 @@ def test_json_and_max_batch():
                                       "library workspaces"}
     factory = load("examples/sagan.py:Generator", {"ch": 8, "image_size": 32})
     from sa_profiler.targets import gpus
-    from sa_profiler.advice.recommend import make_question
+    from sa_profiler.question import make_question
     target = make_question(gpus.custom(2**30))
     at = run_step(factory, (128,), data["max_batch"], target.gpu, cap=target.usable)
     over = run_step(factory, (128,), data["max_batch"] + 1, target.gpu, cap=target.usable)

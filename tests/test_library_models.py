@@ -16,13 +16,10 @@ from torch import nn
 
 from sa_profiler.cli import cli
 from sa_profiler.models.fit import FitError, fit, load, run_step
-from zoo_cases import memtracker_peak
+from zoo_cases import BERT, GPT2, PADDED, memtracker_peak
 
-pytestmark = [pytest.mark.slow]  # the real libraries (timm, transformers, diffusers, torchvision)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # the real libraries (timm, transformers, diffusers, torchvision)
 
-BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
-        "vocab_size": 1000, "max_position_embeddings": 64}
-GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 1000, "n_positions": 64}
 LLAMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 64}
 UNET = {"sample_size": 16, "block_out_channels": [32, 64], "cross_attention_dim": 32, "layers_per_block": 1,
@@ -30,7 +27,6 @@ UNET = {"sample_size": 16, "block_out_channels": [32, 64], "cross_attention_dim"
         "norm_num_groups": 8, "attention_head_dim": 8}
 SWIN = {"img_size": 56, "embed_dim": 24, "depths": (1, 1), "num_heads": (1, 2), "window_size": 7}
 VIT = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 2}
-PADDED = ("input_ids=32:int64:range=0..1000", "attention_mask=32:int64:pad=0.25")
 
 # model, its arguments, inputs (None: its default), batch, the library, attention layers
 CASES = {
@@ -56,12 +52,6 @@ def _simulated(key):
     return run_step(factory, inputs, batch, None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("key", list(CASES))

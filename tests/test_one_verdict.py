@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
 from sa_profiler.models.fit import fit, load
-from sa_profiler.advice.recommend import make_question
+from sa_profiler.question import make_question
 from sa_profiler.report.fit_html import _answer
 from sa_profiler.testing import assert_fits
 
@@ -111,7 +111,7 @@ def test_a_forced_backend_set_aside_is_not_denied_in_the_reason():
     """On a 12 GiB card at batch 97 the cuDNN row fits; it is not recommended (its memory on sm86
     is assumed), and the reason says so instead of "no exact implementation fits batch 97"."""
     from sa_profiler.advice.advise import advise
-    from sa_profiler.advice.recommend import make_question
+    from sa_profiler.question import make_question
     from sa_profiler.targets import gpus
 
     answer = advise(make_question(gpus.custom(12 * 2**30)), 128, 256, 256, batch=97, dtypes=["fp16"], modes=("train",))
@@ -127,7 +127,8 @@ def test_a_forced_backend_set_aside_is_not_denied_in_the_reason():
 
 def test_the_why_figure_is_said_with_the_one_image_figure():
     from sa_profiler.advice.advise import advise
-    from sa_profiler.advice.recommend import make_question, total_bytes
+    from sa_profiler.advice.recommend import total_bytes
+    from sa_profiler.question import make_question
     from sa_profiler.report.why import why_peak
     from sa_profiler.targets import gpus
     from sa_profiler.units import format_bytes

@@ -13,7 +13,7 @@ from torch import nn
 
 from sa_profiler.targets import gpus
 from sa_profiler.models.fit import fit
-from sa_profiler.advice.recommend import make_question
+from sa_profiler.question import make_question
 from sa_profiler.report.fit_html import _answer
 from sa_profiler.testing import assert_fits
 

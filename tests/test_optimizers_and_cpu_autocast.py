@@ -18,27 +18,14 @@ from sa_profiler.engine import amp
 from sa_profiler.models.fit import FitError, load, run_step
 from sa_profiler.models.step import optimizer_available
 from sa_profiler.targets import gpus
-from zoo_cases import BY_ID
+from zoo_cases import BERT, GPT2, PADDED, zoo
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 HAVE_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 HAVE_BNB = importlib.util.find_spec("bitsandbytes") is not None
-BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
-        "vocab_size": 1000, "max_position_embeddings": 64}
-GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 1000, "n_positions": 64}
-PADDED = ["input_ids=32:int64:range=0..1000", "attention_mask=32:int64:pad=0.25"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _zoo(case_id: str):
-    case = BY_ID[case_id]
-    return load(case.model, case.args), list(case.inputs), case.batch
 
 
 def _mlp():  # parameters large beside its activations: the peak comes in the optimizer step
@@ -66,8 +53,8 @@ needs_transformers = pytest.mark.skipif(not HAVE_TRANSFORMERS, reason="transform
 @needs_transformers
 @pytest.mark.parametrize("case_id", ["vit", "bert"])
 def test_adafactor_simulated_equals_real_on_the_zoo(case_id):
-    sim = _same(*_zoo(case_id), optimizer="adafactor")
-    adam = run_step(*_zoo(case_id), None)
+    sim = _same(*zoo(case_id), optimizer="adafactor")
+    adam = run_step(*zoo(case_id), None)
     # a factored second moment (a row and a column per matrix) and no first moment: far less state
     assert 0 < sim.breakdown["optimizer state"] < adam.breakdown["optimizer state"] / 10
 
@@ -82,7 +69,7 @@ def test_adafactor_when_its_step_sets_the_peak():
 @pytest.mark.slow  # the real library's models
 @pytest.mark.parametrize("spec,args", [("transformers:bert", BERT), ("transformers:gpt2", GPT2)], ids=["bert", "gpt2"])
 def test_adafactor_simulated_equals_real_on_transformers_models(spec, args):
-    _same(load(spec, dict(args)), PADDED, 4, ops=False, optimizer="adafactor")
+    _same(load(spec, dict(args)), list(PADDED), 4, ops=False, optimizer="adafactor")
 
 
 @needs_transformers
@@ -169,15 +156,15 @@ def test_fused_on_a_cpu_torch_without_its_kernels_is_refused_by_run_step(monkeyp
 # -- 4. CPU autocast in bfloat16 ----------------------------------------------------------------
 @pytest.mark.parametrize("case_id", ["vit", "bert", "mha", "sagan-D", "resnet-attn"])
 def test_cpu_bf16_autocast_simulated_equals_real(case_id):
-    sim = _same(*_zoo(case_id), amp="bf16")
-    fp32 = run_step(*_zoo(case_id), None)
+    sim = _same(*zoo(case_id), amp="bf16")
+    fp32 = run_step(*zoo(case_id), None)
     assert sim.peak_total < fp32.peak_total
 
 
 @needs_transformers
 @pytest.mark.slow  # the real library's model
 def test_cpu_bf16_autocast_and_adafactor_on_transformers_bert():
-    _same(load("transformers:bert", dict(BERT)), PADDED, 4, ops=False, amp="bf16", optimizer="adafactor")
+    _same(load("transformers:bert", dict(BERT)), list(PADDED), 4, ops=False, amp="bf16", optimizer="adafactor")
 
 
 def test_cpu_autocast_policy_is_not_cudas():
@@ -213,7 +200,7 @@ def test_the_cpu_lists_are_ops_with_a_cpu_autocast_kernel():
 
 def test_cpu_fp16_autocast_is_refused():
     with pytest.raises(FitError, match="--amp emulates CUDA autocast in fp16"):
-        run_step(*_zoo("vit"), None, amp="fp16")
+        run_step(*zoo("vit"), None, amp="fp16")
 
 
 # -- 5. the CLI ---------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from sa_profiler import torch_compat
-from sa_profiler.advice.recommend import make_question, profile_row, total_bytes
+from sa_profiler.advice.recommend import profile_row, total_bytes
+from sa_profiler.question import make_question
 from sa_profiler.attention import backends
 from sa_profiler.cli import cli
 from sa_profiler.fit import fit, run_step

@@ -17,7 +17,7 @@ from sa_profiler.targets import gpus
 from sa_profiler.sweeps import sweep
 from sa_profiler.cli import cli
 from sa_profiler.sweeps.executors import LocalExecutor, RayExecutor, gpu_kinds
-from sa_profiler.advice.recommend import make_question
+from sa_profiler.question import make_question
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # starts Ray

@@ -102,7 +102,7 @@ def test_a_killed_measuring_process_is_a_lost_row_and_is_replaced(t4_cluster, tm
 
     from sa_profiler.sweeps import sweep
     from sa_profiler.sweeps.executors import RayExecutor
-    from sa_profiler.advice.recommend import make_question
+    from sa_profiler.question import make_question
 
     t4 = make_question(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
     spec = sweep.Sweep(t4, [("reference", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)], [1, 2, 4],
@@ -141,7 +141,7 @@ def test_a_process_with_a_lost_cuda_context_measures_no_more(t4_cluster, tmp_pat
 
     from sa_profiler.sweeps import sweep
     from sa_profiler.sweeps.executors import RayExecutor
-    from sa_profiler.advice.recommend import make_question
+    from sa_profiler.question import make_question
 
     t4 = make_question(replace(gpus.lookup("t4"), key="cuda:T4", local=False))
     spec = sweep.Sweep(t4, [("reference", {}), ("sdpa", {})], ["float32"], ["train"], [64], [(16, 16), (32, 32)],

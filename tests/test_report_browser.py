@@ -187,7 +187,7 @@ def test_fit_report(tmp_path):
 
 def test_atlas_report_renders_a_column_per_device(tmp_path):
     from sa_profiler.targets import gpus
-    from sa_profiler.advice.recommend import make_question
+    from sa_profiler.question import make_question
     from sa_profiler.report.html import write_report
     from sa_profiler.sweeps.largest import ensure
     from sa_profiler.sweeps.sweep import Sweep, run
@@ -212,7 +212,7 @@ def test_notebook_outputs_draw_beside_each_other_under_an_amd_loader(tmp_path):
     """Two `_repr_html_` outputs in one page (as in classic Jupyter, which has require.js)."""
     from sa_profiler.targets import gpus
     from sa_profiler.advice.advise import advise
-    from sa_profiler.advice.recommend import make_question
+    from sa_profiler.question import make_question
 
     from sa_profiler.report import page
 

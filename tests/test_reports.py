@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from sa_profiler.targets import gpus
 from sa_profiler.cli import cli
-from sa_profiler.advice.recommend import make_question, profile_row
+from sa_profiler.advice.recommend import profile_row
+from sa_profiler.question import make_question
 
 
 def test_runner_sits_below_sweep_and_executors():

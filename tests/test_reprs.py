@@ -5,7 +5,7 @@ import pytest
 from sa_profiler.targets import gpus
 from sa_profiler.advice.advise import advise
 from sa_profiler.models.fit import fit, load
-from sa_profiler.advice.recommend import make_question
+from sa_profiler.question import make_question
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ from sa_profiler.validation import timing_fit
 from sa_profiler.cli import cli
 from sa_profiler.engine import Record, Workload, simulate, timing
 from sa_profiler.engine import timing_constants as fitted
-from sa_profiler.advice.recommend import Row, make_question, profile_row, recommend
+from sa_profiler.advice.recommend import Row, profile_row, recommend
+from sa_profiler.question import make_question
 
 README = Path(__file__).resolve().parent.parent / "docs" / "how-the-numbers-are-made.md"  # its "Time estimates"
 

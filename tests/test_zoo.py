@@ -15,22 +15,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sa_profiler.attention import backends
 from sa_profiler.cli import cli
 from sa_profiler.models.fit import fit, load, run_step
 from zoo_cases import BY_ID, CASES, MODELS, REPO, memtracker_peak
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 STEPS = [c for c in CASES if not c.id.startswith("unet-small")]  # the per-sample timestep too
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Real CPU steps on one intra-op thread: on a small shared machine several threads per
-    conv contend and a step takes seconds. The bytes a step allocates do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=None)
@@ -211,8 +204,6 @@ def test_cudnn_dropout_gate_follows_the_torch_version():
     # check_cudnn_dropout (dropout a multiple of 1/16) is not in torch 2.11: an H100 with 2.11 ran
     # BERT's dropout 0.1 on cuDNN (reports/validation/fit-zoo-h100-2.11.0.csv, the dispatcher's
     # own choice); asked as 2.13, the same call goes to the memory-efficient kernel
-    from sa_profiler.attention import backends
-
     case = BY_ID["bert"]
     for version, expected in (("2.11", "cudnn"), ("2.13", "efficient")):
         step = fit(load(case.model, case.args), list(case.inputs), case.batch, "h100", amp="fp16",

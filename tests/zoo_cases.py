@@ -83,6 +83,21 @@ CASES = [
          sagan=True),
 ]
 BY_ID = {c.id: c for c in CASES}
+
+
+def zoo(case_id: str):
+    """A zoo case as `run_step` takes it: (factory, inputs, batch)."""
+    case = BY_ID[case_id]
+    from sa_profiler.models.fit import load
+
+    return load(case.model, case.args), list(case.inputs), case.batch
+
+
+# small configurations of the real libraries' models (transformers), and a padded mask for them
+BERT = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
+        "vocab_size": 1000, "max_position_embeddings": 64}
+GPT2 = {"n_layer": 2, "n_embd": 64, "n_head": 2, "vocab_size": 1000, "n_positions": 64}
+PADDED = ("input_ids=32:int64:range=0..1000", "attention_mask=32:int64:pad=0.25")
 MODELS = [c for c in CASES if not c.variant]  # one case per model
 
 

@@ -26,7 +26,7 @@ from sa_profiler.attention.registry import chunk_for, defaults, display, get  # 
 from sa_profiler.engine import Record, Workload, simulate
 from sa_profiler.engine.workload import Outcome
 from sa_profiler.engine import timing
-from sa_profiler.question import DEFAULT_HEADROOM, Question, make_question  # noqa: F401 (re-exported; the headroom's rule is stated above)
+from sa_profiler.question import DEFAULT_HEADROOM, Question  # noqa: F401 (DEFAULT_HEADROOM: the headroom's rule is stated above)
 
 MAX_BATCH = 1 << 20
 

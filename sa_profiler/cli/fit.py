@@ -79,12 +79,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumu
     from sa_profiler.models.fit import FitError, fit, load, parse_inputs
     from sa_profiler.models.library_models import LibraryError
 
-    kwargs = {}
-    for item in args:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            _fail(f"cannot read --arg {item!r}: expected KEY=VALUE")
-        kwargs[key] = _literal(value)
+    kwargs = factory_args(args)
     if model_checkpointing:
         kwargs["checkpointing"] = True
     if gpu_name and gpu_name.strip().lower() == "cpu":
@@ -119,6 +114,17 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumu
     from sa_profiler.report.console import render_fit
 
     render_fit(result, Console())
+
+
+def factory_args(args) -> dict:
+    """`--arg KEY=VALUE` (repeatable) as keyword arguments; one line for one without a `=`."""
+    kwargs = {}
+    for item in args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"cannot read --arg {item!r}: expected KEY=VALUE")
+        kwargs[key] = _literal(value)
+    return kwargs
 
 
 def _literal(value: str):

@@ -8,10 +8,10 @@ import click
 
 from sa_profiler.cli.common import (_check_page_path, _cpu_target, _fail, _question, _target, _torch_version_option,
                                     _write_page)
-from sa_profiler.cli.fit import _literal
+from sa_profiler.cli.fit import factory_args
 from sa_profiler.cli.headline import cli
 
-KINDS = ("accumulation", "precision", "attention", "checkpointing", "optimizer")  # models.plan.KINDS, torch-free
+from sa_profiler.names import PLAN_KINDS as KINDS
 
 
 @cli.command("plan")
@@ -59,12 +59,7 @@ def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries
     from sa_profiler.models.library_models import LibraryError
     from sa_profiler.models.plan import plan
 
-    kwargs = {}
-    for item in args:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            _fail(f"cannot read --arg {item!r}: expected KEY=VALUE")
-        kwargs[key] = _literal(value)
+    kwargs = factory_args(args)
     if gpu_name and gpu_name.strip().lower() == "cpu":
         target = _cpu_target(gpu_mem, headroom, "simulate")[0][0]
     else:

@@ -25,14 +25,17 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
+from sa_profiler import names
 from sa_profiler.engine import timing
 from sa_profiler.models import blocks
+from sa_profiler.models.fit import CONVERSIONS as FIT_CONVERSIONS
 from sa_profiler.models.loading import FitError
 from sa_profiler.models.step import StepResult, optimizer_available, run_step
 from sa_profiler.question import Question
 
-KINDS = ("accumulation", "precision", "attention", "checkpointing", "optimizer")
-CONVERSIONS = (("sdpa", ()), ("chunked", (("checkpoint", True), ("chunk", 1024))))
+KINDS = names.PLAN_KINDS
+# fit's conversions, their options as sorted pairs (a Config is hashable)
+CONVERSIONS = tuple((impl, tuple(sorted(options.items()))) for impl, options in FIT_CONVERSIONS)
 CHECKPOINTING = ("all", "every-2", "selective")
 # optimizers that hold less state than Adam's two moments; and the fused update of the user's own
 # (the same algorithm, without the foreach update's temporaries)
@@ -161,10 +164,6 @@ class _Search:
         return best
 
 
-def _time(s: StepResult, c: Config) -> float | None:
-    return s.time_s  # the steady-state optimizer step: all its micro-steps, then the update
-
-
 def _training(c: Config, base: Config, batch_norm: bool) -> tuple[bool, list[str]]:
     """Whether `c` trains what the user's configuration trains, and why not."""
     why = []
@@ -238,7 +237,7 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
     plans = []
     for c in dict.fromkeys(found):
         same, why = _training(c, base, batch_norm)
-        plans.append(Planned(c, search.step(c), _time(search.step(c), c), same, why))
+        plans.append(Planned(c, search.step(c), search.step(c).time_s, same, why))
     plans = _ranked(plans, batch)
     closest = None
     if not plans:  # each precision and attention at the smallest micro-batch, with the leanest settings tried
@@ -249,7 +248,7 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
         if ok:
             s, c = min(ok, key=lambda sc: sc[0].peak_total)
             same, why = _training(c, base, batch_norm)
-            closest = Planned(c, s, _time(s, c), same, why)
+            closest = Planned(c, s, s.time_s, same, why)
     return Plan(name, batch, question, base, plans, closest, unavailable, len(search.cache), block_names)
 
 

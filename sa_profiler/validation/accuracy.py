@@ -80,7 +80,8 @@ def max_batch_check(path: str | Path) -> pd.DataFrame:
     import re
 
     from sa_profiler.targets import gpus
-    from sa_profiler.advice.recommend import DEFAULT_HEADROOM, make_question, profile_row
+    from sa_profiler.advice.recommend import DEFAULT_HEADROOM, profile_row
+    from sa_profiler.question import make_question
 
     # SDPA chosen as the measured torch chose: the file is named after it (max-batch-h100-2.11.0.csv)
     measured_torch = re.search(r"-(\d+\.\d+\.\d+)\.csv$", str(path))
