@@ -1,5 +1,5 @@
 """The optimizers that hold less state (transformers' Adafactor), the fused variants of Adam and
-AdamW, 8-bit AdamW where bitsandbytes is missing, and CPU autocast in bfloat16: the simulated CPU
+AdamW, bitsandbytes' 8-bit AdamW (and its refusal where it is missing), and CPU autocast in bfloat16: the simulated CPU
 step equals the real one to the byte (peak, breakdown, modules and every op's allocated bytes),
 on zoo models and real transformers models; what fused changes on a GPU target; the refusals."""
 
@@ -100,6 +100,38 @@ def test_adamw8bit_is_known_and_refused_without_bitsandbytes():
     assert str(err.value) == why
     result = CliRunner().invoke(cli, ["fit", "examples/zoo/vit.py:vit_tiny_test", "--optimizer", "adamw8bit"])
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [f"sa-profile: error: {why}"]
+
+
+needs_bnb = pytest.mark.skipif(not HAVE_BNB, reason="bitsandbytes is not installed")
+
+
+def _two_sizes():  # one weight of 4,096 elements or more (8-bit state), the rest smaller (float32)
+    return nn.Sequential(nn.Linear(512, 1024), nn.GELU(), nn.Linear(1024, 2))
+
+
+@needs_bnb
+def test_adamw8bit_simulated_equals_real_with_its_blockwise_state():
+    # not op by op: its quantile maps exist from the optimizer's construction on the CPU, while the
+    # simulated step copies them from the host when its first update runs (`step._held_by`)
+    sim = _same(_two_sizes, ["512"], 2, ops=False, optimizer="adamw8bit")
+    # the 524,288-element weight: two uint8 moments, a float32 absmax per 256-value block of each;
+    # the 1,024 bias, the 2,048 weight and the 2 bias: two float32 moments each; the two 256-entry
+    # float32 quantile maps, once (bitsandbytes/optim/optimizer.py: Optimizer8bit, blocksize 256)
+    big = 512 * 1024
+    expected = 2 * big + 2 * 4 * (big // 256) + 2 * 4 * (1024 + 2048 + 2) + 2 * 256 * 4
+    assert sim.breakdown["optimizer state"] == expected
+    adamw = run_step(_two_sizes, ["512"], 2, None, optimizer="adamw")
+    assert adamw.breakdown["optimizer state"] == 2 * 4 * (big + 1024 + 2048 + 2) + 4 * 4  # and a float32 step each
+
+
+@needs_bnb
+def test_adamw8bit_on_a_gpu_target_quarters_the_state():
+    t4 = gpus.lookup("t4")
+    bnb = run_step(_mlp, ["512"], 2, t4, optimizer="adamw8bit")
+    adamw = run_step(_mlp, ["512"], 2, t4, optimizer="adamw")
+    assert bnb.ok and adamw.ok
+    ratio = bnb.breakdown["optimizer state"] / adamw.breakdown["optimizer state"]
+    assert 0.25 < ratio < 0.27  # one byte a value instead of four, and one absmax per 256
 
 
 def test_which_optimizers_are_available():

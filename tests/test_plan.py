@@ -178,7 +178,8 @@ KIND_CASES = [
     ("checkpointing all", dict(checkpointing="all")), ("checkpointing every-2", dict(checkpointing="every-2")),
     ("checkpointing selective", dict(checkpointing="selective")),
     ("sgd", dict(optimizer="sgd")), ("sgd-momentum", dict(optimizer="sgd-momentum")),
-    ("adafactor", dict(optimizer="adafactor")), ("cpu autocast bf16", dict(amp="bf16")),
+    ("adafactor", dict(optimizer="adafactor")), ("adamw8bit", dict(optimizer="adamw8bit")),
+    ("cpu autocast bf16", dict(amp="bf16")),
 ]
 
 
@@ -186,9 +187,10 @@ KIND_CASES = [
 @pytest.mark.parametrize("case_id", ["vit", "bert"])
 @pytest.mark.parametrize("kind,change", KIND_CASES, ids=[k for k, _ in KIND_CASES])
 def test_each_kind_of_change_is_the_real_cpu_step(case_id, kind, change):
-    """Simulated = the real CPU step under the tracker, to the byte; and within 1 % of PyTorch's
-    MemTracker around the same real step (its module hooks keep outputs alive a little longer;
-    with selective checkpointing on the ViT, 1.8 % measured: MemTracker higher)."""
+    """Simulated = the real CPU step under the tracker = PyTorch's MemTracker around the same
+    real step in a plain training loop, to the byte. (Selective checkpointing on the ViT was
+    once 69,632 B under: the recompute context's cache was dropped when the recompute ended,
+    not when the block's backward did; `torch_compat.checkpoint._Together`.)"""
     pytest.importorskip("torch.distributed._tools.mem_tracker")
     from sa_profiler.models import blocks
     from sa_profiler.models.step import optimizer_available
@@ -211,8 +213,7 @@ def test_each_kind_of_change_is_the_real_cpu_step(case_id, kind, change):
 
     peak, _ = memtracker_peak(factory, list(case.inputs), case.batch, optimizer=change.get("optimizer", "adam"),
                               accumulation=change.get("accumulation", 1), amp=change.get("amp"))
-    within = 0.02 if (kind, case_id) == ("checkpointing selective", "vit") else 0.01
-    assert abs(sim.peak_total - peak) <= within * peak, (kind, sim.peak_total, peak)
+    assert sim.peak_total == peak, (kind, sim.peak_total, peak)
 
 
 def test_a_forced_sdpa_backend_is_a_plan_where_it_helps():

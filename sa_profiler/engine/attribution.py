@@ -175,7 +175,7 @@ def breakdown(tracker: MemoryTracker, grads: set, states: set) -> tuple[dict, di
         if info.op == "workspace":
             cat = "library workspaces"
         elif info.phase == "baseline":
-            cat = "input" if info.op == "input" else "parameters"
+            cat = info.op if info.op in ("input", "optimizer state") else "parameters"
         elif key in grads:
             cat = "gradients"
         elif key in states:

@@ -50,6 +50,38 @@ def _adafactor(params):
     return Adafactor(params, lr=1e-3, scale_parameter=False, relative_step=False, warmup_init=False)
 
 
+def _adamw8bit(params):
+    """bitsandbytes' 8-bit AdamW at its defaults (blockwise quantised state, 256 values a block):
+    per parameter of 4,096 elements or more, two uint8 moments, a float32 absmax per block of
+    each and the two 256-entry quantile maps; smaller ones keep float32 moments."""
+    import logging
+
+    # on import it tries to fetch a 4-bit CPU matmul kernel from a hub and logs a warning when it
+    # cannot; the optimizer does not use that kernel (bitsandbytes/backends/cpu/ops.py)
+    quiet = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        import bitsandbytes as bnb
+    except Exception as err:  # installed, but not importable with this torch
+        raise FitError(f"8-bit AdamW: bitsandbytes does not import here: {type(err).__name__}: {_one_line(err)}") from None
+    finally:
+        quiet.setLevel(level)
+    return bnb.optim.AdamW8bit(params, lr=1e-4)
+
+
+def _held_by(opt) -> list[torch.Tensor]:
+    """Tensors an optimizer makes when it is built, before any step (bitsandbytes' quantile
+    maps): on the CPU they exist before the step and count from its start; a simulated step
+    leaves them out, since they are host tensors until its step moves them, counted from there."""
+    found = []
+    for name, value in vars(opt).items():
+        if name in ("state", "param_groups", "defaults"):
+            continue
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        found.extend(v for v in values if isinstance(v, torch.Tensor))
+    return found
+
+
 def _optimizer(name: str, params, foreach):
     """The torch optimizer for `name`: `foreach` (True on a CUDA target, whose meta parameters
     torch would not take for CUDA ones; None: torch's default) for the plain ones; the fused
@@ -70,6 +102,8 @@ def _optimizer(name: str, params, foreach):
         raise FitError(why)
     if name == "adafactor":
         return _adafactor(params)
+    if name == "adamw8bit":
+        return _adamw8bit(params)
     raise FitError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 
@@ -267,8 +301,10 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
     tracker.keep_peak_live = True
     if timeline:
         tracker.timeline = []
-    step = runner.Step(model, args, kwargs, baseline=[([*model.parameters(), *model.buffers()], "parameters"),
-                                                      ([*args, *kwargs.values()], "input")],
+    baseline = [([*model.parameters(), *model.buffers()], "parameters"), ([*args, *kwargs.values()], "input")]
+    if opt is not None and device != "meta" and (held := _held_by(opt)):
+        baseline.append((held, "optimizer state"))
+    step = runner.Step(model, args, kwargs, baseline=baseline,
                        loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
                        values=input_values if device == "meta" else None, accumulation=accumulation,
                        optimizer_scope=scope)

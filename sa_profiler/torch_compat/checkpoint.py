@@ -54,10 +54,28 @@ def _meta_fork_rng(fork_rng):
     return fork
 
 
-@contextlib.contextmanager
-def _together(first, second):
-    with first, second:
-        yield
+class _Together:
+    """Two context managers entered as one: the checkpoint's own recompute context, then ours.
+    It holds both for as long as the checkpoint holds it, as the checkpoint would hold its own
+    context alone: selective checkpointing's cache lives in its recompute context, and what the
+    recompute did not consume (it stops early) stays alive until the block's backward ends
+    (torch/utils/checkpoint.py: `recompute_fn` keeps `recompute_context`). A generator-based
+    wrapper dropped it when the recompute ended, freeing those outputs early."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+        self._stack = None
+
+    def __enter__(self):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.first)
+            stack.enter_context(self.second)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc):
+        stack, self._stack = self._stack, None
+        return stack.__exit__(*exc)
 
 
 def _generator_name(ckpt) -> str:
@@ -91,7 +109,7 @@ def checkpoint_scope(reentry):
 
             def context_fn():
                 forward, recompute = given()
-                return forward, _together(recompute, reentry())
+                return forward, _Together(recompute, reentry())
 
             bound.arguments["context_fn"] = context_fn
         return original(*bound.args, **bound.kwargs)
