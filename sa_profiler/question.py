@@ -31,6 +31,7 @@ class Parallel:
 
     world_size: int = 1
     strategy: str = "single"
+    reshard_after_forward: bool = True  # FSDP2: free each block's gathered parameters after its forward
 
     def __post_init__(self):
         if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) or self.world_size < 1:

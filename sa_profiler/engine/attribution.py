@@ -24,6 +24,9 @@ from sa_profiler.engine.tracker import MemoryTracker, tensors_in
 
 CATEGORIES = ("parameters", "input", "gradients", "optimizer state", "activations", "temporary",
               "library workspaces")
+# what a data-parallel wrapper allocates (models/parallel.py labels it): in a breakdown only where
+# the step had one
+PARALLEL_CATEGORIES = ("DDP buckets", "unsharded parameters", "communication buffers")
 
 
 def is_attention_module(module: nn.Module) -> bool:
@@ -174,12 +177,15 @@ def breakdown(tracker: MemoryTracker, grads: set, states: set) -> tuple[dict, di
     for key, info in tracker.peak_live:
         if info.op == "workspace":
             cat = "library workspaces"
-        elif info.phase == "baseline":
-            cat = info.op if info.op in ("input", "optimizer state") else "parameters"
         elif key in grads:
             cat = "gradients"
         elif key in states:
             cat = "optimizer state"
+        elif info.note in PARALLEL_CATEGORIES:  # before the baseline: DDP builds its buckets there
+            cat = info.note
+            categories.setdefault(cat, 0)
+        elif info.phase == "baseline":
+            cat = info.op if info.op in ("input", "optimizer state") else "parameters"
         elif info.phase == "forward":
             cat = "activations"
         else:

@@ -39,7 +39,7 @@ from sa_profiler.engine.amp import AutocastEmulation
 from sa_profiler.engine.attribution import Attribution
 from sa_profiler.engine.layouts import ChainedRules, LayoutRules
 from sa_profiler.engine.rules import CudaRules
-from sa_profiler.engine.tracker import MemoryTracker
+from sa_profiler.engine.tracker import MemoryTracker, local
 from sa_profiler.engine.values import InputValues
 
 GRAD_SCALE = 65536.0  # torch.amp.GradScaler's initial scale
@@ -65,6 +65,9 @@ class Step:
     phases: bool = True
     accumulation: int = 1  # micro-steps (forward, loss / accumulation, backward) per optimizer step
     optimizer_scope: Callable | None = None  # a context the optimizer's step runs inside (models/step.py)
+    # (model, tracker) -> the model the step trains, built under the tracker before the first
+    # step (a DDP wrapper, whose buckets count); None: the model as it is
+    wrap: Callable | None = None
 
 
 @dataclass
@@ -123,6 +126,8 @@ def run(make: Callable[[], Step], tracker: MemoryTracker, caps: backends.DeviceC
                     if step.amp is not None else None)
         routing.autocast = autocast
         stack.enter_context(tracker)
+        if step.wrap is not None:
+            step.model = step.wrap(step.model, tracker)
         values = None
         if step.values is not None:  # what is computed from inputs alone, computed for real (values.py)
             attribution = outcome.attribution
@@ -146,7 +151,7 @@ def _one(step: Step, tracker, routing, autocast, values, params, outcome: Outcom
         _micro(step, tracker, routing, autocast, values, outcome)
     if not step.train:
         return
-    outcome.grads |= {tracker.key_of.get(p.grad.untyped_storage()) for p in params if p.grad is not None}
+    outcome.grads |= {tracker.key_of.get(local(p.grad).untyped_storage()) for p in params if p.grad is not None}
     if step.phases:
         tracker.phase = "optimizer"
     if step.optimizer is None:
@@ -157,7 +162,7 @@ def _one(step: Step, tracker, routing, autocast, values, params, outcome: Outcom
                 p.grad.mul_(1 / GRAD_SCALE)  # GradScaler.unscale_ (in place)
     with step.optimizer_scope() if step.optimizer_scope is not None else contextlib.nullcontext():
         step.optimizer.step()
-    outcome.states |= {tracker.key_of.get(t.untyped_storage()) for st in step.optimizer.state.values()
+    outcome.states |= {tracker.key_of.get(local(t).untyped_storage()) for st in step.optimizer.state.values()
                        for t in st.values() if isinstance(t, torch.Tensor) and t.device.type in tracker.device_types}
 
 

@@ -10,8 +10,11 @@ tensors (simulation) and on real CPU tensors (measurement), so the two agree to 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from sa_profiler.engine import meta_memo, workspaces
@@ -35,6 +38,11 @@ BACKEND_OPS = {
 }
 
 
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor holding `t`'s memory on this rank: a DTensor's local shard, else `t`."""
+    return getattr(t, "_local_tensor", t)
+
+
 @dataclass
 class _Alloc:
     handle: object
@@ -54,6 +62,15 @@ class MemoryTracker(TorchDispatchMode):
         self.ops: dict[str, int] = {}
         self._live: dict[int, _Alloc] = {}
         self._seen = weakref.WeakSet()  # storages already allocated
+        # a storage's first allocation key -> its allocation now: FSDP2 frees and refills its
+        # unsharded parameters with `UntypedStorage.resize_`, which no dispatch mode sees
+        self._resized: dict[int, int | None] = {}
+        self._first_key = weakref.WeakKeyDictionary()  # storage -> its first allocation key
+        # a sharded step (models/parallel.py): DTensor's class, and whether a fake mode (its
+        # sharding propagation) is active now; None: plain tensors only
+        self.subclass: type | None = None
+        self.shape_only: Callable[[], bool] = lambda: False
+        self.label = ""  # what a wrapper is allocating now (DDP's buckets, FSDP's buffers), noted on each
         self._next = 0
         self._peak_seen = 0
         self.op_log: list[tuple[str, int, int]] | None = None  # (op, output bytes, hidden bytes) if a list
@@ -83,24 +100,65 @@ class MemoryTracker(TorchDispatchMode):
         scope = lazy.outside_compile(type(self).__torch_dispatch__)
         scope.__enter__()
         self._scopes.append(scope)
+        self._scopes.append(self._resizes())
+        self._scopes[-1].__enter__()
         try:
             return super().__enter__()
         except BaseException:
-            self._scopes.pop().__exit__(None, None, None)
+            for _ in range(2):
+                self._scopes.pop().__exit__(None, None, None)
             raise
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         try:
             return super().__exit__(exc_type, exc_val, exc_tb)
         finally:
-            self._scopes.pop().__exit__(None, None, None)
+            for _ in range(2):
+                self._scopes.pop().__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def _resizes(self):
+        """`UntypedStorage.resize_` of a tracked storage, seen while the mode is on: the old
+        allocation released, one of the new size made (none at 0), as torch's allocator does
+        (MemTracker patches the same method: `_track_resize`)."""
+        original = torch.UntypedStorage.resize_
+
+        @functools.wraps(original)
+        def resize_(st, size):
+            out = original(st, size)
+            key = self.key_of.get(st)
+            if key is not None or st in self._seen:
+                self._resize(st, key)
+            return out
+
+        torch.UntypedStorage.resize_ = resize_
+        try:
+            yield
+        finally:
+            torch.UntypedStorage.resize_ = original
+
+    def _resize(self, st, key: int | None) -> None:
+        first = self._first_key.get(st)
+        if key is not None:
+            self._release(key)
+        nbytes = st.nbytes()
+        if nbytes == 0:
+            self.key_of.pop(st, None)
+            self._resized[first] = None
+            return
+        info = TensorInfo((nbytes,), "uint8", 0, "resize_", self.label, self.phase, self.module, self.in_attention)
+        new = self._hold(self.allocator.malloc(nbytes), info)
+        self.key_of[st] = new
+        self._resized[first] = new
+        self._note_peak()
 
     # -- public ---------------------------------------------------------------------
     def add_baseline(self, tensors, label: str = "baseline") -> None:
-        """Tensors that exist before the step (parameters, input): allocated, never in the peak."""
+        """Tensors that exist before the step (parameters, input): allocated, never in the peak.
+        A sharded parameter counts its local shard."""
         before = self.allocator.allocated
         for t in tensors:
-            self._track(t, label)
+            self._track(local(t), label)
         self.baseline += self.allocator.allocated - before
         self._peak_seen = self.allocator.peak
 
@@ -134,6 +192,11 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch -------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.subclass is not None:  # a sharded step: DTensor desugars into its local ops first
+            if any(issubclass(t, self.subclass) for t in types):
+                return NotImplemented
+            if self.shape_only():  # its sharding propagation's own fake tensors are no memory
+                return func(*args, **kwargs)
         if func.is_view and SHORT_PATHS:
             return self._view(func, args, kwargs)
         layouts = meta_memo.inputs_key(args, kwargs) if meta_memo.enabled() else None
@@ -212,11 +275,19 @@ class MemoryTracker(TorchDispatchMode):
             return
         self._seen.add(st)
         nbytes = st.nbytes()
-        info = TensorInfo(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0, op, "", self.phase, self.module, self.in_attention)
+        info = TensorInfo(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0, op, self.label, self.phase, self.module,
+                          self.in_attention)
         key = self._hold(self.allocator.malloc(nbytes), info)
         self.key_of[st] = key
-        weakref.finalize(st, self._release, key)
+        self._first_key[st] = key
+        weakref.finalize(st, self._release_storage, key)
         self._note_peak()
+
+    def _release_storage(self, first: int) -> None:
+        """A storage died: its allocation now (the first, unless it was resized) is released."""
+        key = self._resized.pop(first, first)
+        if key is not None:
+            self._release(key)
 
     def _hold(self, handle, info: TensorInfo) -> int:
         info.bytes = block_bytes(handle)

@@ -7,6 +7,7 @@ with the optimizer's state there), each of `accumulation` micro-steps, and what 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,9 +17,9 @@ from torch import nn
 
 from sa_profiler import names
 from sa_profiler.targets import gpus
-from sa_profiler.models import blocks, inputs as model_inputs
+from sa_profiler.models import blocks, inputs as model_inputs, parallel
 from sa_profiler.engine.amp import DTYPES as AMP_DTYPES
-from sa_profiler.question import Question
+from sa_profiler.question import Parallel, Question
 from sa_profiler.attention import backends, convert, fused, is_sagan_attention
 from sa_profiler.engine import runner, timing
 from sa_profiler.engine.allocator import SimulatedOOM
@@ -80,6 +81,10 @@ def _held_by(opt) -> list[torch.Tensor]:
         values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
         found.extend(v for v in values if isinstance(v, torch.Tensor))
     return found
+
+
+def _ddp(world_size: int, device: str, model, tracker):
+    return parallel.ddp(model, world_size, tracker, on_meta=device == "meta")
 
 
 def _optimizer(name: str, params, foreach):
@@ -166,6 +171,7 @@ class StepResult:
     # StepTimer.total); None on the CPU target and when measured
     time_s: float | None = None
     time_method: str = ""
+    sharded_blocks: list = field(default_factory=list)  # FSDP2: the blocks `fully_shard` wrapped (the root too)
 
     @property
     def ok(self) -> bool:
@@ -277,13 +283,19 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
         names.checkpointing(checkpointing)
     except ValueError as err:
         raise FitError(str(err)) from None
+    par = on.parallel if isinstance(on, Question) else Parallel()
+    if par.strategy != "single":
+        if why := parallel.unsupported(par.strategy):
+            raise FitError(why)
+        if par.strategy == "fsdp" and optimizer not in parallel.SHARDED_OPTIMIZERS:
+            raise FitError(f"--parallel fsdp steps torch's own optimizers on the shards "
+                           f"({', '.join(parallel.SHARDED_OPTIMIZERS)}); {optimizer} is not one")
     specs = parse_inputs(input_shape)
     model, sagan, fused_lines = _model(factory, device, convert_to, fuse)
     try:
         blocks.apply(model, checkpointing)
     except blocks.BlocksError as err:
         raise FitError(str(err)) from None
-    params = [p for p in model.parameters() if p.requires_grad]
     try:  # values read from a file are read here, on first use: a file that cannot be is one line
         args, kwargs = model_inputs.make(specs, batch, device)
         specs_in_order = [s for s in specs if not s.name] + [s for s in specs if s.name]
@@ -292,38 +304,51 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
     except model_inputs.InputError as err:
         raise FitError(str(err)) from None
     cuda = gpu is not None
-    plain = optimizer not in names.FUSED_TORCH and optimizer not in names.OPTIMIZER_PACKAGES
-    scope = _optimizer_scope(optimizer, gpu, device)
-    with scope() if scope is not None else contextlib.nullcontext():  # torch 2.4 checks fused devices here
-        opt = _optimizer(optimizer, params, True if cuda and plain else None) if params else None
     timer = timing.StepTimer(gpu) if cuda else None  # a CUDA target is simulated (`_setting`)
     tracker = runner.tracker_for(gpu, device, cap=cap, timer=timer, host=True, first_use_workspaces=True)
     tracker.keep_peak_live = True
     if timeline:
         tracker.timeline = []
-    baseline = [([*model.parameters(), *model.buffers()], "parameters"), ([*args, *kwargs.values()], "input")]
-    if opt is not None and device != "meta" and (held := _held_by(opt)):
-        baseline.append((held, "optimizer state"))
-    step = runner.Step(model, args, kwargs, baseline=baseline,
-                       loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
-                       values=input_values if device == "meta" else None, accumulation=accumulation,
-                       optimizer_scope=scope)
     result = StepResult(None, 0, sagan_layers=len(sagan), sagan_modules=sagan, fused_lines=fused_lines)
-    try:  # two steps: the second is the steady state, with the optimizer state there
-        with _forced(sdpa_backend):
-            outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,
-                                 attribute=True)
-    except SimulatedOOM as err:
-        result.status, result.message = "oom", f"out of memory (simulated): {err}"
-        result.baseline = tracker.baseline
-        return result
-    except FitError:
-        raise
-    except ValueBranch as err:
-        raise FitError(str(err)) from None
-    except Exception as err:
-        raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
-                       f"{type(err).__name__}: {_one_line(err)}") from None
+    with contextlib.ExitStack() as around:
+        wrap = None
+        if par.strategy != "single":
+            around.enter_context(parallel.rank_zero(par.world_size))
+        if par.strategy == "fsdp":
+            around.enter_context(parallel.sharded_step(tracker, device))
+            result.sharded_blocks = parallel.fsdp(model, par.world_size, reshard_after_forward=par.reshard_after_forward,
+                                                  param_dtype=amp_dtype, device=device)
+            amp_dtype = None  # the policy casts the parameters; no autocast around the forward
+        elif par.strategy == "ddp":
+            around.enter_context(parallel.host_copies(device))
+            wrap = functools.partial(_ddp, par.world_size, device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        plain = optimizer not in names.FUSED_TORCH and optimizer not in names.OPTIMIZER_PACKAGES
+        scope = _optimizer_scope(optimizer, gpu, device)
+        with scope() if scope is not None else contextlib.nullcontext():  # torch 2.4 checks fused devices here
+            opt = _optimizer(optimizer, params, True if cuda and plain else None) if params else None
+        baseline = [([*model.parameters(), *model.buffers()], "parameters"), ([*args, *kwargs.values()], "input")]
+        if opt is not None and device != "meta" and (held := _held_by(opt)):
+            baseline.append((held, "optimizer state"))
+        step = runner.Step(model, args, kwargs, baseline=baseline,
+                           loss=lambda out: _first_tensor(out).float().mean(), optimizer=opt, steps=2, amp=amp_dtype,
+                           values=input_values if device == "meta" else None, accumulation=accumulation,
+                           optimizer_scope=scope, wrap=wrap)
+        try:  # two steps: the second is the steady state, with the optimizer state there
+            with _forced(sdpa_backend):
+                outcome = runner.run(lambda: step, tracker, gpu.caps(torch_version) if cuda else backends.CPU, device,
+                                     attribute=True)
+        except SimulatedOOM as err:
+            result.status, result.message = "oom", f"out of memory (simulated): {err}"
+            result.baseline = tracker.baseline
+            return result
+        except FitError:
+            raise
+        except ValueBranch as err:
+            raise FitError(str(err)) from None
+        except Exception as err:
+            raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
+                           f"{type(err).__name__}: {_one_line(err)}") from None
     attribution = outcome.attribution
     result.baseline = tracker.baseline
     result.attention_layers = attribution.layers

@@ -1,0 +1,218 @@
+"""One rank of a data-parallel job, as torch runs it: `DistributedDataParallel`, or FSDP2's
+`fully_shard` on each repeated block and the root, around the model, under torch's fake process
+group (rank 0 of N: collectives complete at once and move no data, so world size 64 costs what
+world size 2 does). The buckets, shards, all-gather and reduce-scatter buffers are allocated
+where and when the library allocates them; the tracker labels them (`PARALLEL_CATEGORIES`).
+
+On meta tensors the libraries need four things they do not do on their own, each a check or a
+device choice, none an allocation (restored on exit):
+- DDP's constructor reads every parameter's shape back as a number
+  (`distributed.utils._verify_param_shape_across_processes`): skipped;
+- DDP's bucket rebuild broadcasts rank 0's bucket indices and copies them back to the host
+  (reducer.cpp `sync_bucket_indices`); on rank 0 that copy writes what is there: skipped
+  (`_HostCopies`);
+- the fake group's all-reduce completes with no tensor, where DDP's reducer wants its bucket
+  back: a comm hook that divides the bucket by the world size in place and returns it, as the
+  default hook's result is (reducer.cpp `run_comm_hook`);
+- FSDP2 takes its device from the mesh (`_get_device_from_mesh`: cpu), its streams from that
+  device's module, and refuses meta parameters (`_validate_no_meta_params`): on meta its device
+  is meta, with the CPU's stream stand-ins, and the check is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+import torch
+from torch import nn
+
+from sa_profiler.models import blocks
+from sa_profiler.torch_compat.dispatch import TorchDispatchMode
+from sa_profiler.torch_compat.versions import version_tuple
+
+# the first torch release each strategy runs on here: DDP since long before the oldest supported
+# release; fully_shard public as torch.distributed.fsdp.fully_shard from 2.6 (under
+# torch.distributed._composable.fsdp before)
+STRATEGY_TORCH = {"ddp": "2.4", "fsdp": "2.6"}
+# torch's own optimizers step DTensor shards; the optimizers from other packages do not
+SHARDED_OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adam-fused", "adamw-fused")
+
+
+class ParallelError(ValueError):
+    """A parallel setting that cannot run here (one line)."""
+
+
+def unsupported(strategy: str, version: str | None = None) -> str | None:
+    """Why `strategy` cannot run under torch `version` (default: the running one), or None."""
+    import torch.distributed as dist
+
+    version = version or torch.__version__
+    if strategy not in STRATEGY_TORCH:
+        return None
+    if not dist.is_available():
+        return f"--parallel {strategy} needs torch.distributed, which this torch build ({version}) lacks"
+    if version_tuple(version) < version_tuple(STRATEGY_TORCH[strategy]):
+        return (f"--parallel {strategy} needs torch {STRATEGY_TORCH[strategy]} or later "
+                f"(torch.distributed.fsdp.fully_shard); this is {version}")
+    return None
+
+
+@contextlib.contextmanager
+def rank_zero(world_size: int):
+    """Rank 0 of `world_size` in torch's fake process group, for the duration."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore  # registers the "fake" backend
+
+    if dist.is_initialized():
+        raise ParallelError("a process group is initialised in this process already; "
+                            "simulate a parallel step from a process that has none")
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+class _HostCopies(TorchDispatchMode):
+    """A copy into a host tensor from a meta one leaves the host tensor as it is (DDP reading
+    back rank 0's own bucket indices)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func is torch.ops.aten.copy_.default and args[0].device.type == "cpu"
+                and args[1].device.type == "meta"):
+            return args[0]
+        return func(*args, **kwargs)
+
+
+def _all_reduced(world_size, bucket):
+    """DDP's comm hook under the fake group: the bucket averaged in place and returned."""
+    buffer = bucket.buffer()
+    buffer.div_(world_size)
+    future = torch.futures.Future()
+    future.set_result(buffer)
+    return future
+
+
+@contextlib.contextmanager
+def _labelled(tracker, label: str):
+    previous, tracker.label = tracker.label, label
+    try:
+        yield
+    finally:
+        tracker.label = previous
+
+
+def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool) -> nn.Module:
+    """`model` wrapped in DistributedDataParallel (defaults: 25 MiB buckets, the first 1 MiB),
+    built under `tracker` so its buckets count; its pre-forward (where the buckets are rebuilt
+    in the order the first backward made the gradients ready) is labelled too."""
+    import torch.nn.parallel.distributed as ddp_module
+
+    saved = ddp_module._verify_param_shape_across_processes
+    if on_meta:
+        ddp_module._verify_param_shape_across_processes = lambda *args, **kwargs: None
+    try:
+        with _labelled(tracker, "DDP buckets"):
+            wrapped = ddp_module.DistributedDataParallel(model)
+    finally:
+        ddp_module._verify_param_shape_across_processes = saved
+    wrapped.register_comm_hook(world_size, _all_reduced)
+    pre_forward = wrapped._pre_forward
+
+    def labelled_pre_forward(*args, **kwargs):
+        with _labelled(tracker, "DDP buckets"):
+            return pre_forward(*args, **kwargs)
+
+    wrapped._pre_forward = labelled_pre_forward
+    return wrapped
+
+
+def _fsdp_package():
+    """FSDP2's implementation package (torch.distributed.fsdp._fully_shard from 2.6)."""
+    return "torch.distributed.fsdp._fully_shard"
+
+
+@contextlib.contextmanager
+def _fsdp_on(device: str, tracker):
+    """FSDP2 running on `device` (meta: the patches in the module notes), its all-gather and
+    reduce-scatter buffers and unsharded parameters labelled under `tracker`."""
+    package = _fsdp_package()
+    group = importlib.import_module(f"{package}._fsdp_param_group")
+    param = importlib.import_module(f"{package}._fsdp_param")
+    saved: list[tuple[object, str, object]] = []
+
+    def patch(owner, attr, value):
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
+
+    def labelling(function, label):
+        def run(*args, **kwargs):
+            with _labelled(tracker, label):
+                return function(*args, **kwargs)
+        return run
+
+    if device == "meta":
+        for name in ("_fsdp_param_group", "_fsdp_collectives", "_fsdp_init", "_fsdp_state", "_fsdp_param",
+                     "_fully_shard"):
+            module = importlib.import_module(f"{package}.{name}")
+            if hasattr(module, "_get_device_handle"):
+                original = module._get_device_handle
+                patch(module, "_get_device_handle",
+                      lambda kind, original=original: torch.cpu if kind == "meta" else original(kind))
+        patch(group.FSDPParamGroup, "_validate_no_meta_params", lambda self: None)
+    for name in ("foreach_all_gather", "foreach_reduce"):
+        patch(group, name, labelling(getattr(group, name), "communication buffers"))
+    for name in ("init_all_gather_outputs", "alloc_all_gather_outputs"):
+        patch(param.FSDPParam, name, labelling(getattr(param.FSDPParam, name), "unsharded parameters"))
+    try:
+        yield
+    finally:
+        for owner, attr, value in reversed(saved):
+            setattr(owner, attr, value)
+
+
+def fsdp(model: nn.Module, world_size: int, *, reshard_after_forward: bool = True,
+         param_dtype: torch.dtype | None = None, device: str = "meta") -> list[str]:
+    """`fully_shard` on each of the model's repeated blocks (`blocks.repeated_blocks`), then on
+    the root, over a 1-D mesh of `world_size`; `param_dtype`: the mixed-precision policy's
+    (gradients reduced in float32). The blocks' names."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    fully_shard_module = importlib.import_module(f"{_fsdp_package()}._fully_shard")
+    mesh = init_device_mesh("cpu", (world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    saved = fully_shard_module._get_device_from_mesh
+    if device == "meta":
+        fully_shard_module._get_device_from_mesh = lambda mesh: torch.device("meta")
+    try:
+        found = blocks.repeated_blocks(model)
+        for _, block in found:
+            fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=policy)
+        fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=policy)
+    finally:
+        fully_shard_module._get_device_from_mesh = saved
+    return [name for name, _ in found]
+
+
+@contextlib.contextmanager
+def sharded_step(tracker, device: str):
+    """What a step of an FSDP2 model runs inside: DTensor desugared before the tracker sees an
+    op, the library's fake shapes not counted, its buffers labelled."""
+    from torch.distributed.tensor import DTensor
+
+    from torch._guards import active_fake_mode
+
+    tracker.subclass, tracker.shape_only = DTensor, lambda: active_fake_mode() is not None
+    try:
+        with _fsdp_on(device, tracker):
+            yield
+    finally:
+        tracker.subclass, tracker.shape_only = None, lambda: False
+
+
+def host_copies(device: str):
+    """DDP on meta: `_HostCopies` under the tracker (enter it first)."""
+    return _HostCopies() if device == "meta" else contextlib.nullcontext()
