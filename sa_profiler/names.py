@@ -85,3 +85,22 @@ def accumulation(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"--accumulation must be a positive integer (micro-steps per optimizer step), got {value!r}")
     return value
+
+
+# the first torch release each parallel strategy runs on: DDP since before the oldest supported
+# release; FSDP2's fully_shard public as torch.distributed.fsdp.fully_shard from 2.6 (under
+# torch.distributed._composable.fsdp before, which this tool does not use)
+STRATEGY_TORCH = {"ddp": "2.4", "fsdp": "2.6"}
+STRATEGY_NAMES = {"ddp": "DDP", "fsdp": "FSDP2"}
+
+
+def strategy_unsupported(strategy: str, torch_version: str) -> str | None:
+    """Why `strategy` cannot run under torch `torch_version` (torch-free), or None."""
+    first = STRATEGY_TORCH.get(strategy)
+    if first is None:
+        return None
+    have = tuple(int(x) for x in torch_version.split("+")[0].split(".")[:2])
+    if have >= tuple(int(x) for x in first.split(".")):
+        return None
+    return (f"--parallel {strategy} needs torch {first} or later (torch.distributed.fsdp.fully_shard); "
+            f"this is {torch_version}")

@@ -97,6 +97,11 @@ RUN: dict[str, Run] = {
         timeout=300, expect=r'(?s)Plans that fit, fastest first.*The top plan, as code:.*convert\(model, "sdpa"\)'),
     r"sa-profile plan examples/classifier.py:forum_cnn --input 128x256x256 --batch 16 --gpu t4$": Run(
         timeout=300, expect=r'(?s)Plans that fit, fastest first.*The top plan, as code:'),
+    # one rank of four: DDP does not fit a T4, FSDP2 does (a simulation of the full-size model)
+    r"sa-profile fit transformers:gpt2 --arg n_layer=36 --arg n_embd=1280 --arg n_head=20 --input input_ids=512:int64 "
+    r"--batch 2 --gpu t4 --world-size 4 --parallel ddp$": Run(timeout=300, expect=r"does not fit"),
+    r"sa-profile fit transformers:gpt2 --arg n_layer=36 --arg n_embd=1280 --arg n_head=20 --input input_ids=512:int64 "
+    r"--batch 2 --gpu t4 --world-size 4 --parallel fsdp$": Run(timeout=300, expect=r"usable: fits"),
     r"sa-profile fit examples/zoo/unet.py:unet --input 3x64x64 --input timestep=scalar:int64 --batch 8 --gpu t4 "
     r"--amp fp16$": Run(subs=((r"--input 3x64x64", "--input 3x32x32"), (r"--batch 8", "--batch 2"))),
     r"sa-profile fit examples/zoo/bert.py:bert_mini --input input_ids=128:int64 --input attention_mask=128:int64 "

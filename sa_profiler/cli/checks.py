@@ -103,3 +103,27 @@ def checkpointing(text: str | None) -> None:
         names.checkpointing(text)
     except ValueError as err:
         _fail(str(err))
+
+
+def parallel(world_size: int | None, strategy: str | None, reshard: bool | None):
+    """The parallel options together, before torch loads: the Parallel they make, or None where
+    none was given. One line for a world size below 1, a strategy without a world size (or the
+    reverse), resharding without FSDP2, or a strategy the installed torch lacks."""
+    from sa_profiler.question import Parallel
+    from sa_profiler.torch_compat.versions import installed_version
+
+    if world_size is None and strategy is None and reshard is None:
+        return None
+    if world_size is not None and world_size < 1:
+        _fail(f"--world-size must be a positive integer (the number of ranks), got {world_size}")
+    if strategy is None:
+        _fail(f"--world-size {world_size} needs --parallel ddp or --parallel fsdp" if world_size is not None
+              else "--reshard-after-forward is FSDP2's: give it with --parallel fsdp --world-size N")
+    if world_size is None:
+        _fail(f"--parallel {strategy} needs --world-size N (the number of ranks)")
+    if reshard is not None and strategy != "fsdp":
+        _fail("--reshard-after-forward is FSDP2's: give it with --parallel fsdp")
+    version = installed_version()
+    if version and (why := names.strategy_unsupported(strategy, version)):
+        _fail(why)
+    return Parallel(world_size, strategy, True if reshard is None else reshard)

@@ -40,6 +40,12 @@ from sa_profiler.cli.headline import cli
               help="Force one scaled_dot_product_attention backend, as torch.nn.attention.sdpa_kernel does.")
 @click.option("--model-checkpointing", is_flag=True,
               help="Pass checkpointing=True to the model's factory (models whose own code checkpoints).")
+@click.option("--world-size", type=int, metavar="N",
+              help="Ranks of a data-parallel job (with --parallel): the answer is per rank, --batch per rank.")
+@click.option("--parallel", "strategy", type=click.Choice(["ddp", "fsdp"]),
+              help="DistributedDataParallel, or FSDP2 (fully_shard on each repeated block and the root).")
+@click.option("--reshard-after-forward/--no-reshard-after-forward", "reshard", default=None,
+              help="FSDP2: free each block's gathered parameters after its forward (default) or keep them to the backward.")
 @click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits (a search on the engine).")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable); numbers, lists and tuples are read as Python literals.")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
@@ -51,7 +57,8 @@ from sa_profiler.cli.headline import cli
                    "breakdowns and each conversion side by side (with --amp, the float32 step overlaid).")
 @_torch_version_option
 def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumulation, checkpointing, sdpa_backend,
-            model_checkpointing, find_max_batch, args, headroom, engine, as_json, html_out, torch_version):
+            model_checkpointing, world_size, strategy, reshard, find_max_batch, args, headroom, engine, as_json,
+            html_out, torch_version):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
 
     MODEL is FILE.py:NAME or module:NAME (a class or factory), timm:NAME, torchvision:NAME,
@@ -74,6 +81,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumu
     checks.card(gpu_name, gpu_mem, cpu_allowed=True)
     checks.optimizer(optimizer)
     checks.torch_version(torch_version, engine)
+    setting = checks.parallel(world_size, strategy, reshard)
     _check_page_path(html_out)
 
     from sa_profiler.models.fit import FitError, fit, load, parse_inputs
@@ -90,7 +98,8 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumu
             _fail("--engine measure runs the step on this CPU: add --gpu cpu "
                   "(CUDA steps are measured on the card by benchmarks/validate_fit_cuda.py)")
         target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
-    question = _question(target, engine, torch_version, amp=amp, optimizer=optimizer)
+    question = _question(target, engine, torch_version, amp=amp, optimizer=optimizer,
+                         **({"parallel": setting} if setting else {}))
     try:
         factory = load(model, kwargs)
         input_specs = input_specs or getattr(factory, "default_inputs", None)

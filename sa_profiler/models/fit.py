@@ -21,14 +21,14 @@ scales the loss.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from sa_profiler import names
 from sa_profiler.targets import gpus
 from sa_profiler.models import inputs as model_inputs
-from sa_profiler.question import Question, make_question
+from sa_profiler.question import Parallel, Question, make_question
 from sa_profiler.attention import fused
 from sa_profiler.engine import timing
 from sa_profiler.engine.simulate import under_cap
@@ -65,6 +65,33 @@ class FitResult:
     @property
     def fits(self) -> bool:
         return self.step_fits(self.step)
+
+    @property
+    def parallel(self) -> Parallel:
+        """The ranks and strategy the step was simulated for (one device: `single`)."""
+        return self.question.parallel if self.question else Parallel()
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over every rank: the batch per rank, its micro-steps, the ranks."""
+        return self.batch * self.accumulation * self.parallel.world_size
+
+    @property
+    def ranks(self) -> str:
+        """The per-rank line every view prints ("" on one device)."""
+        from sa_profiler.models import parallel
+
+        return "" if self.parallel.strategy == "single" else parallel.describe(self.parallel, self.batch,
+                                                                               self.accumulation)
+
+    @property
+    def assumptions(self) -> list[str]:
+        """What the simulated rank does not see, with figures ([] on one device)."""
+        from sa_profiler.models import parallel
+
+        if self.parallel.strategy == "single":
+            return []
+        return parallel.assumptions(self.parallel, cuda=bool(self.question and self.question.gpu))
 
     @property
     def torch_version(self) -> str:
@@ -117,7 +144,8 @@ class FitResult:
                "amp": self.amp, "fits": self.fits, "max_batch": self.max_batch,
                "torch_version": self.torch_version, "question": self.question.to_json() if self.question else None,
                "accumulation": self.accumulation, "checkpointing": self.checkpointing,
-               "sdpa_backend": self.sdpa_backend,
+               "sdpa_backend": self.sdpa_backend, "parallel": asdict(self.parallel), "global_batch": self.global_batch,
+               "ranks": self.ranks or None, "assumptions": self.assumptions,
                "attention_layers": self.step.attention_layers, "sagan_layers": self.step.sagan_layers,
                **step(self.step), "conversions": {k: step(v) for k, v in self.conversions.items()},
                # the times are estimates (engine/timing.py), for the steady-state step: its typical error and model
@@ -144,7 +172,8 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
         headroom: float | int | None = None, find_max_batch: bool = False, conversions=CONVERSIONS, name: str = "",
         engine: str | None = None, timeline: bool = True, compare_fp32: bool = False,
         torch_version: str | None = None, accumulation: int = 1, checkpointing: str | None = None,
-        sdpa_backend: str | None = None) -> FitResult:
+        sdpa_backend: str | None = None, world_size: int | None = None, parallel: str | None = None,
+        reshard_after_forward: bool | None = None) -> FitResult:
     """A training step of `model` at `batch` under `target`: a Question (the whole question), or a
     card (a catalogue name, "cpu" or a GPU) that `make_question` turns into one with `headroom`
     (default 10 %), `torch_version`, `optimizer` (default adam), `amp` and `engine`; given with a
@@ -162,9 +191,12 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
     checkpointing: None, "all", "every-K" or "selective" (`sa_profiler.models.blocks`). Every
     step run for the answer, the largest-batch search's included, runs with both. `sdpa_backend`
     (flash, efficient, cudnn or math): every step runs with that backend forced, as
-    `torch.nn.attention.sdpa_kernel` forces it."""
+    `torch.nn.attention.sdpa_kernel` forces it. `world_size` and `parallel` ("ddp" or "fsdp";
+    `reshard_after_forward` for FSDP2, default True): one rank of a data-parallel job, `batch`
+    per rank (`models/parallel.py`); given with a Question, they replace its own."""
+    setting = _parallel(target, world_size, parallel, reshard_after_forward)
     question = _question(target, optimizer=optimizer, amp=amp, headroom=headroom, engine=engine,
-                         torch_version=torch_version)
+                         torch_version=torch_version, parallel=setting)
     try:
         training = {"accumulation": names.accumulation(accumulation), "checkpointing": checkpointing,
                     "sdpa_backend": sdpa_backend}
@@ -173,6 +205,26 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
         raise FitError(str(err)) from None
     return _fit(model, input_shape, batch, question, find_max_batch=find_max_batch, conversions=conversions,
                 name=name, timeline=timeline, compare_fp32=compare_fp32, training=training)
+
+
+def _parallel(target, world_size, strategy, reshard) -> Parallel | None:
+    """The parallel setting the options give (None: none given, the question's own stands);
+    one line (FitError) for a bad one."""
+    if world_size is None and strategy is None and reshard is None:
+        return None
+    own = target.parallel if isinstance(target, Question) else Parallel()
+    if world_size is not None and strategy is None and own.strategy == "single" and world_size != 1:
+        raise FitError(f"--world-size {world_size} needs --parallel ddp or --parallel fsdp")
+    if strategy is not None and world_size is None and own.strategy == "single":
+        raise FitError(f"--parallel {strategy} needs --world-size N (the number of ranks)")
+    strategy = strategy or own.strategy
+    if reshard is not None and strategy != "fsdp":
+        raise FitError("--reshard-after-forward is FSDP2's: give it with --parallel fsdp")
+    try:
+        return Parallel(own.world_size if world_size is None else world_size, strategy,
+                        own.reshard_after_forward if reshard is None else reshard)
+    except ValueError as err:
+        raise FitError(str(err)) from None
 
 
 def _question(target, **given) -> Question:

@@ -23,23 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import warnings
 
 import torch
 from torch import nn
 
+from sa_profiler import names
 from sa_profiler.models import blocks
+from sa_profiler.models.loading import FitError
 from sa_profiler.torch_compat.dispatch import TorchDispatchMode
-from sa_profiler.torch_compat.versions import version_tuple
 
-# the first torch release each strategy runs on here: DDP since long before the oldest supported
-# release; fully_shard public as torch.distributed.fsdp.fully_shard from 2.6 (under
-# torch.distributed._composable.fsdp before)
-STRATEGY_TORCH = {"ddp": "2.4", "fsdp": "2.6"}
 # torch's own optimizers step DTensor shards; the optimizers from other packages do not
 SHARDED_OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adam-fused", "adamw-fused")
 
 
-class ParallelError(ValueError):
+class ParallelError(FitError):
     """A parallel setting that cannot run here (one line)."""
 
 
@@ -48,14 +46,35 @@ def unsupported(strategy: str, version: str | None = None) -> str | None:
     import torch.distributed as dist
 
     version = version or torch.__version__
-    if strategy not in STRATEGY_TORCH:
+    if strategy not in names.STRATEGY_TORCH:
         return None
     if not dist.is_available():
         return f"--parallel {strategy} needs torch.distributed, which this torch build ({version}) lacks"
-    if version_tuple(version) < version_tuple(STRATEGY_TORCH[strategy]):
-        return (f"--parallel {strategy} needs torch {STRATEGY_TORCH[strategy]} or later "
-                f"(torch.distributed.fsdp.fully_shard); this is {version}")
-    return None
+    return names.strategy_unsupported(strategy, version)
+
+
+def describe(parallel, batch: int, accumulation: int = 1) -> str:
+    """One line: the strategy, the ranks, and the global batch they train."""
+    name = names.STRATEGY_NAMES[parallel.strategy]
+    how = ""
+    if parallel.strategy == "fsdp":
+        how = (", each block's parameters freed after its forward" if parallel.reshard_after_forward
+               else ", parameters kept gathered from forward to backward")
+    micro = f" x {accumulation} micro-steps" if accumulation > 1 else ""
+    which = "rank 0, which holds the largest shards" if parallel.strategy == "fsdp" else "each holds a whole replica"
+    return (f"{name} over {parallel.world_size} ranks{how}; the figures are per rank ({which}); global batch "
+            f"{batch * accumulation * parallel.world_size} = {batch} per rank{micro} x {parallel.world_size} ranks")
+
+
+def assumptions(parallel, cuda: bool) -> list[str]:
+    """What the simulated rank does not see, each with its figure and source."""
+    out = ["Not counted: the communication library's own buffers (NCCL_BUFFSIZE, 4 MiB by default, for each "
+           "channel it opens to a peer; NCCL's environment-variable documentation); keep them in the headroom.",
+           "Times are each rank's compute alone: the collectives' time is not modelled."]
+    if cuda:
+        out.insert(0, "Each rank is one process on its own card: its CUDA context is taken out of the usable memory, "
+                      "as for one card.")
+    return out
 
 
 @contextlib.contextmanager
@@ -95,6 +114,19 @@ def _all_reduced(world_size, bucket):
     return future
 
 
+class _QuietLogger:
+    """DDP's logger without its runtime statistics (timings only, no tensors)."""
+
+    def __init__(self, logger):
+        self._logger = logger
+
+    def set_runtime_stats_and_log(self) -> None:
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._logger, name)
+
+
 @contextlib.contextmanager
 def _labelled(tracker, label: str):
     previous, tracker.label = tracker.label, label
@@ -119,6 +151,8 @@ def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool) -> nn.Module:
     finally:
         ddp_module._verify_param_shape_across_processes = saved
     wrapped.register_comm_hook(world_size, _all_reduced)
+    if on_meta:  # its runtime statistics time CPU or CUDA kernels only, and warn on meta at each step
+        wrapped.logger = _QuietLogger(wrapped.logger)
     pre_forward = wrapped._pre_forward
 
     def labelled_pre_forward(*args, **kwargs):
@@ -207,7 +241,9 @@ def sharded_step(tracker, device: str):
 
     tracker.subclass, tracker.shape_only = DTensor, lambda: active_fake_mode() is not None
     try:
-        with _fsdp_on(device, tracker):
+        with _fsdp_on(device, tracker), warnings.catch_warnings():
+            # a caution about in-place ops on a view the model returns: not about memory
+            warnings.filterwarnings("ignore", message="FSDP2-wrapped module")
             yield
     finally:
         tracker.subclass, tracker.shape_only = None, lambda: False

@@ -186,11 +186,14 @@ def render_fit(result, console: Console) -> None:
         why = f" ({escape(s.message)})" if s.fits_cap is False else ""
         peak = phrase(f"peak {format_bytes(s.peak_total)} of {format_bytes(result.usable)} usable:")
         say(console, f"{head}: {peak} {verdict}{why}")
+    if getattr(result, "ranks", ""):
+        say(console, escape(result.ranks))
     if s.time_s is not None:
         say(console, f"Time per step: {_fit_time(result, s)} (estimated, typical error x{timing.typical_factor():.2f}; "
                       "the steady-state step: forward, backward, optimizer)")
     if result.max_batch is not None:
-        say(console, f"Largest batch that fits: [bold]{result.max_batch}[/]")
+        per_rank = " per rank" if getattr(result, "ranks", "") else ""
+        say(console, f"Largest batch that fits{per_rank}: [bold]{result.max_batch}[/]")
     table = Table(title="At the peak", title_justify="left", box=box.SIMPLE_HEAD, header_style="bold")
     table.add_column("category")
     table.add_column("memory", justify="right")
@@ -199,6 +202,8 @@ def render_fit(result, console: Console) -> None:
     for cat, b in s.breakdown.items():
         table.add_row(escape(cat), format_bytes(b), f"{b / total:.0%}")
     print_table(console, table, wrap=())
+    for line in getattr(result, "assumptions", []):
+        say(console, f"[dim]{escape(line)}[/]")
     if s.modules:
         mods = Table(title="Activations at the peak by top-level module", title_justify="left", box=box.SIMPLE_HEAD,
                      header_style="bold")

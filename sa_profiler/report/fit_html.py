@@ -260,6 +260,9 @@ def _answer(result) -> str:
     else:
         line = f"<b>does not fit</b>: {esc(s.message)}"
     bits = [f"<div class='rec'><span class='what'>{line}</span></div>"]
+    if getattr(result, "ranks", ""):
+        bits.append(f"<div class='rec'>{esc(result.ranks)}</div>")
+        bits.extend(f"<div class='muted'>{esc(a)}</div>" for a in result.assumptions)
     if getattr(s, "time_s", None) is not None:  # the same figures as the JSON and the console
         from sa_profiler.engine import timing
         from sa_profiler.units import format_seconds
@@ -270,7 +273,8 @@ def _answer(result) -> str:
                     + f" (estimated, typical error x{timing.typical_factor():.2f}; the steady-state step: forward, "
                       "backward, optimizer)</div>")
     if result.max_batch is not None:
-        bits.append(f"<div class='rec'>Largest batch that fits: <b>{result.max_batch}</b></div>")
+        per_rank = " per rank" if getattr(result, "ranks", "") else ""
+        bits.append(f"<div class='rec'>Largest batch that fits{per_rank}: <b>{result.max_batch}</b></div>")
     if s.attention_layers and _ok(s):
         bits.append(f"<div class='rec'>Attention layers ({s.attention_layers}"
                     f"{', ' + str(s.sagan_layers) + ' SAGAN' if getattr(s, 'sagan_layers', 0) else ''}) hold "

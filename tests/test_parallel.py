@@ -1,0 +1,255 @@
+"""One rank of a data-parallel job (models/parallel.py): torch's DDP and FSDP2 under the fake
+process group, simulated, against real gloo processes measured by PyTorch's MemTracker, to the
+byte; what must agree with the single-device answer; the views; the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from sa_profiler import names
+from sa_profiler.cli import cli
+from sa_profiler.models.fit import FitError, fit, load, run_step
+from sa_profiler.question import Parallel, Question, make_question
+from sa_profiler.targets import gpus
+from zoo_cases import GPT2, PADDED
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")]
+
+FSDP_HERE = names.strategy_unsupported("fsdp", torch.__version__) is None
+needs_fsdp = pytest.mark.skipif(not FSDP_HERE, reason="fully_shard is public from torch 2.6")
+
+# (id, spec, factory arguments, inputs, batch): a zoo model, a SAGAN GAN's generator, a transformers model
+MODELS = [
+    ("vit", "examples/zoo/vit.py:vit_tiny_test", {}, ["3x32x32"], 16),
+    ("sagan-generator", "examples/sagan.py:Generator", {"ch": 8, "image_size": 32}, ["128"], 4),
+    pytest.param("gpt2", "transformers:gpt2", GPT2, list(PADDED), 4, marks=pytest.mark.slow, id="gpt2"),
+]
+HOW = [("ddp", True), pytest.param("fsdp", True, marks=needs_fsdp, id="fsdp"),
+       pytest.param("fsdp", False, marks=needs_fsdp, id="fsdp-no-reshard")]
+
+
+def _question(world: int, strategy: str, reshard: bool = True, card=None, **more) -> Question:
+    return make_question(card or gpus.host(), parallel=Parallel(world, strategy, reshard), **more)
+
+
+# -- 1. ground truth: real gloo processes under MemTracker ----------------------------------------
+@pytest.mark.parametrize("strategy,reshard", HOW, ids=["ddp", "fsdp", "fsdp-no-reshard"])
+@pytest.mark.parametrize("case_id,spec,args,inputs,batch", MODELS, ids=[m[0] if isinstance(m, tuple) else m.id
+                                                                         for m in MODELS])
+def test_simulated_rank_equals_gloo_ranks_under_memtracker(case_id, spec, args, inputs, batch, strategy, reshard):
+    """World size 2: the simulated per-rank peak (meta tensors, the fake group) equals rank 0's
+    MemTracker peak in real processes, to the byte; rank 0 holds the largest shards (torch.chunk
+    gives the remainder to the first ranks), so no rank peaks higher."""
+    pytest.importorskip("torch.distributed._tools.mem_tracker")
+    if spec.startswith("transformers:"):
+        pytest.importorskip("transformers")
+    from parallel_truth import measure
+
+    truth = measure(spec, inputs, batch, strategy, 2, reshard=reshard, args=dict(args))
+    sim = run_step(load(spec, dict(args)), inputs, batch, _question(2, strategy, reshard))
+    assert sim.ok and sim.peak_total == truth[0], (sim.peak_total, truth)
+    assert truth[0] == max(truth)
+
+
+@needs_fsdp
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_world_size_four_against_gloo(strategy):
+    pytest.importorskip("torch.distributed._tools.mem_tracker")
+    from parallel_truth import measure
+
+    spec, args, inputs, batch = MODELS[0][1:]
+    truth = measure(spec, inputs, batch, strategy, 4)
+    sim = run_step(load(spec, args), inputs, batch, _question(4, strategy))
+    assert sim.peak_total == truth[0] == max(truth), truth
+
+
+# -- 2. agreement with the single-device answer ----------------------------------------------------
+class Block(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+
+class Stack(nn.Module):
+    """Four blocks of 250 features: 250 rows shard unevenly over 4, 8 and 64 ranks."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(250) for _ in range(4))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_ddp_at_world_size_one_is_fit_plus_its_buckets():
+    single = run_step(Stack, ["250"], 8, _question(1, "single"))
+    ddp = run_step(Stack, ["250"], 8, _question(1, "ddp"))
+    buckets = ddp.breakdown.pop("DDP buckets")
+    # one flat bucket per gradient byte (DDP's buckets, 25 MiB each, hold every gradient)
+    assert buckets == sum(p.numel() * 4 for p in Stack().parameters())
+    assert ddp.breakdown == single.breakdown
+    assert ddp.peak_total == single.peak_total + buckets
+
+
+@needs_fsdp
+@pytest.mark.parametrize("world", [2, 4, 8, 64])
+def test_fsdp_shards_shrink_as_one_over_n(world):
+    """Each parameter's dim 0 is padded to a multiple of the world size and split: rank 0 holds
+    ceil(rows / N) rows of every parameter; Adam's two moments are shards of the same size."""
+    step = run_step(Stack, ["250"], 8, _question(world, "fsdp"))
+    shard = sum(math.ceil(p.shape[0] / world) * (p.numel() // p.shape[0]) * 4 for p in Stack().parameters())
+    assert step.breakdown["parameters"] == shard
+    adam_steps = 4 * len(list(Stack().parameters()))  # a float32 step count per parameter, on the host
+    assert step.breakdown["optimizer state"] == 2 * shard + adam_steps
+    if world == 2:
+        single = run_step(Stack, ["250"], 8, _question(1, "single"))
+        assert 2 * shard == single.breakdown["parameters"]
+
+
+@needs_fsdp
+def test_world_size_sixty_four_costs_what_two_does():
+    """One rank simulated: the same steps whatever the world size (ops counted, not timed)."""
+    two = run_step(Stack, ["250"], 8, _question(2, "fsdp"), timeline=True)
+    many = run_step(Stack, ["250"], 8, _question(64, "fsdp"), timeline=True)
+    assert [t[0] for t in two.timeline] == [t[0] for t in many.timeline]
+
+
+@needs_fsdp
+def test_a_cuda_target_answers_per_rank_with_the_cards_allocator():
+    t4 = gpus.lookup("t4")
+    ddp = run_step(Stack, ["250"], 8, _question(4, "ddp", card=t4))
+    fsdp = run_step(Stack, ["250"], 8, _question(4, "fsdp", card=t4))
+    assert ddp.ok and fsdp.ok and ddp.time_s and fsdp.time_s
+    assert all(b % 512 == 0 for b in fsdp.breakdown.values())  # the caching allocator's blocks
+    assert fsdp.breakdown["parameters"] < ddp.breakdown["parameters"]
+    assert fsdp.breakdown["unsharded parameters"] > 0 and ddp.breakdown["DDP buckets"] > 0
+
+
+@needs_fsdp
+def test_amp_is_fsdp2s_mixed_precision_policy():
+    """--amp bf16 with FSDP2: the parameters are gathered in bfloat16 (half the bytes), the
+    shards and Adam's state stay float32, and no autocast runs around the forward."""
+    a100 = gpus.lookup("a100")
+    fp32 = run_step(Stack, ["250"], 8, _question(4, "fsdp", reshard=False, card=a100))
+    bf16 = run_step(Stack, ["250"], 8, _question(4, "fsdp", reshard=False, card=a100, amp="bf16"))
+    assert bf16.breakdown["parameters"] == fp32.breakdown["parameters"]
+    assert bf16.breakdown["optimizer state"] == fp32.breakdown["optimizer state"]
+    assert 0 < bf16.breakdown["unsharded parameters"] < fp32.breakdown["unsharded parameters"]
+
+
+@needs_fsdp
+def test_resharding_after_forward_frees_the_gathered_blocks():
+    keep = run_step(Stack, ["250"], 8, _question(4, "fsdp", reshard=False))
+    free = run_step(Stack, ["250"], 8, _question(4, "fsdp", reshard=True))
+    assert keep.breakdown["unsharded parameters"] > free.breakdown["unsharded parameters"]
+
+
+# -- 3. the answer and its views ------------------------------------------------------------------
+@needs_fsdp
+def test_fit_views_say_per_rank_and_the_global_batch():
+    result = fit(Stack, ["250"], 8, "t4", world_size=4, parallel="fsdp", find_max_batch=True, conversions=())
+    assert result.global_batch == 32 and result.max_batch >= 8
+    data = result.to_json()
+    assert data["parallel"] == {"world_size": 4, "strategy": "fsdp", "reshard_after_forward": True}
+    assert data["global_batch"] == 32 and data["question"]["parallel"]["world_size"] == 4
+    assert "global batch 32 = 8 per rank x 4 ranks" in data["ranks"]
+    assert any("NCCL_BUFFSIZE" in a for a in data["assumptions"])
+    assert Question.from_json(data["question"]).parallel == Parallel(4, "fsdp", True)
+    out = CliRunner().invoke(cli, ["fit", "tests/test_parallel.py:Stack", "--input", "250", "--batch", "8",
+                                   "--gpu", "t4", "--world-size", "4", "--parallel", "fsdp", "--find-max-batch"],
+                             env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "global batch 32 = 8 per rank x 4 ranks" in out.output
+    assert f"Largest batch that fits per rank: {result.max_batch}" in out.output
+    assert "unsharded parameters" in out.output and "NCCL_BUFFSIZE" in out.output
+    from sa_profiler.report.fit_html import render
+
+    page = render(result)
+    assert "global batch 32 = 8 per rank x 4 ranks" in page and "NCCL_BUFFSIZE" in page
+
+
+def test_one_device_answers_carry_no_rank_line():
+    result = fit(Stack, ["250"], 8, "t4", conversions=())
+    assert result.ranks == "" and result.assumptions == [] and result.global_batch == 8
+    assert result.to_json()["parallel"] == {"world_size": 1, "strategy": "single", "reshard_after_forward": True}
+
+
+# -- 4. refusals: one line, exit 2 -----------------------------------------------------------------
+@pytest.mark.parametrize("extra,message", [
+    (["--world-size", "0", "--parallel", "ddp"], "--world-size must be a positive integer (the number of ranks), got 0"),
+    (["--parallel", "ddp"], "--parallel ddp needs --world-size N (the number of ranks)"),
+    (["--world-size", "4"], "--world-size 4 needs --parallel ddp or --parallel fsdp"),
+    (["--world-size", "2", "--parallel", "ddp", "--no-reshard-after-forward"],
+     "--reshard-after-forward is FSDP2's: give it with --parallel fsdp"),
+    (["--world-size", "2", "--parallel", "fsdp", "--optimizer", "adafactor"], "--parallel fsdp steps torch's own"),
+])
+def test_bad_parallel_options_are_one_line(extra, message):
+    if "adafactor" in extra:
+        pytest.importorskip("transformers")
+        if not FSDP_HERE:
+            pytest.skip("fully_shard is public from torch 2.6")
+    out = CliRunner().invoke(cli, ["fit", "tests/test_parallel.py:Stack", "--input", "250", *extra])
+    assert out.exit_code == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sa-profile: error: {message}"), lines
+
+
+def test_a_strategy_the_installed_torch_lacks_is_refused_before_torch(monkeypatch):
+    from sa_profiler.torch_compat import versions
+
+    monkeypatch.setattr(versions, "installed_version", lambda: "2.5.1")
+    out = CliRunner().invoke(cli, ["fit", "tests/test_parallel.py:Stack", "--input", "250", "--world-size", "2",
+                                   "--parallel", "fsdp"])
+    assert out.exit_code == 2
+    assert out.stderr.strip() == ("sa-profile: error: --parallel fsdp needs torch 2.6 or later "
+                                  "(torch.distributed.fsdp.fully_shard); this is 2.5.1")
+    assert names.strategy_unsupported("fsdp", "2.6.0") is None and names.strategy_unsupported("ddp", "2.4.1") is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(world_size=0, parallel="ddp"), "world size must be a positive integer, got 0"),
+    (dict(parallel="ddp"), "--parallel ddp needs --world-size N"),
+    (dict(world_size=2), "--world-size 2 needs --parallel ddp or --parallel fsdp"),
+    (dict(world_size=2, parallel="zero"), "unknown parallel strategy 'zero'"),
+    (dict(world_size=2, parallel="ddp", reshard_after_forward=False), "--reshard-after-forward is FSDP2's"),
+])
+def test_the_python_api_refuses_the_same(kwargs, message):
+    with pytest.raises(FitError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        fit(Stack, ["250"], 8, "t4", conversions=(), **kwargs)
+
+
+def test_a_process_group_already_there_is_one_line(monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    with pytest.raises(FitError, match="a process group is initialised in this process already"):
+        run_step(Stack, ["250"], 8, _question(2, "ddp"))
+
+
+def test_ddp_refuses_parameters_the_loss_does_not_use_as_torch_does():
+    """DDP's reducer: a parameter with no gradient in the first backward stops the second step,
+    in the simulation as in a real job (a BERT's pooler with the hidden states as the loss)."""
+
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(FitError, match="find_unused_parameters=True"):
+        run_step(Unused, ["8"], 2, _question(2, "ddp"))
