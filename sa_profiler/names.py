@@ -15,7 +15,7 @@ IMPLEMENTATIONS = ("reference", "sdpa", "chunked", "pooled")
 BACKENDS = ("math", "efficient", "flash", "cudnn")
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adam-fused", "adamw-fused", "adafactor", "adamw8bit")
 AMP = ("fp16", "bf16")
-PLAN_KINDS = ("accumulation", "precision", "attention", "checkpointing", "optimizer")  # what `plan --try` names
+PLAN_KINDS = ("accumulation", "precision", "attention", "checkpointing", "optimizer", "parallel")  # `plan --try`
 # the first torch release with each fused optimizer's kernels: on CUDA, torch._fused_adam_ (1.13)
 # and torch._fused_adamw_ (2.0); on the CPU both from 2.4 (aten/src/ATen/native/FusedAdam.cpp)
 FUSED_TORCH = {"adam-fused": {"cuda": "1.13", "cpu": "2.4"}, "adamw-fused": {"cuda": "2.0", "cpu": "2.4"}}

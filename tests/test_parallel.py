@@ -253,3 +253,41 @@ def test_ddp_refuses_parameters_the_loss_does_not_use_as_torch_does():
 
     with pytest.raises(FitError, match="find_unused_parameters=True"):
         run_step(Unused, ["8"], 2, _question(2, "ddp"))
+
+
+# -- 5. plan: the strategy as a kind of change ----------------------------------------------------
+@needs_fsdp
+def test_plan_over_ranks_tries_ddp_and_fsdp2_each_as_fit_runs_it():
+    from dataclasses import replace
+
+    from sa_profiler.models.plan import plan
+    from sa_profiler.models.inputs import parse_all
+    from sa_profiler.report.plan_views import code, plan_json
+
+    t4 = make_question(gpus.lookup("t4"), parallel=Parallel(4, "ddp"))
+    p = plan(Stack, parse_all(["250"]), 32, t4, name="Stack", tries=("parallel", "accumulation"))
+    strategies = {(r.config.strategy, r.config.reshard) for r in p.plans}
+    assert strategies == {("ddp", True), ("fsdp", True), ("fsdp", False)}
+    for r in p.plans:  # one answer: the row's peak is fit's for that configuration by hand
+        q = replace(t4, parallel=Parallel(4, r.config.strategy, r.config.reshard))
+        assert r.config.micro_batch * r.config.accumulation == 8  # 32 over 4 ranks
+        by_hand = run_step(Stack, ["250"], r.config.micro_batch, q, accumulation=r.config.accumulation,
+                           cap=q.usable)
+        assert by_hand.peak_total == r.peak and r.same_training
+    rows = plan_json(p)["plans"]
+    assert {row["strategy"] for row in rows} == {"ddp", "fsdp"}
+    top = code(p)
+    assert "8 samples a rank, 32 over 4" in top
+    assert ("fully_shard" in top) == (p.top.config.strategy == "fsdp")
+
+
+def test_plan_refuses_a_batch_the_ranks_cannot_split():
+    out = CliRunner().invoke(cli, ["plan", "tests/test_parallel.py:Stack", "--input", "250", "--batch", "10",
+                                   "--world-size", "4"])
+    assert out.exit_code == 2
+    assert out.stderr.strip() == "sa-profile: error: --batch 10 does not split over 4 ranks: give a multiple of 4"
+    from sa_profiler.models.inputs import parse_all
+    from sa_profiler.models.plan import plan
+
+    with pytest.raises(FitError, match="a global batch of 10 does not split over 4 ranks"):
+        plan(Stack, parse_all(["250"]), 10, make_question("t4", parallel=Parallel(4, "ddp")))

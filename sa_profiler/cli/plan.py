@@ -23,6 +23,10 @@ from sa_profiler.names import PLAN_KINDS as KINDS
 @click.option("--gpu-mem", metavar="SIZE", help="A GPU by memory size (binary units).")
 @click.option("--optimizer", default="adam", show_default=True, metavar="NAME", help="Yours: sgd, sgd-momentum, adam or adamw.")
 @click.option("--amp", type=click.Choice(["fp16", "bf16"]), help="Your precision, if you train with AMP already.")
+@click.option("--world-size", type=int, metavar="N",
+              help="Train over N ranks: B is split over them, and DDP and FSDP2 join the search.")
+@click.option("--parallel", "strategy", type=click.Choice(["ddp", "fsdp"]),
+              help="Your strategy over the ranks, if you have one (the search still tries the others).")
 @click.option("--try", "tries", metavar="LIST", help=f"Kinds of change to search (default: all): {', '.join(KINDS)}.")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable).")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
@@ -30,14 +34,14 @@ from sa_profiler.names import PLAN_KINDS as KINDS
 @click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write the plans as a self-contained HTML page.")
 @_torch_version_option
-def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries, args, headroom, as_json, html_out,
-             torch_version):
+def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, world_size, strategy, tries, args, headroom,
+             as_json, html_out, torch_version):
     """The configurations that train a global batch of B on the card, fastest first.
 
     Searches micro-batch x gradient accumulation (keeping B), precision (float32, AMP fp16 with
     a grad scaler, AMP bf16 where the card has it), attention (the SAGAN conversions, the library's
-    fused switch), activation checkpointing of the repeated blocks (all, every second, selective)
-    and the optimizer, each simulated as `sa-profile fit` runs it. Prints the plans that fit with
+    fused switch), activation checkpointing of the repeated blocks (all, every second, selective),
+    the optimizer, and with --world-size N, DDP or FSDP2 (with and without resharding), each simulated as `sa-profile fit` runs it. Prints the plans that fit with
     their peak, estimated time and samples per second, whether each trains the same thing, and the
     top plan as code; when nothing fits, what comes closest.
     """
@@ -48,6 +52,12 @@ def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries
     checks.card(gpu_name, gpu_mem, cpu_allowed=True)
     checks.optimizer(optimizer)
     checks.torch_version(torch_version)
+    if world_size is not None and strategy is None:  # the search picks the strategy: DDP to start from
+        strategy = "ddp" if world_size > 1 else None
+        world_size = None if world_size == 1 else world_size
+    setting = checks.parallel(world_size, strategy, None)
+    if setting is not None and batch % setting.world_size:
+        _fail(f"--batch {batch} does not split over {setting.world_size} ranks: give a multiple of {setting.world_size}")
     _check_page_path(html_out)
     kinds = tuple(k.strip() for k in (tries or ",".join(KINDS)).split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
@@ -64,7 +74,8 @@ def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, tries
         target = _cpu_target(gpu_mem, headroom, "simulate")[0][0]
     else:
         target, _ = _target(gpu_name, gpu_mem, headroom) if (gpu_name or gpu_mem) else _target("t4", None, headroom)
-    question = _question(target, "simulate", torch_version, amp=amp, optimizer=optimizer)
+    question = _question(target, "simulate", torch_version, amp=amp, optimizer=optimizer,
+                         **({"parallel": setting} if setting else {}))
     try:
         factory = load(model, kwargs)
         input_specs = input_specs or getattr(factory, "default_inputs", None)

@@ -30,8 +30,9 @@ from sa_profiler.engine import timing
 from sa_profiler.models import blocks
 from sa_profiler.models.fit import CONVERSIONS as FIT_CONVERSIONS
 from sa_profiler.models.loading import FitError
+from sa_profiler.models.parallel import unsupported as parallel_unsupported
 from sa_profiler.models.step import StepResult, optimizer_available, run_step
-from sa_profiler.question import Question
+from sa_profiler.question import Parallel, Question
 
 KINDS = names.PLAN_KINDS
 # fit's conversions, their options as sorted pairs (a Config is hashable)
@@ -51,6 +52,8 @@ class Config:
     attention: tuple = ()  # (), ("convert", impl, options as sorted pairs), ("fuse",) or ("backend", name)
     checkpointing: str | None = None
     optimizer: str = "adam"
+    strategy: str = "single"  # over the question's ranks: single, ddp or fsdp
+    reshard: bool = True  # FSDP2's reshard_after_forward
 
     def changes(self, base: "Config") -> list[str]:
         """What this configuration changes from the user's, in words."""
@@ -65,7 +68,14 @@ class Config:
             out.append(f"checkpointing: {self.checkpointing}")
         if self.optimizer != base.optimizer:
             out.append(f"optimizer {self.optimizer}")
+        if (self.strategy, self.reshard) != (base.strategy, base.reshard):
+            out.append(self.code_strategy())
         return out or ["nothing: it fits as it is"]
+
+    def code_strategy(self) -> str:
+        if self.strategy == "fsdp":
+            return "FSDP2" + ("" if self.reshard else ", parameters kept gathered to the backward")
+        return {"ddp": "DDP", "single": "one device"}[self.strategy]
 
     def code_attention(self) -> str:
         if self.attention and self.attention[0] == "convert":
@@ -115,13 +125,15 @@ def _divisors(n: int) -> list[int]:
 
 class _Search:
     def __init__(self, factory, specs, batch: int, question: Question):
+        """`batch`: each rank's share of the global batch, which its micro-steps split."""
         self.factory, self.specs, self.batch, self.question = factory, specs, batch, question
         self.cache: dict[tuple, StepResult] = {}
 
     def step(self, c: Config, cap: bool = True) -> StepResult:
         key = (c, cap)
         if key not in self.cache:
-            q = replace(self.question, amp=c.amp, optimizer=c.optimizer)
+            q = replace(self.question, amp=c.amp, optimizer=c.optimizer,
+                        parallel=Parallel(self.question.parallel.world_size, c.strategy, c.reshard))
             attention = c.attention
             try:
                 self.cache[key] = run_step(
@@ -173,6 +185,8 @@ def _training(c: Config, base: Config, batch_norm: bool) -> tuple[bool, list[str
         why.append(f"{c.amp} numerics" if c.amp else "float32 numerics")
     if c.optimizer not in (base.optimizer, FUSED.get(base.optimizer)):
         why.append(f"{c.optimizer}, not {base.optimizer}")
+    if c.amp and c.strategy == "fsdp" and base.strategy != "fsdp":
+        why.append(f"FSDP2's policy: parameters cast to {c.amp} for the whole forward, not autocast's per-op casts")
     return not why, why or ["the same math"]
 
 
@@ -186,8 +200,13 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
         raise FitError(f"unknown kind of change {', '.join(unknown)}; expected any of {', '.join(KINDS)}")
     if not isinstance(batch, int) or batch < 1:
         raise FitError(f"batch must be a positive integer, got {batch!r}")
-    search = _Search(factory, specs, batch, question)
-    base = Config(batch, 1, question.amp, (), None, question.optimizer)
+    world = question.parallel.world_size
+    if batch % world:
+        raise FitError(f"a global batch of {batch} does not split over {world} ranks: give a multiple of {world}")
+    per_rank = batch // world
+    search = _Search(factory, specs, per_rank, question)
+    base = Config(per_rank, 1, question.amp, (), None, question.optimizer, question.parallel.strategy,
+                  question.parallel.reshard_after_forward)
     first = search.step(base, cap=False)  # what the model has: SAGAN layers, explicit attention
     if first.status == "error":
         raise FitError(first.message)
@@ -198,7 +217,7 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
     batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     block_names = [n for n, _ in blocks.repeated_blocks(model)]
     has_blocks = bool(block_names)
-    micro = _divisors(batch) if "accumulation" in tries else [batch]
+    micro = _divisors(per_rank) if "accumulation" in tries else [per_rank]
     amps = [question.amp]
     if "precision" in tries:  # the CPU target: its autocast in bfloat16 only
         amps += [a for a in (("fp16", "bf16") if question.gpu is not None else ("bf16",))
@@ -222,15 +241,24 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
                 unavailable.append(why)
             elif o != question.optimizer:
                 optimizers.append(o)
+    strategies = [(base.strategy, base.reshard)]
+    if "parallel" in tries and world > 1:  # over N ranks: DDP, and FSDP2 with and without resharding
+        for option in (("ddp", True), ("fsdp", True), ("fsdp", False)):
+            why = parallel_unsupported(option[0])
+            if why:
+                unavailable.append(why)
+            elif option not in strategies:
+                strategies.append(option)
+        unavailable = list(dict.fromkeys(unavailable))
     found: list[Config] = []
     variants = [(o, ck) for o in optimizers for ck in ckpts][1:]  # the user's optimizer, no checkpointing: first
-    for amp, attention in itertools.product(amps, attentions):
-        best = search.largest(Config(batch, 1, amp, attention, None, optimizers[0]), micro)
+    for amp, attention, (strategy, reshard) in itertools.product(amps, attentions, strategies):
+        best = search.largest(Config(per_rank, 1, amp, attention, None, optimizers[0], strategy, reshard), micro)
         found += [best] if best else []
         for optimizer, ckpt in variants:  # each buys memory with time or another algorithm: worth a row only
             larger = [m for m in micro if best is None or m > best.micro_batch]  # at a larger micro-batch
-            c = search.largest(Config(batch, 1, amp, attention, ckpt, optimizer), larger, precheck=True) \
-                if larger else None
+            c = search.largest(Config(per_rank, 1, amp, attention, ckpt, optimizer, strategy, reshard), larger,
+                               precheck=True) if larger else None
             if c is not None:
                 found.append(c)
                 best = c
@@ -241,8 +269,9 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
     plans = _ranked(plans, batch)
     closest = None
     if not plans:  # each precision and attention at the smallest micro-batch, with the leanest settings tried
-        smallest = [Config(micro[-1], batch // micro[-1], a, at, ckpts[1] if len(ckpts) > 1 else None, optimizers[-1])
-                    for a, at in itertools.product(amps, attentions)]
+        smallest = [Config(micro[-1], per_rank // micro[-1], a, at, ckpts[1] if len(ckpts) > 1 else None,
+                           optimizers[-1], st, rs)
+                    for a, at, (st, rs) in itertools.product(amps, attentions, strategies)]
         steps = [(search.step(c, cap=False), c) for c in smallest]
         ok = [(s, c) for s, c in steps if s.ok]
         if ok:

@@ -20,7 +20,7 @@ def _row(p, plan) -> dict:
     c = p.config
     return {"changes": c.changes(plan.base), "micro_batch": c.micro_batch, "accumulation": c.accumulation,
             "amp": c.amp, "attention": c.code_attention() or None, "checkpointing": c.checkpointing,
-            "optimizer": c.optimizer, "peak_bytes": p.peak, "left_bytes": plan.question.usable - p.peak,
+            "optimizer": c.optimizer, "strategy": c.strategy, "reshard_after_forward": c.reshard, "peak_bytes": p.peak, "left_bytes": plan.question.usable - p.peak,
             "time_s": p.time_s, "samples_per_second": p.samples_per_second(plan.batch),
             "trains_the_same": p.same_training, "training": p.why}
 
@@ -85,12 +85,15 @@ def code(plan) -> str:
                   "(its library's switch, as `sa-profile fit` names it)"]
     if c.checkpointing:
         lines += _checkpoint_lines(plan, c.checkpointing)
+    lines += _strategy_lines(plan, c)
     lines.append(_optimizer_line(c.optimizer))
     if c.amp == "fp16":
         lines.append('scaler = torch.amp.GradScaler("cuda")')
-    dtype = {"fp16": "torch.float16", "bf16": "torch.bfloat16"}.get(c.amp)
-    lines.append(f"for batch in loader:  # {plan.batch} samples" + (f", {k} micro-batches of {c.micro_batch}" if k > 1
-                                                                    else ""))
+    # FSDP2 casts the parameters by its policy: no autocast around the forward
+    dtype = None if c.strategy == "fsdp" else {"fp16": "torch.float16", "bf16": "torch.bfloat16"}.get(c.amp)
+    world = plan.question.parallel.world_size
+    share = f"{plan.batch} samples" if world == 1 else f"{plan.batch // world} samples a rank, {plan.batch} over {world}"
+    lines.append(f"for batch in loader:  # {share}" + (f", {k} micro-batches of {c.micro_batch}" if k > 1 else ""))
     lines.append("    optimizer.zero_grad(set_to_none=True)")
     body = "    " if k == 1 else "        "
     if k > 1:
@@ -122,6 +125,31 @@ def _checkpoint_lines(plan, setting: str) -> list[str]:
     out += [f"for name in {names!r}:  # the repeated blocks" + (f", every {every}th" if every > 1 else ""),
             "    block = model.get_submodule(name)",
             f"    block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False{extra})"]
+    return out
+
+
+def _strategy_lines(plan, c) -> list[str]:
+    """The wrapper of one rank (a process per GPU, started by torchrun, with the process group
+    initialised), before the optimizer is built on its parameters."""
+    if c.strategy == "ddp":
+        return ["# one process per GPU (torchrun), torch.distributed.init_process_group() called",
+                "model = torch.nn.parallel.DistributedDataParallel(model)"]
+    if c.strategy != "fsdp":
+        return []
+    dtype = {"fp16": "torch.float16", "bf16": "torch.bfloat16"}.get(c.amp)
+    policy = f", mp_policy=MixedPrecisionPolicy(param_dtype={dtype}, reduce_dtype=torch.float32)" if dtype else ""
+    out = ["# one process per GPU (torchrun), torch.distributed.init_process_group() called",
+           "from torch.distributed.fsdp import " + ("MixedPrecisionPolicy, fully_shard" if dtype else "fully_shard")]
+    parents = {name.rpartition(".")[0] for name in plan.block_names}
+    parent = next(iter(parents)) if len(parents) == 1 else ""
+    if parent and [n.rpartition(".")[2] for n in plan.block_names] == [str(i) for i in range(len(plan.block_names))]:
+        # the blocks are one container's 0 .. n-1: a range, not n names
+        out += [f"for i in range({len(plan.block_names)}):  # the repeated blocks, then the root",
+                f'    fully_shard(model.get_submodule(f"{parent}.{{i}}"), reshard_after_forward={c.reshard}{policy})']
+    elif plan.block_names:
+        out += [f"for name in {plan.block_names!r}:  # the repeated blocks, then the root",
+                f"    fully_shard(model.get_submodule(name), reshard_after_forward={c.reshard}{policy})"]
+    out.append(f"fully_shard(model, reshard_after_forward={c.reshard}{policy})")
     return out
 
 
