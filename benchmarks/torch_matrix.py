@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COMPAT_TESTS = ["tests/test_torch_compat.py", "tests/test_zoo.py", "tests/test_golden.py", "tests/test_recompute.py",
-                "tests/test_fit_engine.py", "tests/test_backend_versions.py"]
+                "tests/test_fit_engine.py", "tests/test_backend_versions.py", "tests/test_parallel.py"]
 HEADLINES = {"12G": ["--gpu-mem", "12G", "--shape", "128x256x256", "--json"],
              "t4": ["--gpu", "t4", "--shape", "128x256x256", "--json"]}
 

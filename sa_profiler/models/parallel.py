@@ -142,14 +142,20 @@ def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool) -> nn.Module:
     in the order the first backward made the gradients ready) is labelled too."""
     import torch.nn.parallel.distributed as ddp_module
 
-    saved = ddp_module._verify_param_shape_across_processes
+    saved = [(name, getattr(ddp_module, name)) for name in ("_verify_param_shape_across_processes",
+                                                             "_sync_module_states")]
     if on_meta:
         ddp_module._verify_param_shape_across_processes = lambda *args, **kwargs: None
+        if not torch._C._dispatch_has_kernel_for_dispatch_key("c10d::broadcast_", "Meta"):
+            # torch 2.4 has no meta kernel for the broadcast of rank 0's parameters; skipped there,
+            # with its flattened copies (transient, before the first step)
+            ddp_module._sync_module_states = lambda *args, **kwargs: None
     try:
         with _labelled(tracker, "DDP buckets"):
             wrapped = ddp_module.DistributedDataParallel(model)
     finally:
-        ddp_module._verify_param_shape_across_processes = saved
+        for name, value in saved:
+            setattr(ddp_module, name, value)
     wrapped.register_comm_hook(world_size, _all_reduced)
     if on_meta:  # its runtime statistics time CPU or CUDA kernels only, and warn on meta at each step
         wrapped.logger = _QuietLogger(wrapped.logger)
