@@ -150,6 +150,9 @@ RUN: dict[str, Run] = {
     r"python benchmarks/attention_speed\.py$": Run(cuda=True, subs=((r"$", " --repeats 2 --out {tmp}/validation"),)),
     r"python benchmarks/check_max_batch\.py --bisect$": Run(cuda=True, timeout=600,
                                                              subs=((r"$", " --only 12G --out {tmp}/validation"),)),
+    r"python benchmarks/parallel_on_card\.py --out reports/validation$": Run(cuda=True, timeout=600),
+    r"python benchmarks/parallel_on_card\.py --device cpu --small --out dry-run$": Run(
+        subs=((r"--out dry-run", "--out {tmp}/parallel --world 2"),), expect=r"worst error: 0\.00% over 9 cases"),
     r"python benchmarks/validate_fit_cuda\.py --zoo --probe$": Run(cuda=True, timeout=600,
                                                                      subs=((r"$", " --out {tmp}/validation"),)),
     r"python benchmarks/probe_reductions\.py$": Run(cuda=True, timeout=300, subs=((r"$", " --out {tmp}/validation"),)),

@@ -222,7 +222,7 @@ def fsdp(model: nn.Module, world_size: int, *, reshard_after_forward: bool = Tru
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     fully_shard_module = importlib.import_module(f"{_fsdp_package()}._fully_shard")
-    mesh = init_device_mesh("cpu", (world_size,))
+    mesh = init_device_mesh("cuda" if device == "cuda" else "cpu", (world_size,))
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     saved = fully_shard_module._get_device_from_mesh
     if device == "meta":
