@@ -74,6 +74,24 @@ MODULES = {
                     ["tests/test_planted_bugs.py", "tests/test_hostile_names.py", "tests/test_fit.py",
                      "tests/test_zoo.py"]),
     # the question's value: built, checked, written whole and read back; the sweep's batch search under it
+    # the gloo processes left out (seconds each per mutant): the fake-group steps, views and refusals
+    "parallel": (["sa_profiler/models/parallel.py"],
+                 [
+                  "tests/test_parallel.py::test_ddp_at_world_size_one_is_fit_plus_its_buckets",
+                  "tests/test_parallel.py::test_fsdp_shards_shrink_as_one_over_n",
+                  "tests/test_parallel.py::test_world_size_sixty_four_costs_what_two_does",
+                  "tests/test_parallel.py::test_a_cuda_target_answers_per_rank_with_the_cards_allocator",
+                  "tests/test_parallel.py::test_amp_is_fsdp2s_mixed_precision_policy",
+                  "tests/test_parallel.py::test_resharding_after_forward_frees_the_gathered_blocks",
+                  "tests/test_parallel.py::test_fit_views_say_per_rank_and_the_global_batch",
+                  "tests/test_parallel.py::test_one_device_answers_carry_no_rank_line",
+                  "tests/test_parallel.py::test_bad_parallel_options_are_one_line",
+                  "tests/test_parallel.py::test_a_strategy_the_installed_torch_lacks_is_refused_before_torch",
+                  "tests/test_parallel.py::test_the_python_api_refuses_the_same",
+                  "tests/test_parallel.py::test_a_process_group_already_there_is_one_line",
+                  "tests/test_parallel.py::test_ddp_refuses_parameters_the_loss_does_not_use_as_torch_does",
+                  "tests/test_parallel.py::test_plan_over_ranks_tries_ddp_and_fsdp2_each_as_fit_runs_it",
+                  "tests/test_parallel.py::test_plan_refuses_a_batch_the_ranks_cannot_split"]),
     "question": (["sa_profiler/question.py", "sa_profiler/sweeps/largest.py"],
                  ["tests/test_question.py", "tests/test_custom_cards.py", "tests/test_sweep_report_cells.py"]),
     # every console view: names and numbers whole at any width
