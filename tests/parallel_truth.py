@@ -49,8 +49,14 @@ def _rank(rank: int, world: int, port: int, job: dict, out: str) -> None:
             parallel.fsdp(model, world, reshard_after_forward=job["reshard"], device="cpu")
         params = [p for p in model.parameters() if p.requires_grad]
         opt = _optimizer(job["optimizer"], params, None)
-        tracker = MemTracker()
-        tracker.track_external(model, opt, *args, *kwargs.values())
+        if job.get("fsdp_tracker"):  # torch's FSDP-aware subclass, which hooks the FSDP states itself
+            from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+
+            tracker = FSDPMemTracker(model, opt)
+            tracker.track_inputs((*args, *kwargs.values()))
+        else:
+            tracker = MemTracker()
+            tracker.track_external(model, opt, *args, *kwargs.values())
         with tracker:
             trained = torch.nn.parallel.DistributedDataParallel(model) if strategy == "ddp" else model
             for i in range(2):
@@ -68,12 +74,13 @@ def _rank(rank: int, world: int, port: int, job: dict, out: str) -> None:
 
 
 def measure(spec: str, inputs: list[str], batch: int, strategy: str, world: int, *, reshard: bool = True,
-            optimizer: str = "adam", args: dict | None = None) -> list[int]:
-    """Each rank's MemTracker peak over two real steps (`strategy`: ddp or fsdp)."""
+            optimizer: str = "adam", args: dict | None = None, fsdp_tracker: bool = False) -> list[int]:
+    """Each rank's MemTracker peak over two real steps (`strategy`: ddp or fsdp; `fsdp_tracker`:
+    measured by FSDPMemTracker instead)."""
     import torch.multiprocessing as mp
 
     job = dict(spec=spec, inputs=list(inputs), batch=batch, strategy=strategy, reshard=reshard,
-               optimizer=optimizer, args=args)
+               optimizer=optimizer, args=args, fsdp_tracker=fsdp_tracker)
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(_rank, args=(world, _free_port(), job, out), nprocs=world, join=True)
         return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(world)]

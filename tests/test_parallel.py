@@ -59,6 +59,20 @@ def test_simulated_rank_equals_gloo_ranks_under_memtracker(case_id, spec, args, 
 
 
 @needs_fsdp
+@pytest.mark.parametrize("reshard", [True, False], ids=["reshard", "no-reshard"])
+@pytest.mark.parametrize("case_id,spec,args,inputs,batch", MODELS[:2], ids=[m[0] for m in MODELS[:2]])
+def test_fsdp2_rank_equals_fsdpmemtracker(case_id, spec, args, inputs, batch, reshard):
+    """The same FSDP2 steps measured by torch's FSDP-aware tracker (FSDPMemTracker, which hooks
+    the FSDP states and collectives itself): rank 0's peak is the simulated one, to the byte."""
+    pytest.importorskip("torch.distributed._tools.fsdp2_mem_tracker")
+    from parallel_truth import measure
+
+    truth = measure(spec, inputs, batch, "fsdp", 2, reshard=reshard, args=dict(args), fsdp_tracker=True)
+    sim = run_step(load(spec, dict(args)), inputs, batch, _question(2, "fsdp", reshard))
+    assert sim.peak_total == truth[0] == max(truth), (sim.peak_total, truth)
+
+
+@needs_fsdp
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_world_size_four_against_gloo(strategy):
