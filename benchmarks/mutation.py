@@ -91,7 +91,12 @@ MODULES = {
                   "tests/test_parallel.py::test_a_process_group_already_there_is_one_line",
                   "tests/test_parallel.py::test_ddp_refuses_parameters_the_loss_does_not_use_as_torch_does",
                   "tests/test_parallel.py::test_plan_over_ranks_tries_ddp_and_fsdp2_each_as_fit_runs_it",
-                  "tests/test_parallel.py::test_plan_refuses_a_batch_the_ranks_cannot_split"]),
+                  "tests/test_parallel.py::test_plan_refuses_a_batch_the_ranks_cannot_split",
+                  "tests/test_parallel.py::test_ddp_rebuilds_its_buckets_on_meta_as_on_the_cpu",
+                  "tests/test_parallel.py::test_ddp_keeps_its_logging_data_on_meta",
+                  "tests/test_parallel.py::test_fsdp_shards_each_block_then_the_root_on_one_mesh",
+                  "tests/test_parallel.py::test_the_rank_line_and_the_assumptions_word_for_word",
+                  "tests/test_parallel.py::test_which_strategies_run_here"]),
     "question": (["sa_profiler/question.py", "sa_profiler/sweeps/largest.py"],
                  ["tests/test_question.py", "tests/test_custom_cards.py", "tests/test_sweep_report_cells.py"]),
     # every console view: names and numbers whole at any width

@@ -305,3 +305,91 @@ def test_plan_refuses_a_batch_the_ranks_cannot_split():
 
     with pytest.raises(FitError, match="a global batch of 10 does not split over 4 ranks"):
         plan(Stack, parse_all(["250"]), 10, make_question("t4", parallel=Parallel(4, "ddp")))
+
+
+# -- 6. the wrappers' own arguments and words -------------------------------------------------------
+def _sequential():  # the gradients come ready in another order than the parameters: DDP rebuilds its buckets
+    return nn.Sequential(*[nn.Sequential(nn.Linear(256, 256), nn.ReLU()) for _ in range(4)])
+
+
+@pytest.mark.parametrize("card", [None, "t4"])
+def test_ddp_rebuilds_its_buckets_on_meta_as_on_the_cpu(card):
+    """The second forward rebuilds the buckets and reads rank 0's bucket indices back to the host
+    (reducer.cpp sync_bucket_indices); on meta that copy is left as rank 0 has it. The rebuilt
+    buckets are labelled, and the simulated step equals the real one under the fake group."""
+    q = _question(2, "ddp", card=gpus.lookup(card) if card else None)
+    sim = run_step(_sequential, ["256"], 8, q)
+    assert sim.ok and sim.breakdown["DDP buckets"] == sum(p.numel() * 4 for p in _sequential().parameters())
+    if card is None:
+        real = run_step(_sequential, ["256"], 8, q, device="cpu")
+        assert (sim.peak_total, sim.breakdown) == (real.peak_total, real.breakdown)
+
+
+def test_ddp_keeps_its_logging_data_on_meta():
+    from sa_profiler.models import parallel
+
+    class Label:
+        label = ""
+
+    with parallel.rank_zero(2):
+        with torch.device("meta"):
+            model = Stack()
+        wrapped = parallel.ddp(model, 2, Label(), on_meta=True)
+        assert wrapped._get_ddp_logging_data()["world_size"] == 2
+        wrapped.logger.set_runtime_stats_and_log()  # quiet on meta: no timings to take
+
+
+@needs_fsdp
+@pytest.mark.parametrize("device,mesh_type", [("meta", "cpu"), ("cpu", "cpu"), ("cuda", "cuda")])
+def test_fsdp_shards_each_block_then_the_root_on_one_mesh(monkeypatch, device, mesh_type):
+    import torch.distributed.device_mesh as device_mesh
+    import torch.distributed.fsdp as fsdp_api
+
+    from sa_profiler.models import parallel
+
+    meshes, calls = [], []
+    monkeypatch.setattr(device_mesh, "init_device_mesh", lambda kind, shape: meshes.append((kind, shape)) or "MESH")
+    monkeypatch.setattr(fsdp_api, "fully_shard", lambda module, **kw: calls.append((module, kw)))
+    model = Stack()
+    names_ = parallel.fsdp(model, 8, reshard_after_forward=False, param_dtype=torch.bfloat16, device=device)
+    assert meshes == [(mesh_type, (8,))] and names_ == [f"blocks.{i}" for i in range(4)]
+    assert [m for m, _ in calls] == [*model.blocks, model]
+    for _, kw in calls:
+        assert kw["mesh"] == "MESH" and kw["reshard_after_forward"] is False
+        assert kw["mp_policy"].param_dtype == torch.bfloat16 and kw["mp_policy"].reduce_dtype == torch.float32
+    calls.clear()
+    parallel.fsdp(Stack(), 8, reshard_after_forward=True, device=device)
+    assert all(kw["mp_policy"].param_dtype is None and kw["mp_policy"].reduce_dtype is None for _, kw in calls)
+
+
+def test_the_rank_line_and_the_assumptions_word_for_word():
+    from sa_profiler.models import parallel
+
+    assert parallel.describe(Parallel(4, "ddp"), 8) == (
+        "DDP over 4 ranks; the figures are per rank (each holds a whole replica); global batch 32 = 8 per rank "
+        "x 4 ranks")
+    assert parallel.describe(Parallel(8, "fsdp", True), 2, accumulation=3) == (
+        "FSDP2 over 8 ranks, each block's parameters freed after its forward; the figures are per rank (rank 0, "
+        "which holds the largest shards); global batch 48 = 2 per rank x 3 micro-steps x 8 ranks")
+    assert parallel.describe(Parallel(2, "fsdp", False), 1).startswith(
+        "FSDP2 over 2 ranks, parameters kept gathered from forward to backward; ")
+    cpu, cuda = parallel.assumptions(Parallel(2, "ddp"), cuda=False), parallel.assumptions(Parallel(2, "ddp"), cuda=True)
+    assert cpu == ["Not counted: the communication library's own buffers (NCCL_BUFFSIZE, 4 MiB by default, for each "
+                   "channel it opens to a peer; NCCL's environment-variable documentation); keep them in the "
+                   "headroom.", "Times are each rank's compute alone: the collectives' time is not modelled."]
+    assert cuda == ["Each rank is one process on its own card: its CUDA context is taken out of the usable memory, "
+                    "as for one card.", *cpu]
+
+
+def test_which_strategies_run_here(monkeypatch):
+    import torch.distributed as dist
+
+    from sa_profiler.models import parallel
+
+    assert parallel.unsupported("single") is None and parallel.unsupported("ddp", "2.4.1") is None
+    assert parallel.unsupported("fsdp", "2.5.1") == ("--parallel fsdp needs torch 2.6 or later "
+                                                     "(torch.distributed.fsdp.fully_shard); this is 2.5.1")
+    assert parallel.unsupported("fsdp", "2.6.0") is None
+    monkeypatch.setattr(dist, "is_available", lambda: False)
+    assert parallel.unsupported("ddp", "2.14.1") == ("--parallel ddp needs torch.distributed, which this torch "
+                                                     "build (2.14.1) lacks")

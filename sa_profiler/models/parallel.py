@@ -213,8 +213,8 @@ def _fsdp_on(device: str, tracker):
             setattr(owner, attr, value)
 
 
-def fsdp(model: nn.Module, world_size: int, *, reshard_after_forward: bool = True,
-         param_dtype: torch.dtype | None = None, device: str = "meta") -> list[str]:
+def fsdp(model: nn.Module, world_size: int, *, reshard_after_forward: bool, param_dtype: torch.dtype | None = None,
+         device: str = "meta") -> list[str]:
     """`fully_shard` on each of the model's repeated blocks (`blocks.repeated_blocks`), then on
     the root, over a 1-D mesh of `world_size`; `param_dtype`: the mixed-precision policy's
     (gradients reduced in float32). The blocks' names."""
