@@ -314,12 +314,30 @@ def _sequential():  # the gradients come ready in another order than the paramet
 
 @pytest.mark.parametrize("card", [None, "t4"])
 def test_ddp_rebuilds_its_buckets_on_meta_as_on_the_cpu(card):
-    """The second forward rebuilds the buckets and reads rank 0's bucket indices back to the host
-    (reducer.cpp sync_bucket_indices); on meta that copy is left as rank 0 has it. The rebuilt
-    buckets are labelled, and the simulated step equals the real one under the fake group."""
+    """The second forward rebuilds the buckets in the order the first backward made the gradients
+    ready, and reads rank 0's bucket indices back to the host (reducer.cpp sync_bucket_indices);
+    the rebuilt buckets are labelled, and the simulated step equals the real one under the fake
+    group."""
+    from sa_profiler.engine import tracker as engine_tracker
+
+    made = []  # every allocation labelled as DDP's, with its phase: the rebuild's come in the forward
+    hold = engine_tracker.MemoryTracker._hold
+
+    def spy(self, handle, info):
+        if info.note == "DDP buckets":
+            made.append((info.phase, info.dtype, math.prod(info.shape)))
+        return hold(self, handle, info)
+
     q = _question(2, "ddp", card=gpus.lookup(card) if card else None)
-    sim = run_step(_sequential, ["256"], 8, q)
-    assert sim.ok and sim.breakdown["DDP buckets"] == sum(p.numel() * 4 for p in _sequential().parameters())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_tracker.MemoryTracker, "_hold", spy)
+        sim = run_step(_sequential, ["256"], 8, q, timeline=True)
+    # rank 0's parameters broadcast at construction, where torch has the meta kernel (not 2.4)
+    broadcast = torch._C._dispatch_has_kernel_for_dispatch_key("c10d::broadcast_", "Meta")
+    assert ("broadcast_" in {t[0] for t in sim.timeline}) == broadcast
+    grads = sum(p.numel() for p in _sequential().parameters())
+    assert sim.ok and sim.breakdown["DDP buckets"] == grads * 4
+    assert ("forward", "float32", grads) in made and ("baseline", "float32", grads) in made
     if card is None:
         real = run_step(_sequential, ["256"], 8, q, device="cpu")
         assert (sim.peak_total, sim.breakdown) == (real.peak_total, real.breakdown)
@@ -360,6 +378,12 @@ def test_fsdp_shards_each_block_then_the_root_on_one_mesh(monkeypatch, device, m
     calls.clear()
     parallel.fsdp(Stack(), 8, reshard_after_forward=True, device=device)
     assert all(kw["mp_policy"].param_dtype is None and kw["mp_policy"].reduce_dtype is None for _, kw in calls)
+    import importlib
+
+    shard_module = importlib.import_module("torch.distributed.fsdp._fully_shard._fully_shard")
+    from torch.distributed.fsdp._fully_shard._fsdp_init import _get_device_from_mesh
+
+    assert shard_module._get_device_from_mesh is _get_device_from_mesh  # restored
 
 
 def test_the_rank_line_and_the_assumptions_word_for_word():
@@ -371,6 +395,8 @@ def test_the_rank_line_and_the_assumptions_word_for_word():
     assert parallel.describe(Parallel(8, "fsdp", True), 2, accumulation=3) == (
         "FSDP2 over 8 ranks, each block's parameters freed after its forward; the figures are per rank (rank 0, "
         "which holds the largest shards); global batch 48 = 2 per rank x 3 micro-steps x 8 ranks")
+    assert parallel.describe(Parallel(2, "ddp"), 4, accumulation=2).endswith(
+        "global batch 16 = 4 per rank x 2 micro-steps x 2 ranks")
     assert parallel.describe(Parallel(2, "fsdp", False), 1).startswith(
         "FSDP2 over 2 ranks, parameters kept gathered from forward to backward; ")
     cpu, cuda = parallel.assumptions(Parallel(2, "ddp"), cuda=False), parallel.assumptions(Parallel(2, "ddp"), cuda=True)

@@ -4,13 +4,11 @@ group (rank 0 of N: collectives complete at once and move no data, so world size
 world size 2 does). The buckets, shards, all-gather and reduce-scatter buffers are allocated
 where and when the library allocates them; the tracker labels them (`PARALLEL_CATEGORIES`).
 
-On meta tensors the libraries need four things they do not do on their own, each a check or a
-device choice, none an allocation (restored on exit):
+Under the fake group, and on meta tensors, the libraries need what they do not do on their own,
+each a check, a device choice or a result, none an allocation (restored on exit):
 - DDP's constructor reads every parameter's shape back as a number
-  (`distributed.utils._verify_param_shape_across_processes`): skipped;
-- DDP's bucket rebuild broadcasts rank 0's bucket indices and copies them back to the host
-  (reducer.cpp `sync_bucket_indices`); on rank 0 that copy writes what is there: skipped
-  (`_HostCopies`);
+  (`distributed.utils._verify_param_shape_across_processes`): skipped on meta; on torch 2.4,
+  whose c10d broadcast has no meta kernel, so is its broadcast of rank 0's parameters;
 - the fake group's all-reduce completes with no tensor, where DDP's reducer wants its bucket
   back: a comm hook that divides the bucket by the world size in place and returns it, as the
   default hook's result is (reducer.cpp `run_comm_hook`);
@@ -31,7 +29,6 @@ from torch import nn
 from sa_profiler import names
 from sa_profiler.models import blocks
 from sa_profiler.models.loading import FitError
-from sa_profiler.torch_compat.dispatch import TorchDispatchMode
 
 # torch's own optimizers step DTensor shards; the optimizers from other packages do not
 SHARDED_OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adam-fused", "adamw-fused")
@@ -91,18 +88,6 @@ def rank_zero(world_size: int):
         yield
     finally:
         dist.destroy_process_group()
-
-
-class _HostCopies(TorchDispatchMode):
-    """A copy into a host tensor from a meta one leaves the host tensor as it is (DDP reading
-    back rank 0's own bucket indices)."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if (func is torch.ops.aten.copy_.default and args[0].device.type == "cpu"
-                and args[1].device.type == "meta"):
-            return args[0]
-        return func(*args, **kwargs)
 
 
 def _all_reduced(world_size, bucket):
@@ -213,8 +198,8 @@ def _fsdp_on(device: str, tracker):
             setattr(owner, attr, value)
 
 
-def fsdp(model: nn.Module, world_size: int, *, reshard_after_forward: bool, param_dtype: torch.dtype | None = None,
-         device: str = "meta") -> list[str]:
+def fsdp(model: nn.Module, world_size: int, *, reshard_after_forward: bool, device: str,
+         param_dtype: torch.dtype | None = None) -> list[str]:
     """`fully_shard` on each of the model's repeated blocks (`blocks.repeated_blocks`), then on
     the root, over a 1-D mesh of `world_size`; `param_dtype`: the mixed-precision policy's
     (gradients reduced in float32). The blocks' names."""
@@ -253,8 +238,3 @@ def sharded_step(tracker, device: str):
             yield
     finally:
         tracker.subclass, tracker.shape_only = None, lambda: False
-
-
-def host_copies(device: str):
-    """DDP on meta: `_HostCopies` under the tracker (enter it first)."""
-    return _HostCopies() if device == "meta" else contextlib.nullcontext()

@@ -320,7 +320,6 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
                                                   param_dtype=amp_dtype, device=device)
             amp_dtype = None  # the policy casts the parameters; no autocast around the forward
         elif par.strategy == "ddp":
-            around.enter_context(parallel.host_copies(device))
             wrap = functools.partial(_ddp, par.world_size, device)
         params = [p for p in model.parameters() if p.requires_grad]
         plain = optimizer not in names.FUSED_TORCH and optimizer not in names.OPTIMIZER_PACKAGES
