@@ -94,6 +94,7 @@ MODULES = {
                   "tests/test_parallel.py::test_plan_refuses_a_batch_the_ranks_cannot_split",
                   "tests/test_parallel.py::test_ddp_rebuilds_its_buckets_on_meta_as_on_the_cpu",
                   "tests/test_parallel.py::test_ddp_keeps_its_logging_data_on_meta",
+                  "tests/test_parallel.py::test_ddp_passes_inputs_given_by_name",
                   "tests/test_parallel.py::test_fsdp_shards_each_block_then_the_root_on_one_mesh",
                   "tests/test_parallel.py::test_the_rank_line_and_the_assumptions_word_for_word",
                   "tests/test_parallel.py::test_which_strategies_run_here"]),

@@ -334,13 +334,19 @@ def test_ddp_rebuilds_its_buckets_on_meta_as_on_the_cpu(card):
         sim = run_step(_sequential, ["256"], 8, q, timeline=True)
     # rank 0's parameters broadcast at construction, where torch has the meta kernel (not 2.4)
     broadcast = torch._C._dispatch_has_kernel_for_dispatch_key("c10d::broadcast_", "Meta")
-    assert ("broadcast_" in {t[0] for t in sim.timeline}) == broadcast
+    assert (("broadcast_", "baseline") in {(t[0], t[2]) for t in sim.timeline}) == broadcast
     grads = sum(p.numel() for p in _sequential().parameters())
     assert sim.ok and sim.breakdown["DDP buckets"] == grads * 4
     assert ("forward", "float32", grads) in made and ("baseline", "float32", grads) in made
     if card is None:
         real = run_step(_sequential, ["256"], 8, q, device="cpu")
         assert (sim.peak_total, sim.breakdown) == (real.peak_total, real.breakdown)
+
+
+def test_ddp_passes_inputs_given_by_name():
+    """A model's inputs by argument name reach it through DDP's forward (and its pre-forward)."""
+    by_name = run_step(Stack, ["x=250"], 8, _question(2, "ddp"))
+    assert by_name.ok and by_name.peak_total == run_step(Stack, ["250"], 8, _question(2, "ddp")).peak_total
 
 
 def test_ddp_keeps_its_logging_data_on_meta():
