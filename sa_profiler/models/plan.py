@@ -2,7 +2,7 @@
 
 The user asks for a global batch B. A configuration keeps B (micro-batch x gradient
 accumulation) and chooses the precision, the attention (the SAGAN conversions, the library's
-fused switch, another SDPA backend forced where the model calls SDPA), activation checkpointing of the repeated blocks and the optimizer. Each is run on
+fused switch, another SDPA backend forced where the model calls SDPA and the card runs it), activation checkpointing of the repeated blocks and the optimizer. Each is run on
 the one step runner (`step.run_step`) with the usable memory as the allocator's cap, as `fit`
 runs its step, so a configuration's verdict and peak are `fit`'s for it applied by hand.
 
@@ -228,8 +228,10 @@ def plan(factory, specs, batch: int, question: Question, *, name: str = "", trie
             attentions += [("convert", impl, opts) for impl, opts in CONVERSIONS]
         if set(first.explicit_attention) - set(first.sagan_modules) and question.gpu is not None:
             attentions.append(("fuse",))
-        if first.backends and question.gpu is not None:  # SDPA calls: each other fused backend, forced
-            attentions += [("backend", b) for b in ("flash", "efficient", "cudnn") if b not in first.backends]
+        if first.backends and question.gpu is not None:  # SDPA calls: each other fused backend, forced,
+            # where the card runs it for these calls (a forced backend it cannot run fails every step)
+            forced = [("backend", b) for b in ("flash", "efficient", "cudnn") if b not in first.backends]
+            attentions += [a for a in forced if search.step(replace(base, attention=a), cap=False).status != "error"]
     ckpts = [None] + (list(CHECKPOINTING) if "checkpointing" in tries and has_blocks else [])
     unavailable = []
     optimizers = [question.optimizer]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
@@ -29,6 +30,12 @@ from sa_profiler.engine.workload import TensorInfo
 from sa_profiler.models.loading import FitError, _one_line, parse_inputs
 
 OPTIMIZERS = names.OPTIMIZERS
+
+
+# bitsandbytes, on import (ours, or a model library's), tries to fetch a 4-bit CPU matmul kernel
+# from a hub and logs a warning when it cannot; 8-bit AdamW does not use that kernel
+# (bitsandbytes/backends/cpu/ops.py): that one record is dropped, the logger is left as it is
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(lambda record: "kernels-community" not in record.getMessage())
 
 
 def optimizer_available(name: str) -> str | None:
@@ -55,18 +62,10 @@ def _adamw8bit(params):
     """bitsandbytes' 8-bit AdamW at its defaults (blockwise quantised state, 256 values a block):
     per parameter of 4,096 elements or more, two uint8 moments, a float32 absmax per block of
     each and the two 256-entry quantile maps; smaller ones keep float32 moments."""
-    import logging
-
-    # on import it tries to fetch a 4-bit CPU matmul kernel from a hub and logs a warning when it
-    # cannot; the optimizer does not use that kernel (bitsandbytes/backends/cpu/ops.py)
-    quiet = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level, quiet.level = quiet.level, logging.ERROR
     try:
         import bitsandbytes as bnb
     except Exception as err:  # installed, but not importable with this torch
         raise FitError(f"8-bit AdamW: bitsandbytes does not import here: {type(err).__name__}: {_one_line(err)}") from None
-    finally:
-        quiet.setLevel(level)
     return bnb.optim.AdamW8bit(params, lr=1e-4)
 
 
