@@ -242,3 +242,15 @@ def test_fit_counts_every_micro_batch_in_its_samples_per_second():
     assert two.samples_per_second(two.step) == pytest.approx(16 / two.step.time_s)
     assert one.samples_per_second(one.step) == pytest.approx(8 / one.step.time_s)
     assert two.step.time_s > one.step.time_s  # two forwards and backwards per update
+
+
+def test_a_forced_backend_the_card_cannot_run_costs_one_step():
+    """On a T4 the zoo ViT's calls run the memory-efficient kernel; flash and cuDNN forced fail
+    there (no kernel for the card): one step each tells so, and neither is searched."""
+    from zoo_cases import BY_ID
+
+    case = BY_ID["vit"]
+    p = plan(load(case.model, case.args), parse_inputs(list(case.inputs)), 16, make_question("t4"), name="vit",
+             tries=("attention",))
+    assert p.plans and not any(r.config.attention for r in p.plans)
+    assert p.simulated == 4  # the step as given, flash forced, cuDNN forced, and the step under the cap
