@@ -86,6 +86,21 @@ def measure(spec: str, inputs: list[str], batch: int, strategy: str, world: int,
         return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(world)]
 
 
+def settled(run, expected: int, tries: int = 5) -> list[list[int]]:
+    """`run()` (each rank's peak) until rank 0's peak is `expected`, at most `tries` times: every
+    run's peaks. Gloo completes a collective on its worker thread, which can drop its hold on the
+    collective's buffers a moment after the rank has (observed: a SAGAN generator's FSDP2 rank 0
+    30,272 B higher in 1 run of 8). Such a run is higher, never lower: the deterministic order,
+    where each collective releases at its wait, is the smallest peak, and what a simulated rank
+    computes."""
+    runs = []
+    for _ in range(tries):
+        runs.append(run())
+        if runs[-1][0] == expected:
+            break
+    return runs
+
+
 if __name__ == "__main__":
     spec, shape, batch, how, world = sys.argv[1:6]
     strategy, reshard = ("fsdp", False) if how == "fsdp-keep" else (how, True)
