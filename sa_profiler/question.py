@@ -32,6 +32,7 @@ class Parallel:
     world_size: int = 1
     strategy: str = "single"
     reshard_after_forward: bool = True  # FSDP2: free each block's gathered parameters after its forward
+    find_unused_parameters: bool = False  # DDP: parameters the loss does not reach are found and skipped
 
     def __post_init__(self):
         if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) or self.world_size < 1:
@@ -40,6 +41,8 @@ class Parallel:
             raise ValueError(f"unknown parallel strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
         if self.strategy == "single" and self.world_size != 1:
             raise ValueError(f"world size {self.world_size} needs a strategy: ddp or fsdp")
+        if self.find_unused_parameters and self.strategy != "ddp":
+            raise ValueError("--find-unused-parameters is DDP's: give it with --parallel ddp")
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ def _rank(rank: int, world: int, port: int, job: dict, out: str) -> None:
             tracker = MemTracker()
             tracker.track_external(model, opt, *args, *kwargs.values())
         with tracker:
-            trained = torch.nn.parallel.DistributedDataParallel(model) if strategy == "ddp" else model
+            trained = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=job["unused"])
+                       if strategy == "ddp" else model)
             for i in range(2):
                 if i:  # MemTracker takes one forward per root module until its module stats are cleared
                     tracker.reset_mod_stats()
@@ -74,13 +75,14 @@ def _rank(rank: int, world: int, port: int, job: dict, out: str) -> None:
 
 
 def measure(spec: str, inputs: list[str], batch: int, strategy: str, world: int, *, reshard: bool = True,
-            optimizer: str = "adam", args: dict | None = None, fsdp_tracker: bool = False) -> list[int]:
+            optimizer: str = "adam", args: dict | None = None, fsdp_tracker: bool = False,
+            find_unused_parameters: bool = False) -> list[int]:
     """Each rank's MemTracker peak over two real steps (`strategy`: ddp or fsdp; `fsdp_tracker`:
     measured by FSDPMemTracker instead)."""
     import torch.multiprocessing as mp
 
     job = dict(spec=spec, inputs=list(inputs), batch=batch, strategy=strategy, reshard=reshard,
-               optimizer=optimizer, args=args, fsdp_tracker=fsdp_tracker)
+               optimizer=optimizer, args=args, fsdp_tracker=fsdp_tracker, unused=find_unused_parameters)
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(_rank, args=(world, _free_port(), job, out), nprocs=world, join=True)
         return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(world)]

@@ -57,6 +57,7 @@ def _ask(args):
     (FIT + ["--parallel", "fsdp"], "--parallel fsdp needs --world-size N"),
     (FIT + ["--world-size", "2"], "--world-size 2 needs --parallel ddp or --parallel fsdp"),
     (FIT + ["--world-size", "2", "--parallel", "ddp", "--reshard-after-forward"], "FSDP2's: give it with --parallel fsdp"),
+    (FIT + ["--find-unused-parameters"], "--find-unused-parameters is DDP's"),
     (PLAN + ["--batch", "10", "--world-size", "4"], "--batch 10 does not split over 4 ranks"),
     (PLAN + ["--batch", "8", "--world-size", "-1"], "--world-size must be a positive integer"),
     (PLAN + ["--batch", "0"], "--batch must be a positive integer, got 0"),

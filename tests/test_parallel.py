@@ -187,7 +187,8 @@ def test_fit_views_say_per_rank_and_the_global_batch():
     result = fit(Stack, ["250"], 8, "t4", world_size=4, parallel="fsdp", find_max_batch=True, conversions=())
     assert result.global_batch == 32 and result.max_batch >= 8
     data = result.to_json()
-    assert data["parallel"] == {"world_size": 4, "strategy": "fsdp", "reshard_after_forward": True}
+    assert data["parallel"] == {"world_size": 4, "strategy": "fsdp", "reshard_after_forward": True,
+                                "find_unused_parameters": False}
     assert data["global_batch"] == 32 and data["question"]["parallel"]["world_size"] == 4
     assert "global batch 32 = 8 per rank x 4 ranks" in data["ranks"]
     assert any("NCCL_BUFFSIZE" in a for a in data["assumptions"])
@@ -208,7 +209,8 @@ def test_fit_views_say_per_rank_and_the_global_batch():
 def test_one_device_answers_carry_no_rank_line():
     result = fit(Stack, ["250"], 8, "t4", conversions=())
     assert result.ranks == "" and result.assumptions == [] and result.global_batch == 8
-    assert result.to_json()["parallel"] == {"world_size": 1, "strategy": "single", "reshard_after_forward": True}
+    assert result.to_json()["parallel"] == {"world_size": 1, "strategy": "single", "reshard_after_forward": True,
+                                            "find_unused_parameters": False}
 
 
 # -- 4. refusals: one line, exit 2 -----------------------------------------------------------------
@@ -218,6 +220,9 @@ def test_one_device_answers_carry_no_rank_line():
     (["--world-size", "4"], "--world-size 4 needs --parallel ddp or --parallel fsdp"),
     (["--world-size", "2", "--parallel", "ddp", "--no-reshard-after-forward"],
      "--reshard-after-forward is FSDP2's: give it with --parallel fsdp"),
+    (["--world-size", "2", "--parallel", "fsdp", "--find-unused-parameters"],
+     "--find-unused-parameters is DDP's: give it with --parallel ddp --world-size N"),
+    (["--find-unused-parameters"], "--find-unused-parameters is DDP's"),
     (["--world-size", "2", "--parallel", "fsdp", "--optimizer", "adafactor"], "--parallel fsdp steps torch's own"),
 ])
 def test_bad_parallel_options_are_one_line(extra, message):
@@ -249,6 +254,7 @@ def test_a_strategy_the_installed_torch_lacks_is_refused_before_torch(monkeypatc
     (dict(world_size=2), "--world-size 2 needs --parallel ddp or --parallel fsdp"),
     (dict(world_size=2, parallel="zero"), "unknown parallel strategy 'zero'"),
     (dict(world_size=2, parallel="ddp", reshard_after_forward=False), "--reshard-after-forward is FSDP2's"),
+    (dict(world_size=2, parallel="fsdp", find_unused_parameters=True), "--find-unused-parameters is DDP's"),
 ])
 def test_the_python_api_refuses_the_same(kwargs, message):
     with pytest.raises(FitError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -275,8 +281,29 @@ def test_ddp_refuses_parameters_the_loss_does_not_use_as_torch_does():
         def forward(self, x):
             return self.used(x)
 
-    with pytest.raises(FitError, match="find_unused_parameters=True"):
+    with pytest.raises(FitError) as err:
         run_step(Unused, ["8"], 2, _question(2, "ddp"))
+    assert str(err.value) == ("DDP: some parameters get no gradient from the loss (the reducer waits for them); "
+                              "a job passes find_unused_parameters=True: add --find-unused-parameters")
+    # with it, DDP finds them each step: the simulated step is the real one under the fake group
+    q = make_question(gpus.host(), parallel=Parallel(2, "ddp", find_unused_parameters=True))
+    sim, real = run_step(Unused, ["8"], 2, q), run_step(Unused, ["8"], 2, q, device="cpu")
+    assert sim.ok and (sim.peak_total, sim.breakdown) == (real.peak_total, real.breakdown)
+
+
+def test_a_transformers_bert_with_its_pooler_under_ddp_finding_unused_parameters():
+    """BERT's pooler gets no gradient from a loss on the hidden states: DDP needs
+    find_unused_parameters=True, and with it the simulated rank equals real gloo processes."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("torch.distributed._tools.mem_tracker")
+    from parallel_truth import measure
+    from zoo_cases import BERT
+
+    q = make_question(gpus.host(), parallel=Parallel(2, "ddp", find_unused_parameters=True))
+    sim = run_step(load("transformers:bert", dict(BERT)), list(PADDED), 4, q)
+    assert sim.ok
+    _agrees(sim.peak_total, lambda: measure("transformers:bert", list(PADDED), 4, "ddp", 2, args=dict(BERT),
+                                            find_unused_parameters=True))
 
 
 # -- 5. plan: the strategy as a kind of change ----------------------------------------------------
@@ -413,6 +440,8 @@ def test_the_rank_line_and_the_assumptions_word_for_word():
         "which holds the largest shards); global batch 48 = 2 per rank x 3 micro-steps x 8 ranks")
     assert parallel.describe(Parallel(2, "ddp"), 4, accumulation=2).endswith(
         "global batch 16 = 4 per rank x 2 micro-steps x 2 ranks")
+    assert parallel.describe(Parallel(2, "ddp", find_unused_parameters=True), 1).startswith(
+        "DDP over 2 ranks, finding the parameters the loss does not use; ")
     assert parallel.describe(Parallel(2, "fsdp", False), 1).startswith(
         "FSDP2 over 2 ranks, parameters kept gathered from forward to backward; ")
     cpu, cuda = parallel.assumptions(Parallel(2, "ddp"), cuda=False), parallel.assumptions(Parallel(2, "ddp"), cuda=True)

@@ -278,7 +278,8 @@ def test_the_json_of_a_question_field_by_field():
     assert (doc["torch_version"], doc["headroom_bytes"], doc["amp"], doc["optimizer"], doc["engine"]) == \
         ("2.8", 2**30, "fp16", "sgd", "simulate")
     assert doc["usable_bytes"] == T4.total_memory - T4.context_bytes - 2**30
-    assert doc["parallel"] == {"world_size": 2, "strategy": "ddp", "reshard_after_forward": True}
+    assert doc["parallel"] == {"world_size": 2, "strategy": "ddp", "reshard_after_forward": True,
+                               "find_unused_parameters": False}
     assert doc["card"]["capability"] == [7, 5] and doc["card"]["aliases"] == list(T4.aliases)
     assert doc["card"]["key"] == "t4" and doc["card"]["fp16_flops"] == T4.fp16_flops
     text = q.canonical()

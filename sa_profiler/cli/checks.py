@@ -105,15 +105,17 @@ def checkpointing(text: str | None) -> None:
         _fail(str(err))
 
 
-def parallel(world_size: int | None, strategy: str | None, reshard: bool | None):
+def parallel(world_size: int | None, strategy: str | None, reshard: bool | None, unused: bool = False):
     """The parallel options together, before torch loads: the Parallel they make, or None where
     none was given. One line for a world size below 1, a strategy without a world size (or the
     reverse), resharding without FSDP2, or a strategy the installed torch lacks."""
     from sa_profiler.question import Parallel
     from sa_profiler.torch_compat.versions import installed_version
 
-    if world_size is None and strategy is None and reshard is None:
+    if world_size is None and strategy is None and reshard is None and not unused:
         return None
+    if unused and strategy != "ddp":
+        _fail("--find-unused-parameters is DDP's: give it with --parallel ddp --world-size N")
     if world_size is not None and world_size < 1:
         _fail(f"--world-size must be a positive integer (the number of ranks), got {world_size}")
     if strategy is None:
@@ -126,4 +128,4 @@ def parallel(world_size: int | None, strategy: str | None, reshard: bool | None)
     version = installed_version()
     if version and (why := names.strategy_unsupported(strategy, version)):
         _fail(why)
-    return Parallel(world_size, strategy, True if reshard is None else reshard)
+    return Parallel(world_size, strategy, True if reshard is None else reshard, unused)

@@ -46,6 +46,8 @@ from sa_profiler.cli.headline import cli
               help="DistributedDataParallel, or FSDP2 (fully_shard on each repeated block and the root).")
 @click.option("--reshard-after-forward/--no-reshard-after-forward", "reshard", default=None,
               help="FSDP2: free each block's gathered parameters after its forward (default) or keep them to the backward.")
+@click.option("--find-unused-parameters", "unused", is_flag=True,
+              help="DDP: parameters the loss does not reach are found each step and skipped (find_unused_parameters=True).")
 @click.option("--find-max-batch", is_flag=True, help="Also find the largest batch that fits (a search on the engine).")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable); numbers, lists and tuples are read as Python literals.")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
@@ -57,7 +59,7 @@ from sa_profiler.cli.headline import cli
                    "breakdowns and each conversion side by side (with --amp, the float32 step overlaid).")
 @_torch_version_option
 def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumulation, checkpointing, sdpa_backend,
-            model_checkpointing, world_size, strategy, reshard, find_max_batch, args, headroom, engine, as_json,
+            model_checkpointing, world_size, strategy, reshard, unused, find_max_batch, args, headroom, engine, as_json,
             html_out, torch_version):
     """Will this whole model train on that GPU at that batch? A training step, simulated.
 
@@ -81,7 +83,7 @@ def fit_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, accumu
     checks.card(gpu_name, gpu_mem, cpu_allowed=True)
     checks.optimizer(optimizer)
     checks.torch_version(torch_version, engine)
-    setting = checks.parallel(world_size, strategy, reshard)
+    setting = checks.parallel(world_size, strategy, reshard, unused)
     _check_page_path(html_out)
 
     from sa_profiler.models.fit import FitError, fit, load, parse_inputs

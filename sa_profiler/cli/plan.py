@@ -27,6 +27,8 @@ from sa_profiler.names import PLAN_KINDS as KINDS
               help="Train over N ranks: B is split over them, and DDP and FSDP2 join the search.")
 @click.option("--parallel", "strategy", type=click.Choice(["ddp", "fsdp"]),
               help="Your strategy over the ranks, if you have one (the search still tries the others).")
+@click.option("--find-unused-parameters", "unused", is_flag=True,
+              help="DDP's find_unused_parameters=True, for a model with parameters the loss does not reach.")
 @click.option("--try", "tries", metavar="LIST", help=f"Kinds of change to search (default: all): {', '.join(KINDS)}.")
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A factory or config argument (repeatable).")
 @click.option("--headroom", default="10%", show_default=True, metavar="PCT|SIZE", help="Safety margin kept free.")
@@ -34,8 +36,8 @@ from sa_profiler.names import PLAN_KINDS as KINDS
 @click.option("--html", "html_out", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write the plans as a self-contained HTML page.")
 @_torch_version_option
-def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, world_size, strategy, tries, args, headroom,
-             as_json, html_out, torch_version):
+def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, world_size, strategy, unused, tries, args,
+             headroom, as_json, html_out, torch_version):
     """The configurations that train a global batch of B on the card, fastest first.
 
     Searches micro-batch x gradient accumulation (keeping B), precision (float32, AMP fp16 with
@@ -55,7 +57,7 @@ def plan_cmd(model, input_specs, batch, gpu_name, gpu_mem, optimizer, amp, world
     if world_size is not None and strategy is None:  # the search picks the strategy: DDP to start from
         strategy = "ddp" if world_size > 1 else None
         world_size = None if world_size == 1 else world_size
-    setting = checks.parallel(world_size, strategy, None)
+    setting = checks.parallel(world_size, strategy, None, unused)
     if setting is not None and batch % setting.world_size:
         _fail(f"--batch {batch} does not split over {setting.world_size} ranks: give a multiple of {setting.world_size}")
     _check_page_path(html_out)

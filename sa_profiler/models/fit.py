@@ -173,7 +173,7 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
         engine: str | None = None, timeline: bool = True, compare_fp32: bool = False,
         torch_version: str | None = None, accumulation: int = 1, checkpointing: str | None = None,
         sdpa_backend: str | None = None, world_size: int | None = None, parallel: str | None = None,
-        reshard_after_forward: bool | None = None) -> FitResult:
+        reshard_after_forward: bool | None = None, find_unused_parameters: bool | None = None) -> FitResult:
     """A training step of `model` at `batch` under `target`: a Question (the whole question), or a
     card (a catalogue name, "cpu" or a GPU) that `make_question` turns into one with `headroom`
     (default 10 %), `torch_version`, `optimizer` (default adam), `amp` and `engine`; given with a
@@ -192,9 +192,10 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
     step run for the answer, the largest-batch search's included, runs with both. `sdpa_backend`
     (flash, efficient, cudnn or math): every step runs with that backend forced, as
     `torch.nn.attention.sdpa_kernel` forces it. `world_size` and `parallel` ("ddp" or "fsdp";
-    `reshard_after_forward` for FSDP2, default True): one rank of a data-parallel job, `batch`
-    per rank (`models/parallel.py`); given with a Question, they replace its own."""
-    setting = _parallel(target, world_size, parallel, reshard_after_forward)
+    `reshard_after_forward` for FSDP2, default True; `find_unused_parameters` for DDP, default
+    False): one rank of a data-parallel job, `batch` per rank (`models/parallel.py`); given with
+    a Question, they replace its own."""
+    setting = _parallel(target, world_size, parallel, reshard_after_forward, find_unused_parameters)
     question = _question(target, optimizer=optimizer, amp=amp, headroom=headroom, engine=engine,
                          torch_version=torch_version, parallel=setting)
     try:
@@ -207,10 +208,10 @@ def fit(model, input_shape, batch: int, target="t4", *, optimizer: str | None = 
                 name=name, timeline=timeline, compare_fp32=compare_fp32, training=training)
 
 
-def _parallel(target, world_size, strategy, reshard) -> Parallel | None:
+def _parallel(target, world_size, strategy, reshard, unused=None) -> Parallel | None:
     """The parallel setting the options give (None: none given, the question's own stands);
     one line (FitError) for a bad one."""
-    if world_size is None and strategy is None and reshard is None:
+    if world_size is None and strategy is None and reshard is None and unused is None:
         return None
     own = target.parallel if isinstance(target, Question) else Parallel()
     if world_size is not None and strategy is None and own.strategy == "single" and world_size != 1:
@@ -222,7 +223,8 @@ def _parallel(target, world_size, strategy, reshard) -> Parallel | None:
         raise FitError("--reshard-after-forward is FSDP2's: give it with --parallel fsdp")
     try:
         return Parallel(own.world_size if world_size is None else world_size, strategy,
-                        own.reshard_after_forward if reshard is None else reshard)
+                        own.reshard_after_forward if reshard is None else reshard,
+                        own.find_unused_parameters if unused is None else unused)
     except ValueError as err:
         raise FitError(str(err)) from None
 

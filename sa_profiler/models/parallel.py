@@ -9,6 +9,9 @@ each a check, a device choice or a result, none an allocation (restored on exit)
 - DDP's constructor reads every parameter's shape back as a number
   (`distributed.utils._verify_param_shape_across_processes`): skipped on meta; on torch 2.4,
   whose c10d broadcast has no meta kernel, so is its broadcast of rank 0's parameters;
+- DDP reads rank 0's bucket indices (and, with `find_unused_parameters`, the all-reduced map of
+  the parameters used) back to the host: on meta the host tensor keeps what rank 0 has
+  (`_HostCopies`);
 - the fake group's all-reduce completes with no tensor, where DDP's reducer wants its bucket
   back: a comm hook that divides the bucket by the world size in place and returns it, as the
   default hook's result is (reducer.cpp `run_comm_hook`);
@@ -29,6 +32,7 @@ from torch import nn
 from sa_profiler import names
 from sa_profiler.models import blocks
 from sa_profiler.models.loading import FitError
+from sa_profiler.torch_compat.dispatch import TorchDispatchMode
 
 # torch's own optimizers step DTensor shards; the optimizers from other packages do not
 SHARDED_OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adam-fused", "adamw-fused")
@@ -57,6 +61,8 @@ def describe(parallel, batch: int, accumulation: int = 1) -> str:
     if parallel.strategy == "fsdp":
         how = (", each block's parameters freed after its forward" if parallel.reshard_after_forward
                else ", parameters kept gathered from forward to backward")
+    if parallel.find_unused_parameters:
+        how = ", finding the parameters the loss does not use"
     micro = f" x {accumulation} micro-steps" if accumulation > 1 else ""
     which = "rank 0, which holds the largest shards" if parallel.strategy == "fsdp" else "each holds a whole replica"
     return (f"{name} over {parallel.world_size} ranks{how}; the figures are per rank ({which}); global batch "
@@ -90,6 +96,35 @@ def rank_zero(world_size: int):
         dist.destroy_process_group()
 
 
+class _HostCopies(TorchDispatchMode):
+    """A copy into a host tensor from a meta one leaves the host tensor as it is: DDP reading
+    back what rank 0 has already (its bucket indices; with `find_unused_parameters`, the map of
+    the parameters used, all-reduced: on the fake group rank 0's own)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func is torch.ops.aten.copy_.default and args[0].device.type == "cpu"
+                and args[1].device.type == "meta"):
+            return args[0]
+        return func(*args, **kwargs)
+
+
+def host_copies(device: str):
+    """A DDP step on meta runs inside `_HostCopies` (entered before the tracker)."""
+    return _HostCopies() if device == "meta" else contextlib.nullcontext()
+
+
+UNUSED = "Expected to have finished reduction in the prior iteration"  # DDP's reducer, on an unused parameter
+
+
+def unused_parameters(err: Exception) -> str | None:
+    """One line for DDP's refusal of parameters the loss does not reach, or None."""
+    if UNUSED not in str(err):
+        return None
+    return ("DDP: some parameters get no gradient from the loss (the reducer waits for them); a job "
+            "passes find_unused_parameters=True: add --find-unused-parameters")
+
+
 def _all_reduced(world_size, bucket):
     """DDP's comm hook under the fake group: the bucket averaged in place and returned."""
     buffer = bucket.buffer()
@@ -121,7 +156,7 @@ def _labelled(tracker, label: str):
         tracker.label = previous
 
 
-def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool) -> nn.Module:
+def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool, find_unused_parameters: bool = False) -> nn.Module:
     """`model` wrapped in DistributedDataParallel (defaults: 25 MiB buckets, the first 1 MiB),
     built under `tracker` so its buckets count; its pre-forward (where the buckets are rebuilt
     in the order the first backward made the gradients ready) is labelled too."""
@@ -137,7 +172,7 @@ def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool) -> nn.Module:
             ddp_module._sync_module_states = lambda *args, **kwargs: None
     try:
         with _labelled(tracker, "DDP buckets"):
-            wrapped = ddp_module.DistributedDataParallel(model)
+            wrapped = ddp_module.DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
     finally:
         for name, value in saved:
             setattr(ddp_module, name, value)

@@ -132,8 +132,10 @@ class _Search:
     def step(self, c: Config, cap: bool = True) -> StepResult:
         key = (c, cap)
         if key not in self.cache:
+            own = self.question.parallel
             q = replace(self.question, amp=c.amp, optimizer=c.optimizer,
-                        parallel=Parallel(self.question.parallel.world_size, c.strategy, c.reshard))
+                        parallel=Parallel(own.world_size, c.strategy, c.reshard,
+                                          own.find_unused_parameters and c.strategy == "ddp"))
             attention = c.attention
             try:
                 self.cache[key] = run_step(

@@ -82,8 +82,9 @@ def _held_by(opt) -> list[torch.Tensor]:
     return found
 
 
-def _ddp(world_size: int, device: str, model, tracker):
-    return parallel.ddp(model, world_size, tracker, on_meta=device == "meta")
+def _ddp(par: Parallel, device: str, model, tracker):
+    return parallel.ddp(model, par.world_size, tracker, on_meta=device == "meta",
+                        find_unused_parameters=par.find_unused_parameters)
 
 
 def _optimizer(name: str, params, foreach):
@@ -319,7 +320,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
                                                   param_dtype=amp_dtype, device=device)
             amp_dtype = None  # the policy casts the parameters; no autocast around the forward
         elif par.strategy == "ddp":
-            wrap = functools.partial(_ddp, par.world_size, device)
+            around.enter_context(parallel.host_copies(device))
+            wrap = functools.partial(_ddp, par, device)
         params = [p for p in model.parameters() if p.requires_grad]
         plain = optimizer not in names.FUSED_TORCH and optimizer not in names.OPTIMIZER_PACKAGES
         scope = _optimizer_scope(optimizer, gpu, device)
@@ -345,6 +347,8 @@ def run_step(factory: Callable[[], nn.Module], input_shape, batch: int, on: Ques
         except ValueBranch as err:
             raise FitError(str(err)) from None
         except Exception as err:
+            if par.strategy == "ddp" and (why := parallel.unused_parameters(err)):
+                raise FitError(why) from None
             raise FitError(f"the model rejected a batch of {batch} x {model_inputs.describe(specs)}: "
                            f"{type(err).__name__}: {_one_line(err)}") from None
     attribution = outcome.attribution
