@@ -71,7 +71,7 @@ def measured(spec, args, inputs, batch, strategy, reshard, world, device) -> int
         tracker = MemTracker()
         tracker.track_external(model, *x, *kw.values())
         tracker.__enter__()
-    trained = parallel.ddp(model, world, _Label(), on_meta=False) if strategy == "ddp" else model
+    trained = parallel.ddp(model, world, _Label(), on_meta=False, find_unused_parameters=False) if strategy == "ddp" else model
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4,
                            foreach=True if device == "cuda" else None)
     for i in range(2):

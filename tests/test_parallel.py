@@ -395,7 +395,7 @@ def test_ddp_keeps_its_logging_data_on_meta():
     with parallel.rank_zero(2):
         with torch.device("meta"):
             model = Stack()
-        wrapped = parallel.ddp(model, 2, Label(), on_meta=True)
+        wrapped = parallel.ddp(model, 2, Label(), on_meta=True, find_unused_parameters=False)
         assert wrapped._get_ddp_logging_data()["world_size"] == 2
         wrapped.logger.set_runtime_stats_and_log()  # quiet on meta: no timings to take
 

@@ -156,7 +156,7 @@ def _labelled(tracker, label: str):
         tracker.label = previous
 
 
-def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool, find_unused_parameters: bool = False) -> nn.Module:
+def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool, find_unused_parameters: bool) -> nn.Module:
     """`model` wrapped in DistributedDataParallel (defaults: 25 MiB buckets, the first 1 MiB),
     built under `tracker` so its buckets count; its pre-forward (where the buckets are rebuilt
     in the order the first backward made the gradients ready) is labelled too."""
