@@ -164,6 +164,11 @@ def ddp(model: nn.Module, world_size: int, tracker, on_meta: bool, find_unused_p
 
     saved = [(name, getattr(ddp_module, name)) for name in ("_verify_param_shape_across_processes",
                                                              "_sync_module_states")]
+    if on_meta and find_unused_parameters and not torch._C._dispatch_has_kernel_for_dispatch_key("c10d::allreduce_",
+                                                                                                 "Meta"):
+        raise ParallelError(f"--find-unused-parameters all-reduces DDP's map of the parameters used each step, and "
+                            f"torch {torch.__version__} has no meta kernel for that all-reduce: simulate it under a "
+                            f"newer torch")
     if on_meta:
         ddp_module._verify_param_shape_across_processes = lambda *args, **kwargs: None
         if not torch._C._dispatch_has_kernel_for_dispatch_key("c10d::broadcast_", "Meta"):
